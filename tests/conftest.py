@@ -41,3 +41,21 @@ async def redis_client(redis_url: str):
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def make_stack(redis_url: str, key_prefix: str, tmp_path):
+    """Factory: ``make_stack(**settings)`` starts a fake upstream and farebox in front of it."""
+    from tests.harness import LoopThread, start_stack
+
+    threads = LoopThread()
+
+    def make(upstream_options: dict | None = None, **settings):
+        base = {"redis_url": redis_url, "redis_prefix": key_prefix, "data_dir": str(tmp_path / "data"),
+                "default_max_output_tokens": 4096}
+        return start_stack(threads, {**base, **settings}, upstream_options)
+
+    try:
+        yield make
+    finally:
+        threads.close()

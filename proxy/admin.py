@@ -1,0 +1,74 @@
+"""The admin HTTP API (``/admin/...``, bearer admin token): usage reports and budgets.
+
+Input problems are 400 with a message that says what to fix; money in JSON is a decimal
+string of USD. The same operations back the ``farebox`` CLI through ``proxy.control``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import orjson
+from aiohttp import web
+
+from proxy import control
+from proxy.appkeys import SERVICES
+from proxy.errors import BadRequest, NotFound
+from proxy.pipeline.parse import parse_json_object
+
+__all__ = ["routes"]
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+def _scope_id(request: web.Request) -> tuple[str, str]:
+    return request.match_info["scope"], unquote(request.match_info["id"])
+
+
+async def usage(request: web.Request) -> web.Response:
+    q = request.query
+    if "scope" not in q or "id" not in q:
+        raise BadRequest("Query parameters 'scope' and 'id' are required, e.g. ?scope=project&id=acme&period=day.",
+                         param="scope" if "scope" not in q else "id")
+    report = await control.usage_report(request.app[SERVICES].ledger, q["scope"], q["id"],
+                                        q.get("period", "day"), q.get("at"))
+    return _json(report)
+
+
+async def put_budget(request: web.Request) -> web.Response:
+    scope, budget_id = _scope_id(request)
+    body = parse_json_object(await request.read())
+    status = await control.set_budget(request.app[SERVICES].ledger, scope, budget_id, body)
+    return _json(status)
+
+
+async def get_budget(request: web.Request) -> web.Response:
+    scope, budget_id = _scope_id(request)
+    status = await control.get_budget(request.app[SERVICES].ledger, scope, budget_id)
+    if status is None:
+        raise NotFound(f"No budget for {scope} '{budget_id}'.", code="budget_not_found")
+    return _json(status)
+
+
+async def delete_budget(request: web.Request) -> web.Response:
+    scope, budget_id = _scope_id(request)
+    if not await control.delete_budget(request.app[SERVICES].ledger, scope, budget_id):
+        raise NotFound(f"No budget for {scope} '{budget_id}'.", code="budget_not_found")
+    return _json({"deleted": True, "scope": scope, "id": budget_id})
+
+
+async def list_budgets(request: web.Request) -> web.Response:
+    budgets = await control.list_budgets(request.app[SERVICES].ledger, request.query.get("scope"))
+    return _json({"budgets": budgets})
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/admin/usage", usage),
+        web.get("/admin/budgets", list_budgets),
+        web.put("/admin/budgets/{scope}/{id:.+}", put_budget),
+        web.get("/admin/budgets/{scope}/{id:.+}", get_budget),
+        web.delete("/admin/budgets/{scope}/{id:.+}", delete_budget),
+    ]

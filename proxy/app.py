@@ -1,0 +1,161 @@
+"""``create_app``: routes, middlewares and the resources the app owns. Wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from pricing.catalog import Catalog, ModelPrice
+from pricing.money import usd_to_nano
+from proxy import admin, handlers
+from proxy.appkeys import SERVICES, SETTINGS
+from proxy.errors import FareboxError, NotFound, PayloadTooLarge, Unauthorized
+from proxy.ledger.ledger import Ledger
+from proxy.ledger.spool import Spool
+from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
+from proxy.ledger.connection import RedisHandle
+from proxy.services import Services
+from proxy.settings import Settings
+from proxy.tokens import ensure_offline_encodings, preload_encodings
+from proxy.upstream.relay import Upstream
+
+__all__ = ["create_app", "build_catalog"]
+
+log = logging.getLogger("farebox")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(exc: FareboxError, request_id: str | None) -> web.Response:
+    headers = dict(exc.headers)
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    return web.Response(status=exc.status, body=orjson.dumps(exc.body()), content_type="application/json",
+                        headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request an id and render every FareboxError as an OpenAI-shaped body."""
+    request_id = request["request_id"] = uuid.uuid4().hex
+    try:
+        return await handler(request)
+    except FareboxError as exc:
+        return _error_response(exc, request_id)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return _error_response(PayloadTooLarge(f"Request body exceeds the limit of {exc.max_size} bytes."), request_id)
+    except web.HTTPNotFound:
+        return _error_response(NotFound(f"No such endpoint: {request.method} {request.path}.", code="unknown_endpoint"),
+                               request_id)
+    except web.HTTPMethodNotAllowed as exc:
+        error = FareboxError(f"Method {request.method} is not allowed on {request.path}; use {', '.join(sorted(exc.allowed_methods))}.",
+                             code="method_not_allowed")
+        error.status, error.type = 405, "invalid_request_error"
+        return _error_response(error, request_id)
+
+
+def _admin_guard(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+
+    @web.middleware
+    async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/admin/") or request.path == "/admin":
+            if token is None:
+                raise NotFound("The admin API is disabled: set an admin token (--admin-token / FAREBOX_ADMIN_TOKEN).",
+                               code="admin_disabled")
+            if request.headers.get("Authorization", "") != f"Bearer {token}":
+                raise Unauthorized("Missing or wrong admin token: send Authorization: Bearer <admin token>.")
+        return await handler(request)
+
+    return admin_auth
+
+
+def build_catalog(settings: Settings) -> Catalog:
+    fallback = None
+    if settings.unknown_model_price is not None:
+        per_m = settings.unknown_model_price
+        fallback = ModelPrice(
+            name="fallback", provider="fallback", mode="chat",
+            input=usd_to_nano(per_m.input_per_million_usd),  # USD per million → nano-USD per million
+            output=usd_to_nano(per_m.output_per_million_usd),
+            cached_input=None, cache_creation_input=None, reasoning_output=None,
+            max_input_tokens=None, max_output_tokens=None,
+        )
+    return Catalog.load(extra_files=[str(p) for p in settings.price_files], aliases=settings.model_aliases,
+                        fallback=fallback)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    fb = request.app[SERVICES]
+    try:
+        await fb.ledger.ping()
+    except FareboxError as exc:
+        return web.json_response({"status": "unavailable", "redis": fb.redis_description, "error": exc.message}, status=503)
+    return web.json_response({"status": "ready", "redis": fb.redis_description})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    fb = request.app[SERVICES]
+    token = fb.settings.metrics_token
+    if token is not None and request.headers.get("Authorization", "") != f"Bearer {token.get_secret_value()}":
+        raise Unauthorized("Missing or wrong metrics token: send Authorization: Bearer <metrics token>.")
+    return web.Response(body=fb.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
+    """The farebox application for these settings (tests build their own)."""
+    app = web.Application(
+        middlewares=[errors_middleware, _admin_guard(settings)],
+        client_max_size=settings.max_body_bytes + 1,
+    )
+    app[SETTINGS] = settings
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        await asyncio.to_thread(ensure_offline_encodings)
+        await asyncio.to_thread(preload_encodings)
+        catalog = await asyncio.to_thread(build_catalog, settings)
+        redis = await RedisHandle.open(settings)
+        upstream = Upstream(
+            settings.upstream,
+            api_key=settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
+            timeout_s=settings.upstream_timeout_s, connect_timeout_s=settings.upstream_connect_timeout_s,
+            drop_headers=(settings.project_header, settings.agent_header, settings.session_header),
+        )
+        await upstream.start()
+        ledger = Ledger(redis.client, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen, clock=clock)
+        spool = Spool(Path(settings.data_dir) / "spool.ndjson")
+        services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
+                            metrics=Metrics(), redis_description=redis.description)
+        app[SERVICES] = services
+        log.info("farebox: redis %s; upstream %s; %d priced models", redis.description, upstream.base_url, len(catalog))
+        if await spool.pending():
+            services.start_replay()
+        try:
+            yield
+        finally:
+            await services.close()
+            await upstream.close()
+            await redis.close()
+
+    app.cleanup_ctx.append(services_ctx)
+    app.add_routes([
+        web.post("/v1/chat/completions", handlers.chat_completions),
+        web.get("/v1/models", handlers.models),
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.get("/metrics", metrics),
+        *admin.routes(),
+        web.route("*", "/{tail:.*}", handlers.not_found),
+    ])
+    return app

@@ -1,0 +1,13 @@
+"""Typed keys for what the application shares with its handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.services import Services
+from proxy.settings import Settings
+
+__all__ = ["SERVICES", "SETTINGS"]
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,99 @@
+"""Step 4, reserve: the budget check that happens before anything is forwarded.
+
+The worst case of a request is its counted prompt at the input price plus its output bound
+(``max_completion_tokens`` / ``max_tokens``, else the catalog's ``max_output_tokens``, times
+``n``) at the output price. The ledger reserves that amount atomically on every budget that
+applies, or nothing. When it does not fit but the room left still pays for at least
+``min_output_tokens`` of output, the request goes ahead with its output bound lowered to what
+fits (clamping) instead of being refused; below that it gets 402.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pricing.catalog import ModelPrice
+from pricing.cost import max_output_for_budget, worst_case_nano
+from pricing.money import nano_to_usd
+from proxy.errors import BudgetExceeded
+from proxy.ledger.ledger import Attribution, BudgetView, Ledger
+from proxy.pipeline.parse import ChatRequest
+from proxy.settings import Settings
+
+__all__ = ["Grant", "reserve_budget", "budget_exceeded"]
+
+# A concurrent request may take the room between a refusal and the clamped retry.
+_CLAMP_ATTEMPTS = 3
+_ADJECTIVE = {"hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly", "total": "total"}
+
+
+@dataclass(slots=True)
+class Grant:
+    """What the reserve step allowed: the amount held and the output bound to forward."""
+
+    reserved_nano: int
+    output_bound: int | None        # per choice; set on the forwarded request when `enforce_bound`
+    enforce_bound: bool             # the forwarded body must carry output_bound
+    clamped: bool
+    remaining: BudgetView | None    # the tightest hard budget after this reservation
+
+
+def output_bound(chat: ChatRequest, price: ModelPrice, settings: Settings) -> tuple[int, bool]:
+    """The per-choice output bound and whether farebox must send it (the client did not)."""
+    if chat.max_output is not None:
+        return chat.max_output, False
+    if price.max_output_tokens:
+        return price.max_output_tokens, False
+    return settings.default_max_output_tokens, True
+
+
+async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, who: Attribution,
+                         price: ModelPrice, prompt_tokens: int, chat: ChatRequest,
+                         *, now: float | None = None) -> Grant:
+    bound, must_send = output_bound(chat, price, settings)
+    amount = worst_case_nano(price, prompt_tokens, bound * chat.n)
+    clamped = False
+    for _ in range(_CLAMP_ATTEMPTS):
+        outcome = await ledger.reserve(request_id, who, amount, deadline_s=settings.reservation_deadline_s)
+        if outcome.ok:
+            has_hard = outcome.tightest is not None
+            return Grant(amount, bound, enforce_bound=clamped or (must_send and has_hard), clamped=clamped,
+                         remaining=outcome.tightest)
+        if not settings.clamp_max_tokens:
+            break
+        fit = max_output_for_budget(price, prompt_tokens, outcome.room_nano) // chat.n
+        if fit < settings.min_output_tokens or fit < 1:
+            break
+        bound = min(bound, fit)
+        amount = worst_case_nano(price, prompt_tokens, bound * chat.n)
+        clamped = True
+    raise budget_exceeded(outcome.tightest, amount, now=now)
+
+
+def _label(view: BudgetView) -> str:
+    return f"{view.scope} '{view.id}'"
+
+
+def budget_exceeded(view: BudgetView | None, amount_nano: int, *, now: float | None = None) -> BudgetExceeded:
+    """The 402 for a refused reservation, naming the tightest budget."""
+    if view is None:  # the ledger refused without naming a budget: should not happen
+        return BudgetExceeded("Budget exceeded.", extra={"scope": None, "scope_id": None})
+    resets = view.resets_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if view.resets_at else None
+    spent = nano_to_usd(view.spent_nano)
+    held = f" (plus ${nano_to_usd(view.reserved_nano)} held by requests in flight)" if view.reserved_nano else ""
+    message = (f"Budget exceeded for {_label(view)}: {_ADJECTIVE.get(view.period, view.period)} limit "
+               f"${nano_to_usd(view.limit_nano)}, spent ${spent}{held}, this request may cost up to "
+               f"${nano_to_usd(amount_nano)}" + (f"; resets {resets}" if resets else "; this budget never resets"))
+    headers = {}
+    if view.resets_at is not None:
+        current = datetime.now(timezone.utc).timestamp() if now is None else now
+        headers["Retry-After"] = str(max(1, math.ceil(view.resets_at.timestamp() - current)))
+    extra = {
+        "scope": view.scope, "scope_id": view.id, "period": view.period,
+        "limit_usd": nano_to_usd(view.limit_nano), "spent_usd": spent,
+        "reserved_usd": nano_to_usd(view.reserved_nano), "request_max_cost_usd": nano_to_usd(amount_nano),
+        "resets_at": resets,
+    }
+    return BudgetExceeded(message, headers=headers, extra=extra)

@@ -1,0 +1,202 @@
+"""The ``farebox`` command: serve, fake-upstream, budget, usage.
+
+Every command reads the same settings (flags, ``FAREBOX_*`` / ``REDIS_URL``, ``--config``),
+so ``farebox usage`` finds the data ``farebox serve`` records, embedded Redis included.
+A bad setting prints one line naming it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+
+from proxy.errors import FareboxError
+from proxy.settings import Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def _store_flags(parser: argparse.ArgumentParser) -> None:
+    """Options every Redis-using command shares."""
+    parser.add_argument("--config", help="settings file (TOML or JSON)")
+    parser.add_argument("--redis-url", help="Redis URL (default: embedded Redis under --data-dir)")
+    parser.add_argument("--data-dir", help="directory of the embedded Redis's data (default ./.farebox)")
+    parser.add_argument("--redis-prefix", help="prefix of every Redis key (default fb)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="farebox", description="OpenAI-compatible metering proxy with hard budgets.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    _store_flags(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
+    serve.add_argument("--upstream", help="provider base URL (default https://api.openai.com/v1)")
+    serve.add_argument("--upstream-api-key", help="API key sent upstream instead of the client's")
+    serve.add_argument("--admin-token", help="bearer token of the admin API (unset: admin API disabled)")
+    serve.add_argument("--default-project", help="project for requests without the project header")
+    serve.add_argument("--fail-mode", choices=["closed", "open"], help="when Redis is unreachable (default closed)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    fake = sub.add_parser("fake-upstream", help="run a deterministic OpenAI-compatible server for trying farebox")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=9000)
+    fake.add_argument("--latency-ms", type=float, default=0.0, help="delay before each response starts")
+    fake.add_argument("--chunks", type=int, default=8, help="content chunks per streamed reply")
+    fake.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks")
+    fake.add_argument("--reply-tokens", type=int, default=16, help="tokens per reply (capped by max_tokens)")
+
+    usage = sub.add_parser("usage", help="show recorded spend")
+    _store_flags(usage)
+    usage.add_argument("scope", help="project, agent, session, key or model")
+    usage.add_argument("id", help="e.g. acme, acme/planner, acme/run-42")
+    usage.add_argument("--period", default="day", help="hour, day, week or month (default day)")
+    usage.add_argument("--at", help="a date or time inside the period (default now)")
+    usage.add_argument("--json", action="store_true", help="print the same JSON as the admin API")
+
+    budget = sub.add_parser("budget", help="set, show, list or delete budgets")
+    bsub = budget.add_subparsers(dest="action", required=True, metavar="ACTION")
+    bset = bsub.add_parser("set", help="create or replace a budget")
+    bset.add_argument("scope")
+    bset.add_argument("id")
+    bset.add_argument("limit_usd", help="limit in USD, e.g. 50 or 12.50")
+    bset.add_argument("--period", default="month", help="hour, day, week, month or total (default month)")
+    bset.add_argument("--mode", default="hard", help="hard (402) or soft (alerts only); default hard")
+    bset.add_argument("--thresholds", help="alert thresholds, comma-separated fractions (default 0.5,0.8,0.9,1.0)")
+    for name in ("show", "delete"):
+        b = bsub.add_parser(name, help=f"{name} a budget")
+        b.add_argument("scope")
+        b.add_argument("id")
+    blist = bsub.add_parser("list", help="list budgets")
+    blist.add_argument("--scope")
+    for b in (bset, blist, *[bsub.choices[n] for n in ("show", "delete")]):
+        _store_flags(b)
+        b.add_argument("--json", action="store_true")
+    return p
+
+
+def _settings(args: argparse.Namespace, keys: Sequence[str]) -> Settings:
+    flags = {k: getattr(args, k, None) for k in keys}
+    return load_settings(flags)
+
+
+_STORE_KEYS = ("config", "redis_url", "data_dir", "redis_prefix")
+_SERVE_KEYS = _STORE_KEYS + ("host", "port", "workers", "upstream", "upstream_api_key", "admin_token",
+                             "default_project", "fail_mode", "log_level")
+
+
+async def _with_ledger(settings: Settings, action: Callable[[Any], Awaitable[Any]]) -> Any:
+    from proxy.ledger.connection import RedisHandle  # noqa: PLC0415
+    from proxy.ledger.ledger import Ledger  # noqa: PLC0415
+
+    handle = await RedisHandle.open(settings)
+    try:
+        return await action(Ledger(handle.client, prefix=settings.redis_prefix))
+    finally:
+        await handle.close()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _print_usage(report: dict[str, Any]) -> None:
+    print(f"{report['scope']} {report['id']} — {report['period']} from {report['period_start']} to {report['period_end']}")
+    print(f"  requests {report['requests']}  prompt tokens {report['prompt_tokens']}  "
+          f"completion tokens {report['completion_tokens']}  cost ${report['cost_usd']}")
+    for title, key in (("by model", "by_model"), ("by agent", "by_agent")):
+        rows = report.get(key) or {}
+        if rows:
+            print(f"  {title}:")
+            for name, row in sorted(rows.items(), key=lambda kv: -float(kv[1]["cost_usd"])):
+                print(f"    {name:<32} requests {row['requests']:>6}  cost ${row['cost_usd']}")
+
+
+def _print_budget(status: dict[str, Any]) -> None:
+    resets = status.get("resets_at") or "never"
+    print(f"{status['scope']} {status['id']}: {status['mode']} {status['period']} limit ${status['limit_usd']}, "
+          f"spent ${status['spent_usd']}, reserved ${status['reserved_usd']}, remaining ${status['remaining_usd']} "
+          f"({status['percent']}%), resets {resets}")
+
+
+def _run_budget(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy import control  # noqa: PLC0415
+
+    async def act(ledger: Any) -> Any:
+        if args.action == "set":
+            body: dict[str, Any] = {"limit_usd": args.limit_usd, "period": args.period, "mode": args.mode}
+            if args.thresholds:
+                try:
+                    body["alert_thresholds"] = [float(x) for x in args.thresholds.split(",") if x.strip()]
+                except ValueError:
+                    raise SettingsError(f"invalid --thresholds {args.thresholds!r}: comma-separated fractions such as 0.5,0.8,1") from None
+            return await control.set_budget(ledger, args.scope, args.id, body)
+        if args.action == "show":
+            return await control.get_budget(ledger, args.scope, args.id)
+        if args.action == "delete":
+            return await control.delete_budget(ledger, args.scope, args.id)
+        return await control.list_budgets(ledger, args.scope)
+
+    result = asyncio.run(_with_ledger(settings, act))
+    if args.action in ("show", "delete") and not result:
+        print(f"farebox: no budget for {args.scope} '{args.id}'", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        _print_json(result if args.action != "delete" else {"deleted": True, "scope": args.scope, "id": args.id})
+    elif args.action == "list":
+        for status in result:
+            _print_budget(status)
+        if not result:
+            print("no budgets")
+    elif args.action == "delete":
+        print(f"deleted budget {args.scope} {args.id}")
+    else:
+        _print_budget(result)
+    return 0
+
+
+def _run_usage(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy import control  # noqa: PLC0415
+
+    report = asyncio.run(_with_ledger(settings, lambda ledger: control.usage_report(
+        ledger, args.scope, args.id, args.period, args.at)))
+    _print_json(report) if args.json else _print_usage(report)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "fake-upstream":
+            from proxy.fake_upstream import run_fake_upstream  # noqa: PLC0415
+
+            run_fake_upstream(host=args.host, port=args.port, latency_ms=args.latency_ms, chunks=args.chunks,
+                              chunk_delay_ms=args.chunk_delay_ms, reply_tokens=args.reply_tokens)
+            return 0
+        if args.command == "serve":
+            from proxy.serve import serve  # noqa: PLC0415
+
+            return serve(_settings(args, _SERVE_KEYS))
+        settings = _settings(args, _STORE_KEYS)
+        if args.command == "usage":
+            return _run_usage(args, settings)
+        return _run_budget(args, settings)
+    except SettingsError as exc:
+        print(f"farebox: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FareboxError as exc:
+        print(f"farebox: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE if exc.status == 400 else EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,119 @@
+"""Control-plane operations shared by the admin API and the CLI.
+
+Each function validates its input, calls the ledger, and raises ``BadRequest`` with a
+message that says what to fix; the API renders that as 400, the CLI prints it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pricing.money import usd_to_nano
+from proxy.errors import BadRequest
+from proxy.ledger.ledger import Ledger
+
+__all__ = ["parse_at", "usage_report", "set_budget", "get_budget", "delete_budget", "list_budgets",
+           "DEFAULT_THRESHOLDS"]
+
+DEFAULT_THRESHOLDS = (0.5, 0.8, 0.9, 1.0)
+
+
+def parse_at(value: str | None, *, param: str = "at") -> datetime:
+    """A UTC instant from ``YYYY-MM-DD``, ``YYYY-MM-DDTHH[:MM[:SS]]`` (Z or offset), or now."""
+    if value is None or value == "":
+        return datetime.now(timezone.utc)
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"Invalid {param} '{value}': use a date such as 2026-11-22 or a time such as "
+                         "2026-11-22T13:00:00Z.", param=param, code="invalid_date") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def _bad(exc: ValueError, param: str | None = None) -> BadRequest:
+    return BadRequest(str(exc), param=param, code="invalid_value")
+
+
+async def usage_report(ledger: Ledger, scope: str, scope_id: str, period: str = "day",
+                       at: str | None = None) -> dict[str, Any]:
+    when = parse_at(at)
+    try:
+        return await ledger.usage_report(scope, scope_id, period, when)
+    except ValueError as exc:
+        raise _bad(exc) from None
+
+
+def parse_limit(value: Any) -> int:
+    """A budget limit in USD (string or number) as nano-dollars; 400 for junk or negatives."""
+    if isinstance(value, bool) or value is None or not isinstance(value, (str, int, float)):
+        raise BadRequest("'limit_usd' is required: a decimal amount of USD such as \"50\" or \"12.50\".",
+                         param="limit_usd", code="invalid_value")
+    text = repr(value) if isinstance(value, float) else str(value).strip()
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise BadRequest(f"Invalid limit_usd {value!r}: use a decimal amount of USD such as \"50\" or \"12.50\".",
+                         param="limit_usd", code="invalid_value") from None
+    if not amount.is_finite() or amount < 0:
+        raise BadRequest(f"Invalid limit_usd {value!r}: a limit must be a finite amount of at least 0.",
+                         param="limit_usd", code="invalid_value")
+    try:
+        return usd_to_nano(amount)
+    except ValueError as exc:
+        raise BadRequest(f"Invalid limit_usd {value!r}: {exc}", param="limit_usd", code="invalid_value") from None
+
+
+def _thresholds(value: Any) -> tuple[float, ...]:
+    if value is None:
+        return DEFAULT_THRESHOLDS
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 10 for v in value)):
+        raise BadRequest("Invalid alert_thresholds: a list of fractions of the limit such as [0.5, 0.8, 0.9, 1.0].",
+                         param="alert_thresholds", code="invalid_value")
+    return tuple(sorted(set(float(v) for v in value)))
+
+
+async def set_budget(ledger: Ledger, scope: str, scope_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(body) - {"limit_usd", "period", "mode", "alert_thresholds"}
+    if unknown:
+        raise BadRequest(f"Unknown budget field(s): {', '.join(sorted(unknown))}; allowed: limit_usd, period, mode, "
+                         "alert_thresholds.", code="invalid_value")
+    limit = parse_limit(body.get("limit_usd"))
+    period = body.get("period", "month")
+    mode = body.get("mode", "hard")
+    if not isinstance(period, str):
+        raise BadRequest("Invalid period: one of hour, day, week, month, total.", param="period", code="invalid_value")
+    if not isinstance(mode, str):
+        raise BadRequest("Invalid mode: hard or soft.", param="mode", code="invalid_value")
+    try:
+        return await ledger.set_budget(scope, scope_id, limit, period, mode, _thresholds(body.get("alert_thresholds")))
+    except ValueError as exc:
+        raise _bad(exc) from None
+
+
+async def get_budget(ledger: Ledger, scope: str, scope_id: str) -> dict[str, Any] | None:
+    try:
+        return await ledger.get_budget(scope, scope_id)
+    except ValueError as exc:
+        raise _bad(exc) from None
+
+
+async def delete_budget(ledger: Ledger, scope: str, scope_id: str) -> bool:
+    try:
+        return await ledger.delete_budget(scope, scope_id)
+    except ValueError as exc:
+        raise _bad(exc) from None
+
+
+async def list_budgets(ledger: Ledger, scope: str | None) -> list[dict[str, Any]]:
+    try:
+        return await ledger.list_budgets(scope or None)
+    except ValueError as exc:
+        raise _bad(exc) from None

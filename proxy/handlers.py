@@ -1,0 +1,263 @@
+"""Data-plane endpoints. ``chat_completions`` reads as the request flow, top to bottom:
+
+parse → attribute → price & estimate → reserve → forward → measure → settle & record → respond.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from pricing.catalog import ModelPrice
+from pricing.cost import cost_nano
+from pricing.money import nano_to_usd
+from proxy.budgets import Grant, reserve_budget
+from proxy.errors import BudgetExceeded, LedgerUnavailable, NotFound, PayloadTooLarge
+from proxy.appkeys import SERVICES
+from proxy.ledger.ledger import Attribution, UsageEvent
+from proxy.pipeline.attribute import attribute
+from proxy.pipeline.measure import Measured, StreamMeter, choices_text, estimate_usage, usage_from_object
+from proxy.pipeline.parse import ChatRequest, parse_chat
+from proxy.services import Services
+from proxy.tokens import count_chat_prompt_async
+from proxy.upstream.relay import response_headers
+from proxy.upstream.sse import SSESplitter, event_data
+
+__all__ = ["chat_completions", "models", "not_found", "read_body"]
+
+log = logging.getLogger("farebox")
+
+ENDPOINT_CHAT = "chat.completions"
+_DONE = b"[DONE]"
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"Request body of {request.content_length} bytes exceeds the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _forward_body(raw: bytes, chat: ChatRequest, grant: Grant | None) -> bytes:
+    """The body sent upstream: the client's bytes unless farebox must change something."""
+    changed = False
+    body = chat.body
+    if chat.stream and not chat.client_wants_usage:
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        changed = True
+    if grant is not None and grant.enforce_bound and grant.output_bound is not None:
+        body[chat.max_output_field] = grant.output_bound
+        changed = True
+    return orjson.dumps(body) if changed else raw
+
+
+def _budget_headers(grant: Grant | None) -> list[tuple[str, str]]:
+    if grant is None or grant.remaining is None:
+        return []
+    view = grant.remaining
+    remaining = max(0, view.limit_nano - view.spent_nano - view.reserved_nano)
+    headers = [("X-Farebox-Budget-Remaining-USD", nano_to_usd(remaining))]
+    if grant.clamped and grant.output_bound is not None:
+        headers.append(("X-Farebox-Max-Tokens-Clamped", str(grant.output_bound)))
+    return headers
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    fb = request.app[SERVICES]
+    settings = fb.settings
+    request_id: str = request["request_id"]
+    started = time.perf_counter()
+
+    raw = await read_body(request, settings.max_body_bytes)                  # 1. parse
+    chat = parse_chat(raw)
+    who = attribute(request.headers, settings)                                # 2. attribute
+    price = fb.price(chat.model)                                              # 3. price & estimate
+    prompt_tokens = await count_chat_prompt_async(chat.model, chat.body)
+    grant = await _reserve(fb, request_id, who, price, prompt_tokens, chat)   # 4. reserve
+
+    body = _forward_body(raw, chat, grant)                                    # 5. forward
+    meter = _Call(fb, request, request_id, who, chat, price, prompt_tokens, grant, started)
+    try:
+        async with fb.upstream.send("POST", "/chat/completions", request.headers, body) as upstream:
+            meter.forwarded_at = time.perf_counter()
+            is_sse = upstream.content_type == "text/event-stream"
+            if upstream.status >= 400 or not (chat.stream and is_sse):
+                payload = await fb.upstream.read(upstream)
+                return await meter.finish_whole(upstream, payload)               # 6–8
+            return await meter.relay_stream(upstream)                            # 6–8 as bytes arrive
+    finally:
+        await meter.release_if_unsettled()
+
+
+async def _reserve(fb: Services, request_id: str, who: Attribution, price: ModelPrice, prompt_tokens: int,
+                   chat: ChatRequest) -> Grant | None:
+    try:
+        return await reserve_budget(fb.ledger, fb.settings, request_id, who, price, prompt_tokens, chat)
+    except BudgetExceeded as exc:
+        fb.metrics.budget_rejections.labels(scope=exc.extra.get("scope") or "unknown").inc()
+        raise
+    except LedgerUnavailable:
+        fb.metrics.redis_errors.inc()
+        if fb.settings.fail_mode == "closed":
+            raise
+        log.warning("redis unavailable: request %s forwarded without a budget check (fail_mode open)", request_id)
+        return None
+
+
+class _Call:
+    """One forwarded request: measures what came back, settles it, answers the client."""
+
+    __slots__ = ("fb", "request", "request_id", "who", "chat", "price", "priced_model", "prompt_tokens", "grant",
+                 "started", "forwarded_at", "settled")
+
+    def __init__(self, fb: Services, request: web.Request, request_id: str, who: Attribution, chat: ChatRequest,
+                 price: ModelPrice, prompt_tokens: int, grant: Grant | None, started: float) -> None:
+        self.fb, self.request, self.request_id, self.who, self.chat = fb, request, request_id, who, chat
+        self.price, self.priced_model = price, price.name
+        self.prompt_tokens, self.grant, self.started = prompt_tokens, grant, started
+        self.forwarded_at = started
+        self.settled = False
+
+    async def finish_whole(self, upstream: Any, payload: bytes) -> web.Response:
+        """A complete (non-stream, or error) upstream answer."""
+        extra = [("X-Request-Id", self.request_id)]
+        if upstream.status >= 400:
+            # Passed through as the upstream sent it; nothing is charged.
+            await self.release_if_unsettled()
+            self.fb.metrics.requests.labels(ENDPOINT_CHAT, str(upstream.status), self.priced_model).inc()
+            return web.Response(status=upstream.status, body=payload, headers=response_headers(upstream.headers, extra))
+        upstream_done = time.perf_counter()
+        measured = self._measure_body(payload)
+        cost = await self._settle(measured, upstream.status, upstream_done)
+        extra.append(("X-Farebox-Cost-USD", nano_to_usd(cost)))
+        extra.extend(_budget_headers(self.grant))
+        response = web.Response(status=upstream.status, body=payload, headers=response_headers(upstream.headers, extra))
+        self._observe_overhead(upstream_done)
+        return response
+
+    def _measure_body(self, payload: bytes) -> Measured:
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            usage = usage_from_object(obj.get("usage"))
+            if usage is not None:
+                return Measured(usage, estimated=False)
+            text, calls = choices_text(obj.get("choices"))
+        else:
+            text, calls = "", []
+        return Measured(estimate_usage(self.chat.model, self.prompt_tokens, text, calls), estimated=True)
+
+    async def relay_stream(self, upstream: Any) -> web.StreamResponse:
+        """Forward each event as it completes; drop the usage chunk the client did not ask for."""
+        extra = [("X-Request-Id", self.request_id), *_budget_headers(self.grant)]
+        response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers, extra))
+        await response.prepare(self.request)
+        strip_usage = not self.chat.client_wants_usage
+        splitter = SSESplitter()
+        meter = StreamMeter()
+        status = upstream.status
+        client_gone = False
+        try:
+            async for data in self.fb.upstream.iter_chunks(upstream):
+                out: list[bytes] = []
+                for event in splitter.feed(data):
+                    payload = event_data(event)
+                    if payload and payload != _DONE:
+                        try:
+                            chunk = orjson.loads(payload)
+                        except orjson.JSONDecodeError:
+                            chunk = None
+                        if isinstance(chunk, dict):
+                            meter.feed(chunk)
+                            if strip_usage and chunk.get("usage") and not chunk.get("choices"):
+                                continue
+                    out.append(event)
+                if out:
+                    try:
+                        await response.write(b"".join(out) if len(out) > 1 else out[0])
+                    except ConnectionError:
+                        client_gone = True
+                        break
+            if not client_gone:
+                rest = splitter.rest()
+                if rest:
+                    await response.write(rest)
+                await response.write_eof()
+        except ConnectionError:
+            client_gone = True
+        except Exception as exc:  # the upstream failed mid-stream: the client gets what arrived
+            status = getattr(exc, "status", 502)
+            log.warning("upstream stream for %s ended early: %s", self.request_id, exc)
+        upstream_done = time.perf_counter()
+        measured = meter.result(self.chat.model, self.prompt_tokens)
+        await self._settle(measured, 499 if client_gone else status, upstream_done)
+        self._observe_overhead(upstream_done)
+        return response
+
+    async def _settle(self, measured: Measured, status: int, upstream_done: float) -> int:
+        fb = self.fb
+        cost = cost_nano(self.price, measured.usage)
+        usage = measured.usage
+        event = UsageEvent(
+            request_id=self.request_id, ts=time.time(), attribution=self.who, model=self.chat.model,
+            priced_model=self.priced_model, endpoint=ENDPOINT_CHAT, upstream=fb.upstream.base_url, status=status,
+            stream=self.chat.stream, estimated=measured.estimated, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens, reasoning_tokens=usage.reasoning_tokens,
+            cost_nano=cost, latency_ms=int((upstream_done - self.forwarded_at) * 1000),
+            clamped_max_tokens=self.grant.output_bound if self.grant is not None and self.grant.clamped else None,
+        )
+        self.settled = True
+        await fb.settle(event)
+        m = fb.metrics
+        m.requests.labels(ENDPOINT_CHAT, str(status), self.priced_model).inc()
+        m.tokens.labels("prompt", self.priced_model).inc(usage.prompt_tokens)
+        m.tokens.labels("completion", self.priced_model).inc(usage.completion_tokens)
+        if usage.cached_tokens:
+            m.tokens.labels("cached", self.priced_model).inc(usage.cached_tokens)
+        if usage.reasoning_tokens:
+            m.tokens.labels("reasoning", self.priced_model).inc(usage.reasoning_tokens)
+        m.cost_usd.labels(self.priced_model).inc(cost / 1e9)
+        if measured.estimated:
+            m.estimated.inc()
+        if self.grant is not None and self.grant.clamped:
+            m.clamped.inc()
+        m.upstream_latency.observe(upstream_done - self.forwarded_at)
+        return cost
+
+    def _observe_overhead(self, upstream_done: float) -> None:
+        now = time.perf_counter()
+        spent_outside = (self.forwarded_at - self.started) + (now - upstream_done)
+        self.fb.metrics.overhead.observe(spent_outside)
+
+    async def release_if_unsettled(self) -> None:
+        if not self.settled and self.grant is not None:
+            self.settled = True
+            await self.fb.release(self.request_id, self.who)
+
+
+async def models(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/models`` passes through unmetered."""
+    fb = request.app[SERVICES]
+    async with fb.upstream.send("GET", "/models", request.headers, query=request.query_string) as upstream:
+        payload = await fb.upstream.read(upstream)
+        headers = response_headers(upstream.headers, [("X-Request-Id", request["request_id"])])
+        return web.Response(status=upstream.status, body=payload, headers=headers)
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    raise NotFound(f"farebox does not serve {request.method} {request.path}: metered endpoints are "
+                   "POST /v1/chat/completions; GET /v1/models passes through.", code="unknown_endpoint")

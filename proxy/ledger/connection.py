@@ -1,0 +1,57 @@
+"""Which Redis farebox talks to: the configured URL, or the embedded one in the data directory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from proxy.ledger.embedded import EmbeddedRedis, EmbeddedRedisError
+from proxy.settings import Settings
+
+__all__ = ["RedisHandle", "describe_url"]
+
+log = logging.getLogger("farebox")
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, fit for logs."""
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+@dataclass
+class RedisHandle:
+    client: aioredis.Redis
+    description: str
+    embedded: EmbeddedRedis | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings) -> "RedisHandle":
+        embedded = None
+        if settings.redis_url:
+            url = settings.redis_url
+            description = describe_url(url)
+        else:
+            try:
+                embedded = await asyncio.to_thread(EmbeddedRedis(Path(settings.data_dir)).start)
+            except EmbeddedRedisError as exc:
+                raise RuntimeError(f"cannot start the embedded Redis in {settings.data_dir}: {exc}") from exc
+            url = embedded.url
+            description = f"embedded ({embedded.data_dir})"
+        # A blocking pool waits for a free connection instead of failing under a burst.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=256, timeout=10,
+                                                        socket_connect_timeout=5, socket_timeout=10)
+        client = aioredis.Redis(connection_pool=pool)
+        log.info("using redis: %s", description)
+        return cls(client=client, description=description, embedded=embedded)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)

@@ -1,0 +1,68 @@
+"""Every Redis key farebox uses, built in one place.
+
+All keys of a project carry the hash tag ``{project}``, so each multi-key script touches a
+single Redis Cluster slot. The only key without a tag is the set of known projects.
+
+    fb:projects                              set    project ids seen (usage or budgets)
+    fb:{acme}:events                         stream one entry per settled request
+    fb:{acme}:done:<request_id>              string settled-marker (idempotency), with a TTL
+    fb:{acme}:u:<scope>:<bucket>:<id>        hash   usage aggregate; scope project|agent|session|key|model
+    fb:{acme}:top:session:<bucket>           zset   sessions by cost (nano) in a bucket
+    fb:{acme}:budgets                        set    "<scope>:<local id>" of the project's budgets
+    fb:{acme}:budget:<scope>:<local id>      hash   budget config: limit (nano), period, mode, thresholds, created_at
+    fb:{acme}:resv:<scope>:<local id>        zset   live reservations: request id → deadline (epoch ms)
+    fb:{acme}:resv-amt:<scope>:<local id>    hash   request id → reserved nano; field "" = their running total
+
+``<id>`` / ``<local id>`` is the id inside the project: the project id itself for scope
+``project``, the bare agent / session / key id, or the model name as priced (which may contain
+``:`` and ``/``; it comes last so no key can be read two ways). Project, agent, session and key
+ids are validated elsewhere to ``[A-Za-z0-9._@-]{1,128}``, so they never contain ``{``, ``}`` or ``:``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Keys", "DEFAULT_PREFIX"]
+
+DEFAULT_PREFIX = "fb"
+
+
+class Keys:
+    """Key names under one prefix (``fb`` unless tests or a shared Redis want another)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"invalid key prefix {prefix!r}: use a non-empty string without braces")
+        self.prefix = prefix
+
+    def key(self, project: str, *parts: str) -> str:
+        """The one builder of project keys: ``<prefix>:{<project>}:<part>:<part>...``."""
+        return f"{self.prefix}:{{{project}}}:" + ":".join(parts)
+
+    def projects(self) -> str:
+        return f"{self.prefix}:projects"
+
+    def events(self, project: str) -> str:
+        return self.key(project, "events")
+
+    def done(self, project: str, request_id: str) -> str:
+        return self.key(project, "done", request_id)
+
+    def usage(self, project: str, scope: str, bucket: str, scope_id: str) -> str:
+        return self.key(project, "u", scope, bucket, scope_id)
+
+    def top_sessions(self, project: str, bucket: str) -> str:
+        return self.key(project, "top", "session", bucket)
+
+    def budget_index(self, project: str) -> str:
+        return self.key(project, "budgets")
+
+    def budget(self, project: str, scope: str, local_id: str) -> str:
+        return self.key(project, "budget", scope, local_id)
+
+    def reservations(self, project: str, scope: str, local_id: str) -> str:
+        return self.key(project, "resv", scope, local_id)
+
+    def reservation_amounts(self, project: str, scope: str, local_id: str) -> str:
+        return self.key(project, "resv-amt", scope, local_id)

@@ -1,0 +1,66 @@
+-- reserve.lua: hold a request's worst-case cost on every budget that applies, or on none.
+-- Money is integer nano-USD. Limits, spend and holds stay below 2^53, where Lua's doubles are
+-- exact; this script only adds, subtracts and compares them, never multiplies.
+--
+-- KEYS, 8 per candidate budget (absent budgets are skipped):
+--   +1 config hash (limit, period, mode)     +2 reservation zset (request id -> deadline ms)
+--   +3 amount hash (request id -> nano, "" -> running total)
+--   +4..+8 the budget's usage hashes for the current hour, day, week, month, total buckets
+-- ARGV[1] request id   ARGV[2] amount, nano-USD   ARGV[3] now, epoch ms   ARGV[4] deadline, epoch ms
+--
+-- First reclaims every hold whose deadline < now, then checks that each hard budget has
+-- limit - spent - held >= amount (a previous hold of this same request id is replaced, not
+-- counted), and only if all do, holds the amount on every existing budget, soft ones included.
+-- Returns {ok 1|0, holds reclaimed, then 6 numbers per existing budget:
+--          candidate index (0-based), hard 1|0, period index (1 hour .. 5 total), limit, spent, held}
+-- where "held" excludes this request's own previous hold.
+
+local rid, amount, now, deadline = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local period_index = {hour = 1, day = 2, week = 3, month = 4, total = 5}
+local reclaimed = 0
+local found = {}
+local ok = 1
+
+for b = 0, #KEYS / 8 - 1 do
+  local base = 8 * b
+  local config = redis.call('HMGET', KEYS[base + 1], 'limit', 'period', 'mode')
+  if config[1] then
+    local zset, amounts = KEYS[base + 2], KEYS[base + 3]
+    local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. now)
+    for _, old in ipairs(expired) do
+      local held = redis.call('HGET', amounts, old)
+      if held then
+        redis.call('HDEL', amounts, old)
+        redis.call('HINCRBY', amounts, '', '-' .. held)
+      end
+      reclaimed = reclaimed + 1
+    end
+    if #expired > 0 then redis.call('ZREMRANGEBYSCORE', zset, '-inf', '(' .. now) end
+
+    local p = period_index[config[2]] or 5
+    local limit = tonumber(config[1])
+    local spent = tonumber(redis.call('HGET', KEYS[base + 3 + p], 'cost') or '0')
+    local own = redis.call('HGET', amounts, rid)
+    local held = tonumber(redis.call('HGET', amounts, '') or '0') - tonumber(own or '0')
+    local hard = 0
+    if config[3] ~= 'soft' then
+      hard = 1
+      if limit - spent - held < amount then ok = 0 end
+    end
+    found[#found + 1] = {b, hard, p, limit, spent, held, own}
+  end
+end
+
+local reply = {ok, reclaimed}
+for _, f in ipairs(found) do
+  if ok == 1 then
+    local amounts = KEYS[8 * f[1] + 3]
+    -- Adjust the running total with the strings themselves: exact at any size.
+    if f[7] then redis.call('HINCRBY', amounts, '', '-' .. f[7]) end
+    redis.call('HINCRBY', amounts, '', ARGV[2])
+    redis.call('HSET', amounts, rid, ARGV[2])
+    redis.call('ZADD', KEYS[8 * f[1] + 2], deadline, rid)
+  end
+  for i = 1, 6 do reply[#reply + 1] = f[i] end
+end
+return reply

@@ -1,0 +1,48 @@
+"""Step 2, attribute: who is spending — project, agent, session and key — from the headers."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Mapping
+
+from proxy.errors import BadRequest, InvalidId
+from proxy.ledger.ledger import Attribution
+from proxy.settings import ID_PATTERN, Settings
+
+__all__ = ["attribute", "key_fingerprint"]
+
+_ID_RULE = "ids are 1-128 characters of letters, digits and . _ - @"
+
+
+def _checked(header: str, value: str) -> str:
+    if not ID_PATTERN.fullmatch(value):
+        shown = value if value.isprintable() and value.isascii() and len(value) <= 140 else repr(value[:140])
+        raise InvalidId(f"Invalid {header} header {shown!s}: {_ID_RULE}.", param=header)
+    return value
+
+
+def key_fingerprint(authorization: str | None) -> str | None:
+    """A short, stable, non-reversible id for the client's API key (never the key itself)."""
+    if not authorization:
+        return None
+    token = authorization.removeprefix("Bearer ").strip()
+    if not token:
+        return None
+    return "k" + hashlib.sha256(token.encode()).hexdigest()[:15]
+
+
+def attribute(headers: Mapping[str, str], settings: Settings) -> Attribution:
+    project = headers.get(settings.project_header)
+    if project is None:
+        if settings.default_project is None:
+            raise BadRequest(f"Missing {settings.project_header} header: every request must name its project.",
+                             param=settings.project_header, code="missing_project")
+        project = settings.default_project
+    agent = headers.get(settings.agent_header)
+    session = headers.get(settings.session_header)
+    return Attribution(
+        project=_checked(settings.project_header, project),
+        agent=_checked(settings.agent_header, agent) if agent is not None else settings.default_agent,
+        session=_checked(settings.session_header, session) if session is not None else None,
+        key_id=key_fingerprint(headers.get("Authorization")),
+    )

@@ -1,0 +1,93 @@
+"""The long-lived parts a request handler uses, built once per application.
+
+``Services`` bundles settings, price catalog, ledger, upstream and spool; its methods are the
+few steps that need more than one of them (pricing a model with the configured fallback,
+settling with the spool as the safety net when Redis is unreachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from pricing.catalog import Catalog, ModelPrice
+from proxy.errors import LedgerUnavailable, UnknownModel
+from proxy.ledger.ledger import Attribution, Ledger, SettleOutcome, UsageEvent
+from proxy.ledger.spool import Spool
+from proxy.metrics import Metrics
+from proxy.settings import Settings
+from proxy.upstream.relay import Upstream
+
+__all__ = ["Services"]
+
+log = logging.getLogger("farebox")
+
+SPOOL_REPLAY_INTERVAL_S = 2.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    ledger: Ledger
+    upstream: Upstream
+    spool: Spool
+    metrics: Metrics
+    redis_description: str = ""
+    _replay_task: asyncio.Task | None = field(default=None, repr=False)
+
+    def price(self, model: str) -> ModelPrice:
+        found = self.catalog.resolve(model)
+        if found is None:
+            raise UnknownModel(
+                f"Unknown model '{model}': farebox has no price for it, so it cannot be metered. "
+                "Add it to a price file (price_files), map it with model_aliases, or set unknown_model_price.",
+                param="model")
+        return found
+
+    async def settle(self, event: UsageEvent) -> SettleOutcome | None:
+        """Record usage and release its reservation; spool it if Redis cannot take it now."""
+        try:
+            outcome = await self.ledger.settle(event)
+        except LedgerUnavailable as exc:
+            self.metrics.redis_errors.inc()
+            await self.spool.append(event)
+            log.warning("redis unavailable while recording %s (%s); usage spooled to %s",
+                        event.request_id, exc.message, self.spool.path)
+            self.start_replay()
+            return None
+        if outcome.overrun_nano > 0:
+            self.metrics.reservation_overruns.inc()
+            log.warning("request %s cost %d nano-USD more than its reservation (an upstream ignored the output bound)",
+                        event.request_id, outcome.overrun_nano)
+        return outcome
+
+    async def release(self, request_id: str, who: Attribution) -> None:
+        """Drop a reservation without charging (upstream error, request never completed)."""
+        try:
+            await self.ledger.release(request_id, who)
+        except LedgerUnavailable:
+            self.metrics.redis_errors.inc()  # the reservation expires at its deadline instead
+
+    def start_replay(self) -> None:
+        if self._replay_task is None or self._replay_task.done():
+            self._replay_task = asyncio.get_running_loop().create_task(self._replay_until_empty())
+
+    async def _replay_until_empty(self) -> None:
+        while await self.spool.pending():
+            try:
+                replayed = await self.spool.replay(self.ledger)
+            except LedgerUnavailable:
+                await asyncio.sleep(SPOOL_REPLAY_INTERVAL_S)
+                continue
+            if replayed:
+                log.info("replayed %d spooled usage events into redis", replayed)
+
+    async def close(self) -> None:
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+            try:
+                await self._replay_task
+            except (asyncio.CancelledError, Exception):
+                pass

@@ -1,0 +1,181 @@
+"""Settings: one validated object built from flags, the environment and a config file.
+
+Precedence, highest first: command-line flags, environment (``FAREBOX_<NAME>`` and
+``REDIS_URL``), the config file (``--config`` / ``FAREBOX_CONFIG``, TOML or JSON), defaults.
+A bad value anywhere becomes one line naming the setting (``SettingsError``), which the CLI
+prints before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+__all__ = ["Settings", "SettingsError", "load_settings", "DEFAULT_UPSTREAM", "ID_PATTERN"]
+
+DEFAULT_UPSTREAM = "https://api.openai.com/v1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # 10 MiB
+# Ids are safe inside Redis keys, metric labels and the PROJECT/AGENT form.
+ID_PATTERN = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+
+
+class SettingsError(ValueError):
+    """A setting has a value farebox cannot use; the message names it."""
+
+
+class FallbackPrice(BaseModel):
+    """Price for models the catalog does not know, in USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_per_million_usd: str
+    output_per_million_usd: str
+
+
+class Settings(BaseModel):
+    """Everything farebox can be told; see the README's configuration table."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    upstream: str = DEFAULT_UPSTREAM
+    upstream_api_key: SecretStr | None = None
+    upstream_timeout_s: float = Field(600.0, gt=0)
+    upstream_connect_timeout_s: float = Field(10.0, gt=0)
+    redis_url: str | None = None
+    redis_prefix: str = Field("fb", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    data_dir: Path = Path(".farebox")
+    admin_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
+    default_project: str | None = None
+    project_header: str = "X-Project-Id"
+    agent_header: str = "X-Agent-Id"
+    session_header: str = "X-Session-Id"
+    default_agent: str = "default"
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
+    price_files: list[Path] = Field(default_factory=list)
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    unknown_model_price: FallbackPrice | None = None
+    fail_mode: Literal["closed", "open"] = "closed"
+    clamp_max_tokens: bool = True
+    min_output_tokens: int = Field(256, ge=1)
+    default_max_output_tokens: int = Field(4096, ge=1)
+    reservation_grace_s: float = Field(60.0, ge=0)
+    stream_maxlen: int = Field(1_000_000, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_is_http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://api.openai.com/v1")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("default_project")
+    @classmethod
+    def _default_project_form(cls, value: str | None) -> str | None:
+        if value is not None and not ID_PATTERN.fullmatch(value):
+            raise ValueError("must be 1-128 characters of letters, digits and . _ - @")
+        return value
+
+    @field_validator("default_agent")
+    @classmethod
+    def _default_agent_form(cls, value: str) -> str:
+        if not ID_PATTERN.fullmatch(value):
+            raise ValueError("must be 1-128 characters of letters, digits and . _ - @")
+        return value
+
+    @field_validator("project_header", "agent_header", "session_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
+            raise ValueError("must be an HTTP header name (letters, digits, -)")
+        return value
+
+    @property
+    def reservation_deadline_s(self) -> float:
+        """How long a reservation holds budget: the longest a request may take, plus grace."""
+        return self.upstream_timeout_s + self.reservation_grace_s
+
+
+# Settings whose environment variable is not FAREBOX_<NAME>.
+_ENV_ALIASES = {"redis_url": ("REDIS_URL", "FAREBOX_REDIS_URL")}
+_STRUCTURED = {"price_files", "model_aliases", "unknown_model_price"}
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        for var in _ENV_ALIASES.get(name, (f"FAREBOX_{name.upper()}",)):
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            if name in _STRUCTURED:
+                if name == "price_files" and not raw.lstrip().startswith("["):
+                    values[name] = [p for p in raw.split(os.pathsep) if p]
+                    break
+                try:
+                    values[name] = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise SettingsError(f"invalid setting {var}: not valid JSON ({exc.msg})") from None
+            else:
+                values[name] = raw
+            break
+    return values
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"invalid setting config: cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"invalid setting config: {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"invalid setting config: {path} must hold a table of settings")
+    data = dict(data.get("farebox", data))  # a [farebox] table or top-level keys
+    base = path.parent
+    if "price_files" in data and isinstance(data["price_files"], list):
+        data["price_files"] = [str((base / p)) if not Path(p).is_absolute() else p for p in data["price_files"]]
+    return data
+
+
+def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+                  config_file: str | Path | None = None) -> Settings:
+    """Build Settings from flags (None values ignored), environment and config file."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    config_file = config_file or flags.pop("config", None) or env.get("FAREBOX_CONFIG")
+    merged: dict[str, Any] = {}
+    if config_file:
+        merged.update(_from_file(Path(config_file)))
+    merged.update(_from_env(env))
+    merged.update(flags)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        raise SettingsError(f"invalid setting {where}: {msg}") from None
