@@ -36,10 +36,15 @@ OpenAI SDK's ``extra_headers``). A value this server cannot read gets a 400 nami
     X-Fake-Latency-Ms: N          pause before the response starts
     X-Fake-Ignore-Max-Tokens: 1   reply longer than max_tokens asked: max(reply tokens,
                                   bound + 1) tokens, finish_reason "stop"
-    X-Fake-Drop-After-Chunks: N   stream N events, then cut the connection (no [DONE])
-    X-Fake-Gzip: 1                gzip a non-stream body (Content-Encoding: gzip)
+    X-Fake-Drop-After-Chunks: N   streams only: send the first N ``data:`` events (the role
+                                  chunk is the first), then cut the connection mid-body,
+                                  never sending [DONE]
+    X-Fake-Gzip: 1                gzip a successful non-stream body (Content-Encoding: gzip)
 
-Flags read ``1``/``true``/``yes`` as on and ``0``/``false``/``no`` as off.
+Flags read ``1``/``true``/``yes``/``on`` as on and ``0``/``false``/``no``/``off`` as off.
+Controls apply in this order: latency, forced status, then the request is read and answered.
+
+Requests to ``/_fake/`` are not recorded; the rest are, with header names in lower case.
 """
 
 from __future__ import annotations
@@ -79,12 +84,14 @@ RECORD_LIMIT = 10_000
 DEFAULT_PORT = 9000
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_CHOICES = 128
+MAX_REPLY_TOKENS = 1_000_000
 MAX_EMBEDDING_DIMENSIONS = 4096
 SYSTEM_FINGERPRINT = "fp_fb0fake001"
 SEQUENCE_LENGTH = 4096  # words in the fixed pseudo-random sequence replies are cut from
 
 RECEIVED = web.AppKey("fake_upstream_received", list)
-"""Every request received: dicts {method, path, headers, body (parsed JSON or None)}."""
+"""Every request received, oldest first: dicts {method, path, headers (names in lower case),
+body (the parsed JSON, or None when there is none or it is not JSON)}."""
 
 # Request headers that steer one response (see the module docstring).
 H_STATUS = "X-Fake-Status"
@@ -101,30 +108,29 @@ H_GZIP = "X-Fake-Gzip"
 # Common English words; those that are not one token in a model's encoding (alone with a
 # leading space, and capitalised at the start of a reply) are left out for that encoding.
 WORDS = """
-the of and to in is was for on are with as his they be at one have this from or had by
-word but what some we can out other were all there when up use your how said an each she
-which do their time if will way about many then them write would like so these her long
-make thing see him two has look more day could go come did number sound no most people my
-over know water than call first who may down side been now find any new work part take get
-place made live where after back little only round man year came show every good me give
-our under name very through just form sentence great think say help low line differ turn
-cause much mean before move right boy old too same tell does set three want air well also
-play small end put home read hand port large spell add even land here must big high such
-follow act why ask men change went light kind off need house picture try us again animal
-point mother world near build self earth father head stand own page should country found
-answer school grow study still learn plant cover food sun four between state keep eye never
-last let thought city tree cross farm hard start might story saw far sea draw left late run
-while press close night real life few north open seem together next white children begin got
-walk example ease paper group always music those both mark often letter until mile river car
-feet care second book carry took science eat room friend began idea fish mountain stop once
-base hear horse cut sure watch color face wood main enough plain girl usual young ready above
-ever red list though feel talk bird soon body dog family direct pose leave song measure door
-product black short class wind question happen complete ship area half rock order fire south
-problem piece told knew pass since top whole king space heard best hour better true during
-hundred five remember step early hold west ground interest reach fast verb sing listen six
-table travel less morning ten simple several toward war lay against pattern slow center love
-person money serve appear road map rain rule govern pull cold notice voice unit power town
-fine certain fly fall lead dark machine note wait plan figure star box noun field rest
+about above act add after again against air all also always an and animal answer any appear are
+area as ask at back base be been before began begin best better between big bird black body book
+both box boy build but by call came can car care carry cause center certain change children city
+class close cold color come complete could country cover cross cut dark day did differ direct do
+does dog door down draw during each early earth ease eat end enough even ever every example eye
+face fall family far farm fast father feel feet few field figure find fine fire first fish five
+fly follow food for form found four friend from get girl give go good got govern great ground
+group grow had half hand happen hard has have head hear heard help her here high him his hold
+home horse hour house how hundred idea if in interest is just keep kind king knew know land
+large last late lay lead learn leave left less let letter life light like line list listen
+little live long look love low machine made main make man many map mark may me mean measure men
+might mile money more morning most mother mountain move much music must my name near need never
+new next night no north note notice noun now number of off often old on once one only open or
+order other our out over own page paper part pass pattern people person picture piece place
+plain plan plant play point port pose power press problem product pull put question rain reach
+read ready real red remember rest right river road rock room round rule run said same saw say
+school science sea second see seem self sentence serve set several she ship short should show
+side simple since sing six slow small so some song soon sound south space spell stand star start
+state step still stop story study such sun sure table take talk tell ten than the their them
+then there these they thing think this those though thought three through time to together told
+too took top toward town travel tree true try turn two under unit until up us use usual verb
+very voice wait walk want war was watch water way we well went were west what when where which
+while white who whole why will wind with wood word work world would write year young your
 """.split()
 
 MODELS = (
@@ -197,9 +203,9 @@ class _Vocabulary:
             return []
         start = seed % SEQUENCE_LENGTH
         pieces = [self.capitalised[start]]
-        remaining, position = length - 1, start + 1
+        remaining, position = length - 1, (start + 1) % SEQUENCE_LENGTH
         while remaining > 0:
-            part = self.spaced[position % SEQUENCE_LENGTH:][:remaining]
+            part = self.spaced[position:position + remaining]
             pieces.extend(part)
             remaining -= len(part)
             position = 0
@@ -244,8 +250,9 @@ def create_fake_app(*, latency_ms: float = 0, chunks: int = 8, chunk_delay_ms: f
     """The fake upstream as an aiohttp application (see the module docstring)."""
     if chunks < 1:
         raise ValueError("chunks must be at least 1")
-    if latency_ms < 0 or chunk_delay_ms < 0 or reply_tokens < 0:
-        raise ValueError("latency_ms, chunk_delay_ms and reply_tokens must not be negative")
+    if latency_ms < 0 or chunk_delay_ms < 0 or not 0 <= reply_tokens <= MAX_REPLY_TOKENS:
+        raise ValueError(f"latency_ms and chunk_delay_ms must not be negative, reply_tokens "
+                         f"must be between 0 and {MAX_REPLY_TOKENS}")
     ensure_offline_encodings()
     state = _FakeUpstream(_Options(latency_s=latency_ms / 1000, chunks=chunks,
                                    chunk_delay_s=chunk_delay_ms / 1000, reply_tokens=reply_tokens))
@@ -290,15 +297,24 @@ async def _receive(request: web.Request, handler: Any) -> web.StreamResponse:
         request[_BODY] = body
         received = request.app[RECEIVED]
         received.append({"method": request.method, "path": request.path,
-                         "headers": dict(request.headers),
+                         "headers": _header_dict(request.headers),
                          "body": None if body is _INVALID_JSON else body})
         if len(received) > RECORD_LIMIT:
             del received[0]
     try:
         return await handler(request)
     except _Refused as refused:
-        return web.Response(status=refused.status, body=orjson.dumps(refused.body),
+        return web.Response(status=refused.status, body=refused.body,
                             content_type="application/json")
+
+
+def _header_dict(headers: Any) -> dict[str, str]:
+    """Header names in lower case (as HTTP/2 and httpx send them); repeats joined with ", "."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
 
 
 def _read_controls(request: web.Request, options: _Options) -> _Controls:
@@ -320,7 +336,7 @@ def _read_controls(request: web.Request, options: _Options) -> _Controls:
         error_body=None if error_body is None else error_body.encode(),
         no_usage=_header_flag(headers, H_NO_USAGE),
         usage=usage,
-        reply_tokens=_header_int(headers, H_REPLY_TOKENS, options.reply_tokens),
+        reply_tokens=_header_int(headers, H_REPLY_TOKENS, options.reply_tokens, high=MAX_REPLY_TOKENS),
         chunk_delay_s=_header_ms(headers, H_CHUNK_DELAY_MS, options.chunk_delay_s),
         latency_s=_header_ms(headers, H_LATENCY_MS, options.latency_s),
         ignore_max_tokens=_header_flag(headers, H_IGNORE_MAX_TOKENS),
@@ -329,7 +345,7 @@ def _read_controls(request: web.Request, options: _Options) -> _Controls:
     )
 
 
-def _header_int(headers: Any, name: str, default: int | None) -> int | None:
+def _header_int(headers: Any, name: str, default: int | None, *, high: int | None = None) -> int | None:
     raw = headers.get(name)
     if raw is None:
         return default
@@ -337,8 +353,9 @@ def _header_int(headers: Any, name: str, default: int | None) -> int | None:
         value = int(raw)
     except ValueError:
         value = -1
-    if value < 0:
-        raise _Refused(400, f"{name} must be a whole number, not {raw!r}", param=name)
+    if value < 0 or (high is not None and value > high):
+        limit = "" if high is None else f" up to {high}"
+        raise _Refused(400, f"{name} must be a whole number{limit}, not {raw!r}", param=name)
     return value
 
 
@@ -365,7 +382,6 @@ def _header_flag(headers: Any, name: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise _Refused(400, f"{name} must be 1 or 0, not {raw!r}", param=name)
-
 
 
 _FORCED_ERRORS = {

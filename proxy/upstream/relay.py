@@ -41,6 +41,8 @@ def upstream_errors(base_url: str):
 def response_headers(headers: Mapping[str, str], extra: Iterable[tuple[str, str]] = ()) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones, plus farebox's own."""
     out: CIMultiDict[str] = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP)
+    if "X-Request-Id" in out:  # farebox's own id takes the name; the provider's is kept beside it
+        out["X-Upstream-Request-Id"] = out.popall("X-Request-Id")[0]
     for key, value in extra:
         out[key] = value
     return out

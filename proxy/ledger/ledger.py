@@ -1,0 +1,652 @@
+"""The ledger: usage records, budgets and reservations in Redis.
+
+Every step that must be atomic is one Lua script in ``lua/`` (registered with redis-py, which
+reloads a script the server forgot):
+
+- ``reserve``: hold a request's worst-case cost on every budget that applies, or on none.
+- ``settle``: once per request id, release its hold, add its usage to every aggregate, append
+  the event to the project's stream.
+- ``release``: drop a hold without charging (the upstream failed).
+- ``budget_status``: a budget's config, spend and live holds.
+
+A budget's ``spent`` is the ``cost`` field of the usage aggregate of its scope, id, period and
+current bucket, so what the reports show and what budgets enforce are the same numbers.
+Money is integer nano-USD throughout; USD strings appear only in the dicts meant for people
+and APIs. Redis errors become ``LedgerUnavailable`` here and nowhere else.
+
+Stream events carry every ``UsageEvent`` field as a string; booleans are ``"1"``/``"0"``,
+absent session / key id / clamp are ``""`` (``UsageEvent.from_fields`` reads them back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import cache
+from importlib import resources
+from typing import Any, Callable, Iterator, Mapping
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from pricing.money import nano_to_usd
+from proxy.errors import LedgerUnavailable
+from proxy.ledger.keys import DEFAULT_PREFIX, Keys
+from proxy.ledger.periods import PERIODS, bucket_ids, check_period, period_bounds, to_utc
+
+__all__ = [
+    "Attribution",
+    "UsageEvent",
+    "Ttls",
+    "SettleOutcome",
+    "BudgetView",
+    "BudgetState",
+    "ReserveOutcome",
+    "Ledger",
+    "BUDGET_SCOPES",
+    "USAGE_SCOPES",
+    "MODES",
+    "DEFAULT_THRESHOLDS",
+    "check_id",
+]
+
+BUDGET_SCOPES: tuple[str, ...] = ("project", "agent", "session", "key")
+USAGE_SCOPES: tuple[str, ...] = BUDGET_SCOPES + ("model",)
+MODES: tuple[str, ...] = ("hard", "soft")
+DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.8, 0.9, 1.0)
+
+HOUR_S = 3600
+DAY_S = 24 * HOUR_S
+DEFAULT_DONE_TTL_S = 7 * DAY_S      # how long a settled request id is remembered (idempotency)
+DEFAULT_STREAM_MAXLEN = 1_000_000   # approximate; 0 keeps every event
+# Lua numbers are doubles: amounts a script compares must stay below 2**53 (about 9 million USD).
+MAX_LUA_NANO = 2**53 - 1
+MAX_THRESHOLD = 10.0                # an alert at 1000 % of a (soft) budget is the most we accept
+MAX_REQUEST_ID_LENGTH = 256
+MAX_MODEL_LENGTH = 256
+
+_ID = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+_ID_RULE = "1-128 characters of letters, digits and . _ - @"
+
+# Aggregate fields, in the order settle.lua receives their increments.
+_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens",
+           "cache_creation_tokens", "reasoning_tokens", "cost", "estimated")
+_BREAKDOWN_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost")
+# Breakdown levels of the usage scopes in settle.lua: 2 = by model and agent, 1 = by model.
+_LEVEL = {"project": 2, "agent": 1, "session": 1, "key": 1, "model": 0}
+
+
+def check_id(value: object, what: str) -> str:
+    """``value`` when it is a valid project/agent/session/key id, else ValueError saying why."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ValueError(f"invalid {what} id {value!r}: ids are {_ID_RULE}")
+    return value
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _count(value: object, what: str) -> str:
+    """A non-negative integer as the decimal string Redis adds exactly."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{what} must be a non-negative int, not {value!r}")
+    return str(value)
+
+
+@cache
+def _lua(name: str) -> str:
+    return resources.files("proxy.ledger").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+@contextmanager
+def _redis_errors() -> Iterator[None]:
+    """Redis failures (no connection, timeouts, error replies) as ``LedgerUnavailable``."""
+    try:
+        yield
+    except RedisError as exc:
+        raise LedgerUnavailable(f"Redis is unavailable: {exc}") from exc
+    except OSError as exc:
+        raise LedgerUnavailable(f"Redis is unavailable: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Who a request is charged to. ``key_id`` is the proxy's short fingerprint of the API key."""
+
+    project: str
+    agent: str = "default"
+    session: str | None = None
+    key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One finished request as the ledger records it. Token counts follow the OpenAI
+    convention (cached within prompt, reasoning within completion); ``cost_nano`` is nano-USD."""
+
+    request_id: str
+    ts: float                       # epoch seconds; decides the buckets the usage lands in
+    attribution: Attribution
+    model: str                      # as the client asked
+    priced_model: str               # as the catalog priced it; the model scope and breakdowns use this
+    endpoint: str
+    upstream: str
+    status: int
+    stream: bool
+    estimated: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cache_creation_tokens: int
+    reasoning_tokens: int
+    cost_nano: int
+    latency_ms: int
+    clamped_max_tokens: int | None = None
+
+    def to_fields(self) -> list[str]:
+        """The stream entry: field, value, field, value, ..."""
+        a = self.attribution
+        fields = [
+            "request_id", self.request_id, "ts", f"{self.ts:.3f}", "project", a.project,
+            "agent", a.agent, "session", a.session or "", "key_id", a.key_id or "",
+            "model", self.model, "priced_model", self.priced_model, "endpoint", self.endpoint,
+            "upstream", self.upstream, "status", str(self.status), "stream", "1" if self.stream else "0",
+            "estimated", "1" if self.estimated else "0", "prompt_tokens", str(self.prompt_tokens),
+            "completion_tokens", str(self.completion_tokens), "cached_tokens", str(self.cached_tokens),
+            "cache_creation_tokens", str(self.cache_creation_tokens),
+            "reasoning_tokens", str(self.reasoning_tokens), "cost_nano", str(self.cost_nano),
+            "latency_ms", str(self.latency_ms),
+        ]
+        if self.clamped_max_tokens is not None:
+            fields += ["clamped_max_tokens", str(self.clamped_max_tokens)]
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> "UsageEvent":
+        """Read back a stream entry written by ``to_fields``."""
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        clamp = f.get("clamped_max_tokens", "")
+        return cls(
+            request_id=f["request_id"], ts=float(f["ts"]),
+            attribution=Attribution(f["project"], f["agent"], f["session"] or None, f["key_id"] or None),
+            model=f["model"], priced_model=f["priced_model"], endpoint=f["endpoint"], upstream=f["upstream"],
+            status=int(f["status"]), stream=f["stream"] == "1", estimated=f["estimated"] == "1",
+            prompt_tokens=int(f["prompt_tokens"]), completion_tokens=int(f["completion_tokens"]),
+            cached_tokens=int(f["cached_tokens"]), cache_creation_tokens=int(f["cache_creation_tokens"]),
+            reasoning_tokens=int(f["reasoning_tokens"]), cost_nano=int(f["cost_nano"]),
+            latency_ms=int(f["latency_ms"]), clamped_max_tokens=int(clamp) if clamp else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "UsageEvent":
+        values = dict(data)
+        values["attribution"] = Attribution(**values["attribution"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Ttls:
+    """Seconds a usage aggregate of each period lives after its last write; None = forever."""
+
+    hour: int | None = 48 * HOUR_S
+    day: int | None = 400 * DAY_S
+    week: int | None = 400 * DAY_S
+    month: int | None = 5 * 365 * DAY_S
+    total: int | None = None
+
+    def args(self) -> list[str]:
+        """In PERIODS order, as settle.lua reads them (0 = no expiry)."""
+        out = []
+        for period in PERIODS:
+            ttl = getattr(self, period)
+            if ttl is not None and (type(ttl) is not int or ttl <= 0):
+                raise ValueError(f"TTL for {period} must be a positive number of seconds or None, not {ttl!r}")
+            out.append(str(ttl or 0))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SettleOutcome:
+    """``recorded`` is False for a request id settled before (nothing changed).
+    ``reserved_nano``: the hold released (0 when none was left: no budget applied, or it was
+    reclaimed after its deadline). ``overrun_nano``: cost beyond that hold (0 when no hold was
+    released)."""
+
+    recorded: bool
+    reserved_nano: int
+    overrun_nano: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    """A budget as a reservation saw it. ``reserved_nano`` includes the request's own hold after
+    a granted reservation; after a refusal nothing was held."""
+
+    scope: str
+    id: str
+    period: str
+    limit_nano: int
+    spent_nano: int
+    reserved_nano: int
+    resets_at: datetime | None
+
+    @property
+    def remaining_nano(self) -> int:
+        return max(0, self.limit_nano - self.spent_nano - self.reserved_nano)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOutcome:
+    """``ok``: the amount is held on every applicable budget (or none applies).
+    ``tightest``: the hard budget with the least room (None without hard budgets).
+    ``room_nano``: the least room among hard budgets before this reservation, never below 0
+    (None without hard budgets); a refused request whose worst case is lowered to fit it can
+    try again. ``reclaimed``: holds past their deadline that this call released."""
+
+    ok: bool
+    tightest: BudgetView | None
+    room_nano: int | None
+    reclaimed: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """A budget's config and current standing, amounts in nano-USD."""
+
+    scope: str
+    id: str
+    limit_nano: int
+    period: str
+    mode: str
+    thresholds: tuple[float, ...]
+    spent_nano: int
+    reserved_nano: int
+    created_at: float | None
+    period_start: datetime | None
+    resets_at: datetime | None
+
+    @property
+    def remaining_nano(self) -> int:
+        return max(0, self.limit_nano - self.spent_nano - self.reserved_nano)
+
+    @property
+    def percent(self) -> float:
+        """Spent as a percentage of the limit, 0-100 (a zero limit counts as used up)."""
+        if self.limit_nano <= 0:
+            return 100.0
+        return min(100.0, round(self.spent_nano * 100 / self.limit_nano, 2))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "id": self.id,
+            "limit_usd": nano_to_usd(self.limit_nano),
+            "period": self.period,
+            "mode": self.mode,
+            "alert_thresholds": list(self.thresholds),
+            "spent_usd": nano_to_usd(self.spent_nano),
+            "reserved_usd": nano_to_usd(self.reserved_nano),
+            "remaining_usd": nano_to_usd(self.remaining_nano),
+            "percent": self.percent,
+            "period_start": _iso(self.period_start),
+            "resets_at": _iso(self.resets_at),
+        }
+
+
+def _split_id(scope: str, scope_id: str, *, scopes: tuple[str, ...]) -> tuple[str, str]:
+    """``(project, id inside the project)`` for a scope id: ``acme`` or ``acme/planner``."""
+    if scope not in scopes:
+        raise ValueError(f"unknown scope {scope!r}: use one of {', '.join(scopes)}")
+    if not isinstance(scope_id, str):
+        raise ValueError(f"invalid {scope} id {scope_id!r}")
+    if scope == "project":
+        return check_id(scope_id, "project"), scope_id
+    project, slash, local = scope_id.partition("/")
+    if not slash:
+        raise ValueError(f"invalid {scope} id {scope_id!r}: write it as PROJECT/{scope.upper()}, e.g. acme/planner")
+    check_id(project, "project")
+    if scope == "model":
+        if not local or len(local) > MAX_MODEL_LENGTH:
+            raise ValueError(f"invalid model id {scope_id!r}: write it as PROJECT/MODEL")
+    else:
+        check_id(local, scope)
+    return project, local
+
+
+def _public_id(scope: str, project: str, local: str) -> str:
+    return project if scope == "project" else f"{project}/{local}"
+
+
+def _check_thresholds(thresholds: object) -> tuple[float, ...]:
+    if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__iter__"):
+        raise ValueError(f"alert thresholds must be a list of fractions such as [0.5, 0.8, 1.0], not {thresholds!r}")
+    out = set()
+    for t in thresholds:  # type: ignore[union-attr]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= MAX_THRESHOLD:
+            raise ValueError(f"invalid alert threshold {t!r}: use fractions of the limit above 0 "
+                             f"and at most {MAX_THRESHOLD:g} (0.8 = 80 %)")
+        out.add(float(t))
+    return tuple(sorted(out))
+
+
+class Ledger:
+    """Usage, budgets and reservations of every project, in one Redis."""
+
+    def __init__(self, redis: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, ttls: Ttls = Ttls(),
+                 stream_maxlen: int = DEFAULT_STREAM_MAXLEN, done_ttl_s: int = DEFAULT_DONE_TTL_S,
+                 clock: Callable[[], float] = time.time) -> None:
+        if type(stream_maxlen) is not int or stream_maxlen < 0:
+            raise ValueError(f"stream_maxlen must be an int >= 0 (0 = unbounded), not {stream_maxlen!r}")
+        if type(done_ttl_s) is not int or done_ttl_s <= 0:
+            raise ValueError(f"done_ttl_s must be a positive int, not {done_ttl_s!r}")
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self.ttls = ttls
+        self.clock = clock
+        self._ttl_args = ttls.args()
+        self._stream_maxlen = str(stream_maxlen)
+        self._done_ttl = str(done_ttl_s)
+        self._settle = redis.register_script(_lua("settle.lua"))
+        self._reserve = redis.register_script(_lua("reserve.lua"))
+        self._release = redis.register_script(_lua("release.lua"))
+        self._status = redis.register_script(_lua("budget_status.lua"))
+
+    # -- recording ------------------------------------------------------------------------
+
+    def _hold_keys(self, a: Attribution) -> list[str]:
+        """Reservation zset + amount hash of every budget that may apply to ``a``."""
+        k, p = self.keys, a.project
+        out = [k.reservations(p, "project", p), k.reservation_amounts(p, "project", p),
+               k.reservations(p, "agent", a.agent), k.reservation_amounts(p, "agent", a.agent)]
+        if a.session is not None:
+            out += [k.reservations(p, "session", a.session), k.reservation_amounts(p, "session", a.session)]
+        if a.key_id is not None:
+            out += [k.reservations(p, "key", a.key_id), k.reservation_amounts(p, "key", a.key_id)]
+        return out
+
+    @staticmethod
+    def _check_attribution(a: Attribution) -> None:
+        check_id(a.project, "project")
+        check_id(a.agent, "agent")
+        if a.session is not None:
+            check_id(a.session, "session")
+        if a.key_id is not None:
+            check_id(a.key_id, "key")
+
+    @staticmethod
+    def _check_request_id(request_id: object) -> str:
+        if not isinstance(request_id, str) or not request_id or len(request_id) > MAX_REQUEST_ID_LENGTH:
+            raise ValueError(f"invalid request id {request_id!r}: 1-{MAX_REQUEST_ID_LENGTH} characters")
+        return request_id
+
+    async def settle(self, event: UsageEvent) -> SettleOutcome:
+        """Record a finished request once: release its hold, add its usage, append its event.
+
+        One round trip. Settling the same request id again changes nothing and returns
+        ``recorded=False``.
+        """
+        a = event.attribution
+        self._check_attribution(a)
+        rid = self._check_request_id(event.request_id)
+        model = event.priced_model or event.model
+        if not isinstance(model, str) or not model or len(model) > MAX_MODEL_LENGTH:
+            raise ValueError(f"invalid model name {model!r}")
+        increments = [
+            "1", _count(event.prompt_tokens, "prompt_tokens"), _count(event.completion_tokens, "completion_tokens"),
+            _count(event.cached_tokens, "cached_tokens"), _count(event.cache_creation_tokens, "cache_creation_tokens"),
+            _count(event.reasoning_tokens, "reasoning_tokens"), _count(event.cost_nano, "cost_nano"),
+            "1" if event.estimated else "0",
+        ]
+        k, p = self.keys, a.project
+        buckets = bucket_ids(event.ts)
+        holds = self._hold_keys(a)
+        scopes = [("project", p), ("agent", a.agent)]
+        if a.session is not None:
+            scopes.append(("session", a.session))
+        if a.key_id is not None:
+            scopes.append(("key", a.key_id))
+        scopes.append(("model", model))
+        keys = [k.done(p, rid), k.events(p), *holds]
+        for scope, scope_id in scopes:
+            keys += [k.usage(p, scope, bucket, scope_id) for bucket in buckets]
+        if a.session is not None:
+            keys += [k.top_sessions(p, bucket) for bucket in buckets]
+        args = [
+            rid, self._done_ttl, str(len(holds) // 2), str(len(scopes)), "5" if a.session is not None else "0",
+            *self._ttl_args, model, a.agent, a.session or "", *increments, self._stream_maxlen,
+            *(str(_LEVEL[scope]) for scope, _ in scopes), *event.to_fields(),
+        ]
+        with _redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            # The script goes in by its sha, so the usual case is this one round trip; redis-py's
+            # own pipeline script handling would first ask SCRIPT EXISTS on every call.
+            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+            pipe.sadd(k.projects(), p)
+            try:
+                reply, _ = await pipe.execute()
+            except NoScriptError:
+                # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
+                reply = await self._settle(keys, args)
+        recorded, released = bool(reply[0]), int(reply[1])
+        overrun = event.cost_nano - released if recorded and released and event.cost_nano > released else 0
+        return SettleOutcome(recorded=recorded, reserved_nano=released, overrun_nano=overrun)
+
+    async def release(self, request_id: str, attribution: Attribution) -> int:
+        """Drop a request's hold without charging anything; returns the nano-USD released."""
+        self._check_attribution(attribution)
+        self._check_request_id(request_id)
+        with _redis_errors():
+            return int(await self._release(self._hold_keys(attribution), [request_id]))
+
+    async def ping(self) -> bool:
+        """True when Redis answers; ``LedgerUnavailable`` when it does not."""
+        with _redis_errors():
+            return bool(await self.redis.ping())
+
+    # -- reports --------------------------------------------------------------------------
+
+    async def usage_report(self, scope: str, scope_id: str, period: str, at: datetime | None = None) -> dict[str, Any]:
+        """Usage of one scope in the bucket of ``period`` containing ``at`` (default now).
+
+        ``scope_id`` is ``acme`` for a project, ``acme/planner`` for an agent (likewise session,
+        key, and model as priced). ``by_agent`` appears only in project reports.
+        """
+        project, local = _split_id(scope, scope_id, scopes=USAGE_SCOPES)
+        check_period(period)
+        at = to_utc(at) if at is not None else datetime.fromtimestamp(self.clock(), tz=timezone.utc)
+        bucket = bucket_ids(at.timestamp())[PERIODS.index(period)]
+        with _redis_errors():
+            raw = await self.redis.hgetall(self.keys.usage(project, scope, bucket, local))
+        values = {_text(f): int(v) for f, v in raw.items()}
+        start, end = period_bounds(period, at)
+        report: dict[str, Any] = {
+            "scope": scope,
+            "id": _public_id(scope, project, local),
+            "period": period,
+            "period_start": _iso(start),
+            "period_end": _iso(end),
+            "requests": values.get("requests", 0),
+            "prompt_tokens": values.get("prompt_tokens", 0),
+            "completion_tokens": values.get("completion_tokens", 0),
+            "total_tokens": values.get("prompt_tokens", 0) + values.get("completion_tokens", 0),
+            "cached_tokens": values.get("cached_tokens", 0),
+            "cache_creation_tokens": values.get("cache_creation_tokens", 0),
+            "reasoning_tokens": values.get("reasoning_tokens", 0),
+            "estimated_requests": values.get("estimated", 0),
+            "cost_usd": nano_to_usd(values.get("cost", 0)),
+            "by_model": self._breakdown(values, "m|"),
+        }
+        if scope == "project":
+            report["by_agent"] = self._breakdown(values, "a|")
+        return report
+
+    @staticmethod
+    def _breakdown(values: dict[str, int], tag: str) -> dict[str, dict[str, Any]]:
+        """``m|<model>|<field>`` fields as ``{model: {requests, ..., cost_usd}}`` (models may hold ``|``)."""
+        groups: dict[str, dict[str, int]] = {}
+        for name, value in values.items():
+            if name.startswith(tag):
+                who, _, what = name[len(tag):].rpartition("|")
+                groups.setdefault(who, {})[what] = value
+        return {
+            who: {"requests": g.get("requests", 0), "prompt_tokens": g.get("prompt_tokens", 0),
+                  "completion_tokens": g.get("completion_tokens", 0), "cost_usd": nano_to_usd(g.get("cost", 0))}
+            for who, g in sorted(groups.items())
+        }
+
+    # -- budgets --------------------------------------------------------------------------
+
+    def _budget_keys(self, project: str, scope: str, local: str, now: float) -> list[str]:
+        """Config, reservation zset, amount hash, then the usage hashes of the current buckets."""
+        k = self.keys
+        return [k.budget(project, scope, local), k.reservations(project, scope, local),
+                k.reservation_amounts(project, scope, local),
+                *(k.usage(project, scope, bucket, local) for bucket in bucket_ids(now))]
+
+    async def reserve(self, request_id: str, attribution: Attribution, amount_nano: int, *,
+                      deadline_s: float) -> ReserveOutcome:
+        """Hold ``amount_nano`` on every budget that applies to ``attribution``, or on none.
+
+        Refused when any hard budget has less room (limit - spent - held) than the amount.
+        Holds past their deadline are reclaimed first. Reserving again under the same request
+        id replaces its hold. The hold lasts ``deadline_s`` seconds unless settled or released.
+        """
+        a = attribution
+        self._check_attribution(a)
+        self._check_request_id(request_id)
+        if type(amount_nano) is not int or not 0 <= amount_nano <= MAX_LUA_NANO:
+            raise ValueError(f"amount_nano must be an int between 0 and {MAX_LUA_NANO}, not {amount_nano!r}")
+        if not deadline_s > 0:
+            raise ValueError(f"deadline_s must be positive, not {deadline_s!r}")
+        now = self.clock()
+        candidates = [("project", a.project), ("agent", a.agent)]
+        if a.session is not None:
+            candidates.append(("session", a.session))
+        if a.key_id is not None:
+            candidates.append(("key", a.key_id))
+        keys: list[str] = []
+        for scope, local in candidates:
+            keys += self._budget_keys(a.project, scope, local, now)
+        now_ms = int(now * 1000)
+        args = [request_id, str(amount_nano), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000)))]
+        with _redis_errors():
+            reply = await self._reserve(keys, args)
+        ok, reclaimed = bool(reply[0]), int(reply[1])
+        at = datetime.fromtimestamp(now, tz=timezone.utc)
+        tightest: BudgetView | None = None
+        room: int | None = None
+        for i in range(2, len(reply), 6):
+            index, hard, period_index, limit, spent, held = (int(x) for x in reply[i:i + 6])
+            if not hard:
+                continue
+            budget_room = limit - spent - held
+            if room is not None and budget_room >= room:
+                continue
+            room = budget_room
+            scope, local = candidates[index]
+            period = PERIODS[period_index - 1]
+            tightest = BudgetView(scope=scope, id=_public_id(scope, a.project, local), period=period,
+                                  limit_nano=limit, spent_nano=spent,
+                                  reserved_nano=held + amount_nano if ok else held,
+                                  resets_at=period_bounds(period, at)[1])
+        return ReserveOutcome(ok=ok, tightest=tightest, room_nano=None if room is None else max(0, room),
+                              reclaimed=reclaimed)
+
+    async def set_budget(self, scope: str, scope_id: str, limit_nano: int, period: str, mode: str = "hard",
+                         thresholds: tuple[float, ...] | list[float] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+        """Create or replace a budget; returns its status (as ``get_budget``)."""
+        project, local = _split_id(scope, scope_id, scopes=BUDGET_SCOPES)
+        if isinstance(limit_nano, bool) or not isinstance(limit_nano, int):
+            raise ValueError(f"budget limit must be an integer amount of nano-USD, not {limit_nano!r}")
+        if limit_nano < 0:
+            raise ValueError(f"budget limit must not be negative, got {limit_nano}")
+        if limit_nano > MAX_LUA_NANO:
+            raise ValueError(f"budget limit too large: at most {nano_to_usd(MAX_LUA_NANO)} USD")
+        check_period(period)
+        if mode not in MODES:
+            raise ValueError(f"unknown budget mode {mode!r}: use hard (refuse with 402) or soft (alerts only)")
+        levels = _check_thresholds(thresholds)
+        k = self.keys
+        config = k.budget(project, scope, local)
+        with _redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(config, mapping={"limit": str(limit_nano), "period": period, "mode": mode,
+                                       "thresholds": json.dumps(list(levels))})
+            pipe.hsetnx(config, "created_at", f"{self.clock():.3f}")
+            pipe.sadd(k.budget_index(project), f"{scope}:{local}")
+            pipe.sadd(k.projects(), project)
+            await pipe.execute()
+        state = await self.budget_state(scope, scope_id)
+        assert state is not None
+        return state.to_dict()
+
+    async def budget_state(self, scope: str, scope_id: str) -> BudgetState | None:
+        """A budget's config and standing in nano-USD, or None when it does not exist."""
+        project, local = _split_id(scope, scope_id, scopes=BUDGET_SCOPES)
+        now = self.clock()
+        with _redis_errors():
+            reply = await self._status(self._budget_keys(project, scope, local, now), [str(int(now * 1000))])
+        if reply is None:
+            return None
+        limit, period, mode, thresholds, created_at, spent, held = (_text(x) if isinstance(x, bytes) else x
+                                                                   for x in reply)
+        start, end = period_bounds(period, datetime.fromtimestamp(now, tz=timezone.utc))
+        return BudgetState(
+            scope=scope, id=_public_id(scope, project, local), limit_nano=int(limit), period=period, mode=mode,
+            thresholds=tuple(json.loads(thresholds)) if thresholds else DEFAULT_THRESHOLDS,
+            spent_nano=int(spent), reserved_nano=int(held), created_at=float(created_at) if created_at else None,
+            period_start=start, resets_at=end,
+        )
+
+    async def get_budget(self, scope: str, scope_id: str) -> dict[str, Any] | None:
+        """The budget's status dict (USD strings, ISO times), or None when it does not exist."""
+        state = await self.budget_state(scope, scope_id)
+        return None if state is None else state.to_dict()
+
+    async def list_budgets(self, scope: str | None = None, *, project: str | None = None) -> list[dict[str, Any]]:
+        """Status of every budget, optionally of one scope and/or one project, sorted by scope and id."""
+        if scope is not None and scope not in BUDGET_SCOPES:
+            raise ValueError(f"unknown scope {scope!r}: use one of {', '.join(BUDGET_SCOPES)}")
+        k = self.keys
+        with _redis_errors():
+            if project is not None:
+                projects = [check_id(project, "project")]
+            else:
+                projects = sorted(_text(p) for p in await self.redis.smembers(k.projects()))
+            wanted: list[tuple[str, str]] = []
+            for p in projects:
+                for member in await self.redis.smembers(k.budget_index(p)):
+                    s, _, local = _text(member).partition(":")
+                    if scope is None or s == scope:
+                        wanted.append((s, _public_id(s, p, local)))
+        states = await asyncio.gather(*(self.budget_state(s, i) for s, i in wanted))
+        order = {s: n for n, s in enumerate(BUDGET_SCOPES)}
+        found = [st for st in states if st is not None]
+        found.sort(key=lambda st: (order[st.scope], st.id))
+        return [st.to_dict() for st in found]
+
+    async def delete_budget(self, scope: str, scope_id: str) -> bool:
+        """Remove a budget and its holds (its recorded spend stays); False when there was none."""
+        project, local = _split_id(scope, scope_id, scopes=BUDGET_SCOPES)
+        k = self.keys
+        with _redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(k.budget(project, scope, local))
+            pipe.delete(k.reservations(project, scope, local), k.reservation_amounts(project, scope, local))
+            pipe.srem(k.budget_index(project), f"{scope}:{local}")
+            existed, _, _ = await pipe.execute()
+        return bool(existed)
