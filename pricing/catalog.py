@@ -9,11 +9,13 @@ the earlier entry as a whole.
 
 1. **Exact name** (``gpt-4o``); names are matched case-sensitively first, then ignoring case.
 2. **Configured alias**: ``{"our-gpt": "gpt-4o-mini"}`` resolves ``our-gpt`` as ``gpt-4o-mini``
-   (with all these rules). An alias whose name the catalog prices itself never applies.
+   (with all these rules). Aliases come before the guessing rules below, so they can correct
+   them; an alias whose name the catalog prices itself never applies.
 3. **Provider prefix**, both ways. A prefix naming a provider (``STRIPPED_PREFIXES``) is
-   dropped: ``openai/gpt-4o`` → ``gpt-4o``, ``azure/gpt-4.1-nano`` → ``gpt-4.1-nano``. A name
-   the catalog only knows with its provider in front gets it, trying ``ADDED_PREFIXES`` in
-   their order: ``gemini-2.5-pro`` → ``gemini/gemini-2.5-pro``, ``grok-4.3`` → ``xai/grok-4.3``.
+   dropped: ``openai/gpt-4o`` → ``gpt-4o``, ``anthropic/claude-opus-4-5`` → ``claude-opus-4-5``.
+   A name the catalog only knows with its provider in front gets it, trying ``ADDED_PREFIXES``
+   in their order: ``gemini-2.5-pro`` → ``gemini/gemini-2.5-pro``, ``grok-4.3`` →
+   ``xai/grok-4.3``, ``openai/gpt-oss-120b`` → ``groq/openai/gpt-oss-120b`` (see ``spellings``).
 4. **Dated snapshot**: a date at the end of the name (``-2024-08-06``, ``-20241022``,
    ``-0613``, ``-2411``, ``-09-2025``, also after ``@``) is dropped when the dated name itself
    is not priced: ``gpt-4o-2099-01-01`` → ``gpt-4o``. Applies to every spelling of step 3.

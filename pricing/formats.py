@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ _COMMUNITY_PRICES = {
     "output_cost_per_reasoning_token": "reasoning_output",
 }
 _PER_MILLION = 6  # decimal places between "per token" and "per million tokens"
+# Enough digits that scaling any amount parse_usd accepts is exact (it caps text at 64 characters).
+_EXACT_PRECISION = 100
 
 
 def _exact_decimal(value: Any) -> Decimal:
@@ -90,7 +92,8 @@ def per_token_to_per_million(value: float | int | str | Decimal) -> str:
     amount = _exact_decimal(value)
     if amount < 0:
         raise ValueError(f"price must not be negative: {value!r}")
-    return _decimal_text(amount.scaleb(_PER_MILLION))
+    with localcontext(prec=_EXACT_PRECISION):
+        return _decimal_text(amount.scaleb(_PER_MILLION))
 
 
 def _limit(value: Any) -> int | None:

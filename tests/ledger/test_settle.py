@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from proxy.errors import LedgerUnavailable
 from proxy.ledger.keys import Keys
@@ -152,7 +154,7 @@ async def test_settle_rejects_negative_or_fractional_amounts_and_bad_ids(ledger:
 
 
 async def test_unreachable_redis_is_ledger_unavailable():
-    client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     ledger = Ledger(client)
     try:
         with pytest.raises(LedgerUnavailable):
