@@ -76,16 +76,21 @@ def _label(view: BudgetView) -> str:
     return f"{view.scope} '{view.id}'"
 
 
+def _human(nano: int) -> str:
+    """Cents for amounts of a cent or more, full precision below (so $0.0004 is not $0.00)."""
+    return nano_to_usd(nano, places=2) if abs(nano) >= 10_000_000 else nano_to_usd(nano)
+
+
 def budget_exceeded(view: BudgetView | None, amount_nano: int, *, now: float | None = None) -> BudgetExceeded:
     """The 402 for a refused reservation, naming the tightest budget."""
     if view is None:  # the ledger refused without naming a budget: should not happen
         return BudgetExceeded("Budget exceeded.", extra={"scope": None, "scope_id": None})
     resets = view.resets_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if view.resets_at else None
     spent = nano_to_usd(view.spent_nano)
-    held = f" (plus ${nano_to_usd(view.reserved_nano)} held by requests in flight)" if view.reserved_nano else ""
+    held = f" (plus ${_human(view.reserved_nano)} held by requests in flight)" if view.reserved_nano else ""
     message = (f"Budget exceeded for {_label(view)}: {_ADJECTIVE.get(view.period, view.period)} limit "
-               f"${nano_to_usd(view.limit_nano)}, spent ${spent}{held}, this request may cost up to "
-               f"${nano_to_usd(amount_nano)}" + (f"; resets {resets}" if resets else "; this budget never resets"))
+               f"${_human(view.limit_nano)}, spent ${_human(view.spent_nano)}{held}, this request may cost up to "
+               f"${_human(amount_nano)}" + (f"; resets {resets}" if resets else "; this budget never resets"))
     headers = {}
     if view.resets_at is not None:
         current = datetime.now(timezone.utc).timestamp() if now is None else now

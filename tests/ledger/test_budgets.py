@@ -6,6 +6,7 @@ import asyncio
 from datetime import datetime, timezone
 
 import pytest
+import redis.asyncio as aioredis
 
 from proxy.ledger.keys import Keys
 from proxy.ledger.ledger import Attribution, BudgetView, Ledger, ReserveOutcome, SettleOutcome
@@ -242,11 +243,19 @@ async def test_holds_past_their_deadline_stop_counting_and_are_reclaimed(ledger:
     assert await ledger.settle(event("crashed", PLANNER, ts=clock.now, cost_nano=5)) == SettleOutcome(True, 0, 0)
 
 
-async def test_many_concurrent_reservations_never_overspend(ledger: Ledger):
-    await ledger.set_budget("project", "acme", 1000, "day")
-    outcomes = await asyncio.gather(*(ledger.reserve(f"r{i}", PLANNER, 7, deadline_s=60) for i in range(200)))
-    assert sum(o.ok for o in outcomes) == 1000 // 7
-    assert (await ledger.budget_state("project", "acme")).reserved_nano == (1000 // 7) * 7
+async def test_many_concurrent_reservations_never_overspend(redis_url, key_prefix, clock):
+    # A pool as large as the proxy's, so the 200 calls really are in flight together.
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=256, timeout=10)
+    client = aioredis.Redis(connection_pool=pool)
+    try:
+        ledger = Ledger(client, prefix=key_prefix, clock=clock)
+        await ledger.set_budget("project", "acme", 1000, "day")
+        outcomes = await asyncio.gather(*(ledger.reserve(f"r{i}", PLANNER, 7, deadline_s=60) for i in range(200)))
+        assert sum(o.ok for o in outcomes) == 1000 // 7
+        assert {o.room_nano for o in outcomes if not o.ok} == {1000 - (1000 // 7) * 7}
+        assert (await ledger.budget_state("project", "acme")).reserved_nano == (1000 // 7) * 7
+    finally:
+        await client.aclose()
 
 
 async def test_scripts_survive_a_script_flush(ledger: Ledger, redis_client):

@@ -11,7 +11,7 @@ for i = 1, #KEYS, 2 do
   local amount = redis.call('HGET', KEYS[i + 1], rid)
   if amount then
     redis.call('HDEL', KEYS[i + 1], rid)
-    redis.call('HINCRBY', KEYS[i + 1], '', '-' .. amount)
+    if amount ~= '0' then redis.call('HINCRBY', KEYS[i + 1], '', '-' .. amount) end  -- Redis refuses "-0"
     redis.call('ZREM', KEYS[i], rid)
     local n = tonumber(amount)
     if n > released then released = n end

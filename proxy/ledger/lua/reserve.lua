@@ -31,7 +31,7 @@ for b = 0, #KEYS / 8 - 1 do
       local held = redis.call('HGET', amounts, old)
       if held then
         redis.call('HDEL', amounts, old)
-        redis.call('HINCRBY', amounts, '', '-' .. held)
+        if held ~= '0' then redis.call('HINCRBY', amounts, '', '-' .. held) end  -- Redis refuses "-0"
       end
       reclaimed = reclaimed + 1
     end
@@ -56,7 +56,7 @@ for _, f in ipairs(found) do
   if ok == 1 then
     local amounts = KEYS[8 * f[1] + 3]
     -- Adjust the running total with the strings themselves: exact at any size.
-    if f[7] then redis.call('HINCRBY', amounts, '', '-' .. f[7]) end
+    if f[7] and f[7] ~= '0' then redis.call('HINCRBY', amounts, '', '-' .. f[7]) end
     redis.call('HINCRBY', amounts, '', ARGV[2])
     redis.call('HSET', amounts, rid, ARGV[2])
     redis.call('ZADD', KEYS[8 * f[1] + 2], deadline, rid)

@@ -36,7 +36,7 @@ for i = 0, R - 1 do
   local amount = redis.call('HGET', amounts, rid)
   if amount then
     redis.call('HDEL', amounts, rid)
-    redis.call('HINCRBY', amounts, '', '-' .. amount)
+    if amount ~= '0' then redis.call('HINCRBY', amounts, '', '-' .. amount) end  -- Redis refuses "-0"
     redis.call('ZREM', zset, rid)
     local n = tonumber(amount)
     if n > released then released = n end
