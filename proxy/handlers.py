@@ -16,7 +16,7 @@ from pricing.catalog import ModelPrice
 from pricing.cost import cost_nano
 from pricing.money import nano_to_usd
 from proxy.budgets import Grant, reserve_budget
-from proxy.errors import BudgetExceeded, LedgerUnavailable, NotFound, PayloadTooLarge
+from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable, NotFound, PayloadTooLarge
 from proxy.appkeys import SERVICES
 from proxy.ledger.ledger import Attribution, UsageEvent
 from proxy.pipeline.attribute import attribute
@@ -169,7 +169,7 @@ class _Call:
         splitter = SSESplitter()
         meter = StreamMeter()
         status = upstream.status
-        client_gone = False
+        client_gone = upstream_cut = False
         try:
             async for data in self.fb.upstream.iter_chunks(upstream):
                 out: list[bytes] = []
@@ -198,13 +198,16 @@ class _Call:
                 await response.write_eof()
         except ConnectionError:
             client_gone = True
-        except Exception as exc:  # the upstream failed mid-stream: the client gets what arrived
-            status = getattr(exc, "status", 502)
-            log.warning("upstream stream for %s ended early: %s", self.request_id, exc)
+        except FareboxError as exc:  # the upstream failed mid-stream: the client gets what arrived
+            status, upstream_cut = exc.status, True
+            log.warning("upstream stream for %s ended early: %s", self.request_id, exc.message)
         upstream_done = time.perf_counter()
         measured = meter.result(self.chat.model, self.prompt_tokens)
         await self._settle(measured, 499 if client_gone else status, upstream_done)
         self._observe_overhead(upstream_done)
+        if upstream_cut and self.request.transport is not None:
+            # Cut the client's stream too (no final chunk), so it cannot mistake it for a whole one.
+            self.request.transport.close()
         return response
 
     async def _settle(self, measured: Measured, status: int, upstream_done: float) -> int:

@@ -232,3 +232,45 @@ async def test_async_client_many_concurrent_requests_are_all_recorded(make_stack
     report = usage_of(stack)
     assert report["requests"] == 20
     assert report["completion_tokens"] == sum(r.usage.completion_tokens for r in results)
+
+
+def _wait_for(predicate, timeout=15.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_client_disconnect_mid_stream_charges_what_was_generated(make_stack, key_prefix):
+    stack = make_stack()
+    headers = {**HEADERS, "X-Fake-Chunk-Delay-Ms": "150", "X-Fake-Reply-Tokens": "64"}
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"{stack.base_url}/chat/completions", headers=headers, json=body) as response:
+            lines = response.iter_lines()
+            first = next(line for line in lines if line.startswith("data: "))
+            assert json.loads(first[6:])["object"] == "chat.completion.chunk"
+    assert _wait_for(lambda: usage_of(stack)["requests"] == 1)
+    report = usage_of(stack)
+    assert report["prompt_tokens"] == count_chat_prompt("gpt-4o-mini", {"messages": MESSAGES})
+    assert 0 <= report["completion_tokens"] < 64
+    events = stack.run(stack.services.ledger.redis.xrange(f"{key_prefix}:{{acme}}:events"))
+    assert events[0][1][b"status"] == b"499"
+
+
+def test_upstream_cut_mid_stream_charges_what_arrived_and_cuts_the_client_too(make_stack):
+    stack = make_stack(upstream_options={"chunks": 8})
+    client = client_for(stack.base_url)
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                                   extra_headers={"X-Fake-Drop-After-Chunks": "3"}):
+            received.append(chunk)
+    assert len(received) == 3
+    report = usage_of(stack)
+    assert report["requests"] == 1
+    text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
+    assert report["completion_tokens"] == count_completion("gpt-4o-mini", text)
