@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks")
     fake.add_argument("--reply-tokens", type=int, default=16, help="tokens per reply (capped by max_tokens)")
 
+    keyid = sub.add_parser("key-id", help="print the key id farebox records for an API key (read from stdin)")
+    keyid.add_argument("--project", help="print the budget id PROJECT/KEY_ID for `farebox budget set key ...`")
+
     usage = sub.add_parser("usage", help="show recorded spend")
     _store_flags(usage)
     usage.add_argument("scope", help="project, agent, session, key or model")
@@ -175,6 +178,18 @@ def _run_usage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _run_key_id(args: argparse.Namespace) -> int:
+    from proxy.pipeline.attribute import key_fingerprint  # noqa: PLC0415
+
+    key = sys.stdin.readline().strip()
+    key_id = key_fingerprint(key if key.startswith("Bearer ") else f"Bearer {key}")
+    if key_id is None:
+        print("farebox: no key on stdin (pipe it in: echo \"$OPENAI_API_KEY\" | farebox key-id)", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.project}/{key_id}" if args.project else key_id)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -184,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_fake_upstream(host=args.host, port=args.port, latency_ms=args.latency_ms, chunks=args.chunks,
                               chunk_delay_ms=args.chunk_delay_ms, reply_tokens=args.reply_tokens)
             return 0
+        if args.command == "key-id":
+            return _run_key_id(args)
         if args.command == "serve":
             from proxy.serve import serve  # noqa: PLC0415
 

@@ -53,6 +53,7 @@ class Services:
         except LedgerUnavailable as exc:
             self.metrics.redis_errors.inc()
             await self.spool.append(event)
+            self.metrics.spooled.inc()
             log.warning("redis unavailable while recording %s (%s); usage spooled to %s",
                         event.request_id, exc.message, self.spool.path)
             self.start_replay()

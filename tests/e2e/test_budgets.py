@@ -258,3 +258,20 @@ def test_overrun_is_recorded_in_full(make_stack):
     price = stack.services.catalog.resolve(MODEL)
     assert spent(stack) == cost_nano(price, Usage(usage["prompt_tokens"], usage["completion_tokens"]))
     assert "farebox_reservation_overruns_total 1.0" in httpx.get(f"{stack.url}/metrics").text
+
+
+def test_key_budget_blocks_only_requests_with_that_key(make_stack):
+    stack = make_stack(admin_token="admin-secret", clamp_max_tokens=False)
+    result = subprocess.run([sys.executable, "-m", "proxy", "key-id", "--project", "acme"], input="sk-team-one\n",
+                            capture_output=True, text=True, timeout=60)
+    budget_id = result.stdout.strip()
+    assert budget_id.startswith("acme/k") and len(budget_id) == len("acme/") + 16
+    put_budget(stack, "key", budget_id, "0")
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 16}
+    url = f"{stack.base_url}/chat/completions"
+    blocked = httpx.post(url, headers={**HEADERS, "Authorization": "Bearer sk-team-one"}, json=body)
+    assert blocked.status_code == 402
+    assert blocked.json()["error"]["scope"] == "key" and blocked.json()["error"]["scope_id"] == budget_id
+    assert httpx.post(url, headers={**HEADERS, "Authorization": "Bearer sk-team-two"}, json=body).status_code == 200
+    events = stack.run(stack.services.ledger.redis.xrange(f"{stack.services.ledger.keys.prefix}:{{acme}}:events"))
+    assert events and all(b"sk-team" not in value for _, fields in events for value in fields.values())
