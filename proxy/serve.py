@@ -1,10 +1,25 @@
-"""``farebox serve``: run the application until interrupted."""
+"""``farebox serve``: run the application until interrupted, in one process or several.
+
+With ``--workers N`` (N > 1) the command becomes a small supervisor: it starts the embedded
+Redis once (unless ``REDIS_URL`` names one), then N worker processes, each a complete farebox
+listening on the same port with ``SO_REUSEPORT`` so the kernel spreads connections over them.
+Workers reach the embedded Redis through its unix socket (``EmbeddedRedis.start`` joins a
+server that already answers there). SIGINT or SIGTERM stops the workers, each finishing its
+requests in flight, then the Redis it started. If a worker dies on its own, the others are
+stopped too and the command exits with status 1, for a process supervisor to restart.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -12,6 +27,12 @@ from proxy.app import create_app
 from proxy.settings import Settings
 
 __all__ = ["serve", "configure_logging"]
+
+log = logging.getLogger("farebox")
+
+SHUTDOWN_TIMEOUT_S = 10.0
+# A worker gets this long beyond its own shutdown timeout before it is killed.
+WORKER_STOP_GRACE_S = 5.0
 
 
 def configure_logging(level: str) -> None:
@@ -29,11 +50,117 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level)
-    log = logging.getLogger("farebox")
+    if settings.workers > 1:
+        return _supervise(settings)
+    return _run(settings)
+
+
+def _run(settings: Settings, *, worker: int | None = None) -> int:
+    """One farebox process serving until SIGINT/SIGTERM."""
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings)
-    log.info("farebox listening on http://%s:%d (upstream %s)", settings.host, settings.port, settings.upstream)
+    who = f"worker {worker} (pid {os.getpid()})" if worker is not None else "farebox"
+    log.info("%s listening on http://%s:%d (upstream %s)", who, settings.host, settings.port, settings.upstream)
     web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, loop=loop,
-                handle_signals=True, shutdown_timeout=10)
+                handle_signals=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S, reuse_port=worker is not None)
     return 0
+
+
+def _worker_main(settings: Settings, worker: int) -> None:
+    """Entry point of a worker process (started by ``_supervise``)."""
+    configure_logging(settings.log_level)
+    try:
+        code = _run(settings, worker=worker)
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+def _hold_port(host: str, port: int) -> socket.socket:
+    """Bind (without listening) the port the workers will share, so port 0 becomes a real port
+    and a port already in use fails here, once, instead of in every worker."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        holder.bind((host, port))
+    except OSError:
+        holder.close()
+        raise
+    return holder
+
+
+def _supervise(settings: Settings) -> int:
+    """Start the shared Redis and the workers; stop everything on a signal or a dead worker."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        log.error("--workers needs SO_REUSEPORT, which this platform lacks; run one process per port instead")
+        return 1
+    from proxy.ledger.embedded import EmbeddedRedis, EmbeddedRedisError  # noqa: PLC0415
+
+    try:
+        holder = _hold_port(settings.host, settings.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        return 1
+    port = holder.getsockname()[1]
+    embedded: EmbeddedRedis | None = None
+    if not settings.redis_url:
+        try:
+            embedded = EmbeddedRedis(Path(settings.data_dir)).start()
+        except EmbeddedRedisError as exc:
+            holder.close()
+            log.error("cannot start the embedded Redis in %s: %s", settings.data_dir, exc)
+            return 1
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    child_settings = settings.model_copy(update={"port": port, "workers": 1})
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker_main, args=(child_settings, n), name=f"farebox-worker-{n}")
+               for n in range(1, settings.workers + 1)]
+    code = 0
+    try:
+        for process in workers:
+            process.start()
+        log.info("farebox: %d workers on http://%s:%d (pids %s)", len(workers), settings.host, port,
+                 ", ".join(str(p.pid) for p in workers))
+        while not stopping:
+            multiprocessing.connection.wait([p.sentinel for p in workers], timeout=0.5)
+            dead = [p for p in workers if p.exitcode is not None]
+            if dead and not stopping:
+                for p in dead:
+                    log.error("worker %s (pid %s) exited with status %s; stopping the others", p.name, p.pid, p.exitcode)
+                code = 1
+                break
+    finally:
+        _stop_workers(workers)
+        if embedded is not None:
+            embedded.stop()
+        holder.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
+
+
+def _stop_workers(workers: list[multiprocessing.process.BaseProcess]) -> None:
+    for process in workers:
+        if process.exitcode is None and process.pid is not None:
+            try:
+                os.kill(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = SHUTDOWN_TIMEOUT_S + WORKER_STOP_GRACE_S
+    for process in workers:
+        if process.pid is None:
+            continue
+        process.join(deadline)
+        if process.exitcode is None:
+            log.warning("worker %s (pid %s) did not stop in time; killing it", process.name, process.pid)
+            process.kill()
+            process.join()

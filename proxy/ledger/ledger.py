@@ -26,7 +26,7 @@ import math
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
@@ -74,10 +74,6 @@ MAX_MODEL_LENGTH = 256
 _ID = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 _ID_RULE = "1-128 characters of letters, digits and . _ - @"
 
-# Aggregate fields, in the order settle.lua receives their increments.
-_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens",
-           "cache_creation_tokens", "reasoning_tokens", "cost", "estimated")
-_BREAKDOWN_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost")
 # Breakdown levels of the usage scopes in settle.lua: 2 = by model and agent, 1 = by model.
 _LEVEL = {"project": 2, "agent": 1, "session": 1, "key": 1, "model": 0}
 

@@ -1,70 +1,139 @@
-"""The spool: usage events kept in a local file while Redis cannot take them.
+"""The fail-open spool: usage that could not reach Redis, kept in a local file until it can.
 
-One JSON object per line, appended and fsynced before the request's answer is complete, so
-no usage that happened is lost. ``replay`` settles every spooled event into Redis (settling is
-idempotent per request id, so a crash mid-replay only repeats work) and then empties the file.
-File I/O runs in a thread so the event loop stays free.
+With ``fail_mode: open`` a request is served even when Redis is down; its usage event is
+appended here as one JSON line (flushed and fsynced) and settled into Redis later by
+``replay``. Settling is idempotent per request id, so replaying an event twice (a crash or a
+Redis failure halfway through a replay) records it once.
+
+Files, next to each other:
+
+    <path>             events being appended
+    <path>.replaying   events a replay took over; left in place when that replay failed, and
+                       replayed first next time
+    <path>.rejected    lines that cannot be settled (torn by a crash, or invalid), kept for a person
+
+A replay first renames ``<path>`` to ``<path>.replaying`` under the same lock appends take,
+so an event appended during a replay lands in a fresh ``<path>`` and is never lost or truncated.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import orjson
-
-from proxy.ledger.ledger import UsageEvent
-
-if TYPE_CHECKING:
-    from proxy.ledger.ledger import Ledger
+from proxy.ledger.ledger import Ledger, UsageEvent
 
 __all__ = ["Spool"]
 
+log = logging.getLogger("farebox")
+
 
 class Spool:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = asyncio.Lock()
+    """Usage events waiting for Redis, one JSON object per line."""
 
-    def _append_sync(self, line: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.replaying_path = self.path.with_name(self.path.name + ".replaying")
+        self.rejected_path = self.path.with_name(self.path.name + ".rejected")
+        self._file_lock = threading.Lock()      # appends (from worker threads) vs taking the file over
+        self._replay_lock = asyncio.Lock()      # one replay at a time
 
     async def append(self, event: UsageEvent) -> None:
-        line = orjson.dumps(event.to_dict()) + b"\n"
-        async with self._lock:
-            await asyncio.to_thread(self._append_sync, line)
+        """Add one event, durably (flush + fsync), off the event loop."""
+        line = json.dumps(event.to_dict(), separators=(",", ":")) + "\n"
+        await asyncio.to_thread(self._append_line, self.path, line)
+
+    def _append_line(self, path: Path, line: str) -> None:
+        data = line.encode("utf-8")
+        with self._file_lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a+b") as f:
+                if f.seek(0, os.SEEK_END) > 0:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        data = b"\n" + data  # a crash tore the last line: don't glue this one to it
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
 
     async def pending(self) -> bool:
-        return await asyncio.to_thread(lambda: self.path.exists() and self.path.stat().st_size > 0)
-
-    def _read_sync(self) -> list[UsageEvent]:
-        if not self.path.exists():
-            return []
-        events = []
-        for raw in self.path.read_bytes().splitlines():
-            if raw.strip():
-                try:
-                    events.append(UsageEvent.from_dict(orjson.loads(raw)))
-                except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
-                    continue  # a line torn by a crash mid-write; the rest still replays
-        return events
+        """True while events wait to be replayed."""
+        for p in (self.replaying_path, self.path):
+            try:
+                if p.stat().st_size > 0:
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
 
     async def events(self) -> list[UsageEvent]:
-        return await asyncio.to_thread(self._read_sync)
+        """The events waiting to be replayed, oldest first (unreadable lines left out)."""
+        return await asyncio.to_thread(self._read_events)
 
-    async def replay(self, ledger: "Ledger") -> int:
-        """Settle every spooled event into Redis; returns how many were newly recorded."""
-        async with self._lock:
-            events = await asyncio.to_thread(self._read_sync)
+    def _read_events(self) -> list[UsageEvent]:
+        events = []
+        with self._file_lock:
+            texts = [p.read_text(encoding="utf-8") for p in (self.replaying_path, self.path) if p.exists()]
+        for text in texts:
+            for line in text.splitlines():
+                try:
+                    events.append(UsageEvent.from_dict(json.loads(line)))
+                except (ValueError, TypeError, KeyError):
+                    continue
+        return events
+
+    def _take_over(self) -> bool:
+        """Move the appended events aside for replay; False when there are none."""
+        with self._file_lock:
+            if self.replaying_path.exists():
+                return True
+            if not self.path.exists():
+                return False
+            os.replace(self.path, self.replaying_path)
+            return True
+
+    async def replay(self, ledger: Ledger) -> int:
+        """Settle every spooled event into ``ledger``; returns how many were newly recorded.
+
+        Events an earlier, interrupted replay already recorded settle as duplicates: they change
+        nothing and are not counted. ``LedgerUnavailable`` when Redis fails again: the events
+        stay spooled for the next call.
+        """
+        async with self._replay_lock:
             recorded = 0
-            for event in events:
-                outcome = await ledger.settle(event)  # LedgerUnavailable propagates: the file stays
-                recorded += outcome.recorded
-            await asyncio.to_thread(self.path.unlink, missing_ok=True)
+            # At most two rounds: what a failed replay left, then what was appended since.
+            for _ in range(2):
+                if not await asyncio.to_thread(self._take_over):
+                    break
+                recorded += await self._replay_file(ledger)
             return recorded
+
+    async def _replay_file(self, ledger: Ledger) -> int:
+        text = await asyncio.to_thread(self.replaying_path.read_text, encoding="utf-8")
+        recorded = 0
+        rejected: list[str] = []
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                event = UsageEvent.from_dict(json.loads(line))
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error("spooled usage line cannot be read (%s); kept in %s", exc, self.rejected_path)
+                rejected.append(line)
+                continue
+            try:
+                outcome = await ledger.settle(event)
+            except ValueError as exc:
+                log.error("spooled usage event %s is invalid (%s); kept in %s",
+                          event.request_id, exc, self.rejected_path)
+                rejected.append(line)
+                continue
+            recorded += outcome.recorded
+        if rejected:
+            await asyncio.to_thread(self._append_line, self.rejected_path, "\n".join(rejected) + "\n")
+        await asyncio.to_thread(self.replaying_path.unlink)
+        return recorded

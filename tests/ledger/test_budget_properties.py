@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
+                                 run_state_machine_as_test)
 
 from proxy.ledger.keys import Keys
 from proxy.ledger.ledger import Attribution, Ledger, SettleOutcome
-from proxy.ledger.periods import bucket_ids, PERIODS
+from proxy.ledger.periods import PERIODS, bucket_ids
 from tests.ledger.helpers import FakeClock, epoch, event
 
 

@@ -280,3 +280,16 @@ async def test_reserve_validates_its_input(ledger: Ledger):
         await ledger.reserve("r1", PLANNER, 1, deadline_s=0)
     with pytest.raises(ValueError, match="invalid agent id"):
         await ledger.reserve("r1", Attribution("acme", "a b"), 1, deadline_s=60)
+
+
+async def test_zero_amount_holds_reserve_release_settle_and_expire(ledger: Ledger, clock: FakeClock):
+    await ledger.set_budget("project", "acme", 0, "day")
+    assert (await ledger.reserve("r1", PLANNER, 0, deadline_s=60)).ok
+    assert await ledger.release("r1", PLANNER) == 0
+    assert (await ledger.reserve("r2", PLANNER, 0, deadline_s=60)).ok
+    assert (await ledger.reserve("r2", PLANNER, 0, deadline_s=60)).ok
+    assert await ledger.settle(event("r2", PLANNER, ts=T0, cost_nano=0)) == SettleOutcome(True, 0, 0)
+    assert (await ledger.reserve("r3", PLANNER, 0, deadline_s=1)).ok
+    clock.advance(2)
+    assert (await ledger.reserve("r4", PLANNER, 0, deadline_s=1)).reclaimed == 1
+    assert (await ledger.budget_state("project", "acme")).reserved_nano == 0

@@ -26,7 +26,7 @@ for b = 0, #KEYS / 8 - 1 do
   local config = redis.call('HMGET', KEYS[base + 1], 'limit', 'period', 'mode')
   if config[1] then
     local zset, amounts = KEYS[base + 2], KEYS[base + 3]
-    local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', now)
+    local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. now)
     for _, old in ipairs(expired) do
       local held = redis.call('HGET', amounts, old)
       if held then
@@ -35,7 +35,7 @@ for b = 0, #KEYS / 8 - 1 do
       end
       reclaimed = reclaimed + 1
     end
-    if #expired > 0 then redis.call('ZREMRANGEBYSCORE', zset, '-inf', now) end
+    if #expired > 0 then redis.call('ZREMRANGEBYSCORE', zset, '-inf', '(' .. now) end
 
     local p = period_index[config[2]] or 5
     local limit = tonumber(config[1])
