@@ -128,7 +128,7 @@ def _supervise(settings: Settings) -> int:
     try:
         for process in workers:
             process.start()
-        log.info("farebox: %d workers on http://%s:%d (pids %s)", len(workers), settings.host, port,
+        log.info("%d workers on http://%s:%d (pids %s)", len(workers), settings.host, port,
                  ", ".join(str(p.pid) for p in workers))
         while not stopping:
             multiprocessing.connection.wait([p.sentinel for p in workers], timeout=0.5)

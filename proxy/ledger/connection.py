@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from proxy.ledger.embedded import EmbeddedRedis, EmbeddedRedisError
 from proxy.settings import Settings
@@ -15,6 +17,8 @@ from proxy.settings import Settings
 __all__ = ["RedisHandle", "describe_url"]
 
 log = logging.getLogger("farebox")
+
+RETRIES = 1
 
 
 def describe_url(url: str) -> str:
@@ -45,8 +49,10 @@ class RedisHandle:
             url = embedded.url
             description = f"embedded ({embedded.data_dir})"
         # A blocking pool waits for a free connection instead of failing under a burst.
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=256, timeout=10,
-                                                        socket_connect_timeout=5, socket_timeout=10)
+        # One quick retry, so a dead Redis is reported (503 or spool) in well under a second.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=256, timeout=10, socket_connect_timeout=2, socket_timeout=10,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), RETRIES))
         client = aioredis.Redis(connection_pool=pool)
         log.info("using redis: %s", description)
         return cls(client=client, description=description, embedded=embedded)

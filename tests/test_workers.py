@@ -1,0 +1,139 @@
+"""``farebox serve --workers N``: several processes on one port, one embedded Redis, clean stop."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from proxy.fake_upstream import create_fake_app
+from tests.harness import LoopThread
+
+FAREBOX = [sys.executable, "-m", "proxy"]
+BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 32})
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("FAREBOX_") and k != "REDIS_URL"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "farebox exited"
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("farebox --workers did not become ready")
+
+
+def _worker_pids(parent: psutil.Process, port: int) -> set[int]:
+    """Children of the supervisor that listen on the shared port."""
+    pids = set()
+    for child in parent.children():
+        try:
+            if any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in child.net_connections()):
+                pids.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return pids
+
+
+@pytest.fixture
+def upstream_url():
+    threads = LoopThread()
+    try:
+        yield threads.serve(create_fake_app())
+    finally:
+        threads.close()
+
+
+@pytest.fixture
+def farebox_workers(tmp_path, upstream_url):
+    port = _free_port()
+    data_dir = tmp_path / "data"
+    proc = subprocess.Popen(
+        FAREBOX + ["serve", "--workers", "2", "--port", str(port), "--upstream", f"{upstream_url}/v1",
+                   "--data-dir", str(data_dir), "--log-level", "warning"],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_ready(port, proc)
+        yield proc, port, data_dir
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            for child in psutil.Process(proc.pid).children(recursive=True) if psutil.pid_exists(proc.pid) else []:
+                child.kill()
+            proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_workers_share_the_port_record_every_request_and_stop_on_sigterm(farebox_workers):
+    proc, port, data_dir = farebox_workers
+    parent = psutil.Process(proc.pid)
+    workers = _worker_pids(parent, port)
+    assert len(workers) == 2
+    redis_servers = [c for c in parent.children() if "redis-server" in c.name()]
+    assert len(redis_servers) == 1  # started once, by the supervisor
+
+    # Keep-alive connections, each accepted by one worker; one request on each.
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(24)]
+    for conn in conns:
+        conn.request("POST", "/v1/chat/completions", BODY,
+                     {"Content-Type": "application/json", "X-Project-Id": "workers", "Authorization": "Bearer sk-w"})
+        response = conn.getresponse()
+        assert response.status == 200
+        response.read()
+    served_by = {}
+    for pid in workers:
+        for c in psutil.Process(pid).net_connections():
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port and c.raddr:
+                served_by[c.raddr.port] = pid
+    client_ports = {conn.sock.getsockname()[1] for conn in conns}
+    assert client_ports <= set(served_by)
+    assert set(served_by[p] for p in client_ports) == workers  # both workers served requests
+    for conn in conns:
+        conn.close()
+
+    report = subprocess.run(FAREBOX + ["usage", "project", "workers", "--json", "--data-dir", str(data_dir)],
+                            env=_env(), capture_output=True, text=True, timeout=60)
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["requests"] == 24
+
+    everything = [parent, *parent.children(recursive=True)]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    gone, alive = psutil.wait_procs(everything, timeout=10)
+    assert alive == []
+
+
+def test_a_worker_that_dies_stops_the_others(farebox_workers):
+    proc, port, _ = farebox_workers
+    parent = psutil.Process(proc.pid)
+    workers = sorted(_worker_pids(parent, port))
+    everything = [parent, *parent.children(recursive=True)]
+    os.kill(workers[0], signal.SIGKILL)
+    assert proc.wait(30) == 1
+    gone, alive = psutil.wait_procs(everything, timeout=10)
+    assert alive == []
