@@ -15,7 +15,7 @@ from aiohttp import web
 from pricing.catalog import Catalog, ModelPrice
 from pricing.money import usd_to_nano
 from proxy import admin, handlers
-from proxy.appkeys import SERVICES, SETTINGS
+from proxy.appkeys import REQUEST_ID, SERVICES, SETTINGS
 from proxy.errors import FareboxError, NotFound, PayloadTooLarge, Unauthorized
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.spool import Spool
@@ -44,7 +44,7 @@ def _error_response(exc: FareboxError, request_id: str | None) -> web.Response:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give every request an id and render every FareboxError as an OpenAI-shaped body."""
-    request_id = request["request_id"] = uuid.uuid4().hex
+    request_id = request[REQUEST_ID] = uuid.uuid4().hex
     try:
         return await handler(request)
     except FareboxError as exc:

@@ -7,7 +7,8 @@ from aiohttp import web
 from proxy.services import Services
 from proxy.settings import Settings
 
-__all__ = ["SERVICES", "SETTINGS"]
+__all__ = ["SERVICES", "SETTINGS", "REQUEST_ID"]
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -17,7 +17,7 @@ from pricing.cost import cost_nano
 from pricing.money import nano_to_usd
 from proxy.budgets import Grant, reserve_budget
 from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable, NotFound, PayloadTooLarge
-from proxy.appkeys import SERVICES
+from proxy.appkeys import REQUEST_ID, SERVICES
 from proxy.ledger.ledger import Attribution, UsageEvent
 from proxy.pipeline.attribute import attribute
 from proxy.pipeline.measure import Measured, StreamMeter, choices_text, estimate_usage, usage_from_object
@@ -76,7 +76,7 @@ def _budget_headers(grant: Grant | None) -> list[tuple[str, str]]:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     fb = request.app[SERVICES]
     settings = fb.settings
-    request_id: str = request["request_id"]
+    request_id: str = request[REQUEST_ID]
     started = time.perf_counter()
 
     raw = await read_body(request, settings.max_body_bytes)                  # 1. parse
@@ -257,7 +257,7 @@ async def models(request: web.Request) -> web.StreamResponse:
     fb = request.app[SERVICES]
     async with fb.upstream.send("GET", "/models", request.headers, query=request.query_string) as upstream:
         payload = await fb.upstream.read(upstream)
-        headers = response_headers(upstream.headers, [("X-Request-Id", request["request_id"])])
+        headers = response_headers(upstream.headers, [("X-Request-Id", request[REQUEST_ID])])
         return web.Response(status=upstream.status, body=payload, headers=headers)
 
 
