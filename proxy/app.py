@@ -138,7 +138,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
                             metrics=Metrics(), redis_description=redis.description)
         app[SERVICES] = services
-        log.info("farebox: redis %s; upstream %s; %d priced models", redis.description, upstream.base_url, len(catalog))
+        log.info("ready: redis %s; upstream %s; %d priced models", redis.description, upstream.base_url, len(catalog))
         if await spool.pending():
             services.start_replay()
         try:
