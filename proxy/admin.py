@@ -1,4 +1,5 @@
-"""The admin HTTP API (``/admin/...``, bearer admin token): usage reports and budgets.
+"""The admin HTTP API (``/admin/...``, bearer admin token): usage reports, series, forecasts,
+event export, and budgets.
 
 Input problems are 400 with a message that says what to fix; money in JSON is a decimal
 string of USD. The same operations back the ``farebox`` CLI through ``proxy.control``.
@@ -11,7 +12,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from proxy import control
+from proxy import control, export, reports
 from proxy.appkeys import SERVICES
 from proxy.errors import BadRequest, NotFound
 from proxy.pipeline.parse import parse_json_object
@@ -32,9 +33,36 @@ async def usage(request: web.Request) -> web.Response:
     if "scope" not in q or "id" not in q:
         raise BadRequest("Query parameters 'scope' and 'id' are required, e.g. ?scope=project&id=acme&period=day.",
                          param="scope" if "scope" not in q else "id")
-    report = await control.usage_report(request.app[SERVICES].ledger, q["scope"], q["id"],
-                                        q.get("period", "day"), q.get("at"))
+    reports.check_params(q, ("scope", "id", "period", "at", "top"))
+    report = await reports.usage_report(request.app[SERVICES].ledger, q["scope"], q["id"],
+                                        q.get("period", "day"), q.get("at"), q.get("top"))
     return _json(report)
+
+
+async def usage_series(request: web.Request) -> web.Response:
+    q = request.query
+    reports.check_params(q, ("scope", "id", "granularity", "from", "to"))
+    series = await reports.usage_series(request.app[SERVICES].ledger, q["scope"], q["id"],
+                                        q.get("granularity", "hour"), q.get("from"), q.get("to"))
+    return _json(series)
+
+
+async def forecast(request: web.Request) -> web.Response:
+    q = request.query
+    reports.check_params(q, ("scope", "id", "period"))
+    return _json(await reports.forecast(request.app[SERVICES].ledger, q["scope"], q["id"], q.get("period", "month")))
+
+
+async def events(request: web.Request) -> web.Response:
+    """A page of recorded events, NDJSON (or CSV); ``X-Next-Since`` is the next page's cursor."""
+    q = request.query
+    reports.check_params(q, ("project", "since", "limit", "format"), required=())
+    fmt = export.parse_format(q.get("format"), request.headers.get("Accept", ""))
+    page = await export.export_page(request.app[SERVICES].ledger, q.get("project"), q.get("since"), q.get("limit"))
+    body, content_type = ((export.to_csv(page.rows), "text/csv") if fmt == "csv"
+                          else (export.to_ndjson(page.rows), "application/x-ndjson"))
+    return web.Response(body=body, content_type=content_type, charset="utf-8",
+                        headers={"X-Next-Since": page.next_since, "X-Event-Count": str(len(page.rows))})
 
 
 async def put_budget(request: web.Request) -> web.Response:
@@ -67,6 +95,9 @@ async def list_budgets(request: web.Request) -> web.Response:
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/admin/usage", usage),
+        web.get("/admin/usage/series", usage_series),
+        web.get("/admin/forecast", forecast),
+        web.get("/admin/events", events),
         web.get("/admin/budgets", list_budgets),
         web.put("/admin/budgets/{scope}/{id:.+}", put_budget),
         web.get("/admin/budgets/{scope}/{id:.+}", get_budget),

@@ -15,11 +15,13 @@ from aiohttp import web
 from pricing.catalog import Catalog, ModelPrice
 from pricing.money import usd_to_nano
 from proxy import admin, handlers
+from proxy.alerts import AlertDispatcher
 from proxy.appkeys import REQUEST_ID, SERVICES, SETTINGS
 from proxy.errors import FareboxError, NotFound, PayloadTooLarge, Unauthorized
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.spool import Spool
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
+from proxy.retention import trim_forever
 from proxy.ledger.connection import RedisHandle
 from proxy.services import Services
 from proxy.settings import Settings
@@ -133,18 +135,31 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             drop_headers=(settings.project_header, settings.agent_header, settings.session_header),
         )
         await upstream.start()
-        ledger = Ledger(redis.client, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen, clock=clock)
+        ledger = Ledger(redis.client, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen, clock=clock,
+                        pipe=redis.pipe)
         spool = Spool(Path(settings.data_dir) / "spool.ndjson")
+        app_metrics = Metrics(project_labels=settings.metrics_project_labels)
+        secret = settings.alert_webhook_secret
+        alerts = AlertDispatcher(settings.alert_webhook_urls, secret.get_secret_value() if secret else None,
+                                 metrics=app_metrics, max_attempts=settings.alert_max_attempts,
+                                 base_delay_s=settings.alert_retry_base_s, timeout_s=settings.alert_timeout_s)
+        await alerts.start()
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
-                            metrics=Metrics(), redis_description=redis.description)
+                            metrics=app_metrics, redis_description=redis.description, alerts=alerts)
         app[SERVICES] = services
         log.info("ready: redis %s; upstream %s; %d priced models", redis.description, upstream.base_url, len(catalog))
         if await spool.pending():
             services.start_replay()
+        trimming = (asyncio.get_running_loop().create_task(trim_forever(ledger, settings.stream_max_age_s, time.time))
+                    if settings.stream_max_age_s else None)
         try:
             yield
         finally:
+            if trimming is not None:
+                trimming.cancel()
+                await asyncio.gather(trimming, return_exceptions=True)
             await services.close()
+            await alerts.close()
             await upstream.close()
             await redis.close()
 

@@ -1,4 +1,5 @@
-"""The ``farebox`` command: serve, fake-upstream, budget, usage.
+"""The ``farebox`` command: serve, fake-upstream, budget, and (in ``proxy.cli_reports``) usage,
+forecast and events export.
 
 Every command reads the same settings (flags, ``FAREBOX_*`` / ``REDIS_URL``, ``--config``),
 so ``farebox usage`` finds the data ``farebox serve`` records, embedded Redis included.
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from proxy import cli_reports
 from proxy.errors import FareboxError
 from proxy.settings import Settings, SettingsError, load_settings
 
@@ -60,13 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     keyid = sub.add_parser("key-id", help="print the key id farebox records for an API key (read from stdin)")
     keyid.add_argument("--project", help="print the budget id PROJECT/KEY_ID for `farebox budget set key ...`")
 
-    usage = sub.add_parser("usage", help="show recorded spend")
-    _store_flags(usage)
-    usage.add_argument("scope", help="project, agent, session, key or model")
-    usage.add_argument("id", help="e.g. acme, acme/planner, acme/run-42")
-    usage.add_argument("--period", default="day", help="hour, day, week or month (default day)")
-    usage.add_argument("--at", help="a date or time inside the period (default now)")
-    usage.add_argument("--json", action="store_true", help="print the same JSON as the admin API")
+    cli_reports.add_commands(sub, _store_flags)
 
     budget = sub.add_parser("budget", help="set, show, list or delete budgets")
     bsub = budget.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -114,18 +110,6 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _print_usage(report: dict[str, Any]) -> None:
-    print(f"{report['scope']} {report['id']} — {report['period']} from {report['period_start']} to {report['period_end']}")
-    print(f"  requests {report['requests']}  prompt tokens {report['prompt_tokens']}  "
-          f"completion tokens {report['completion_tokens']}  cost ${report['cost_usd']}")
-    for title, key in (("by model", "by_model"), ("by agent", "by_agent")):
-        rows = report.get(key) or {}
-        if rows:
-            print(f"  {title}:")
-            for name, row in sorted(rows.items(), key=lambda kv: -float(kv[1]["cost_usd"])):
-                print(f"    {name:<32} requests {row['requests']:>6}  cost ${row['cost_usd']}")
-
-
 def _print_budget(status: dict[str, Any]) -> None:
     resets = status.get("resets_at") or "never"
     print(f"{status['scope']} {status['id']}: {status['mode']} {status['period']} limit ${status['limit_usd']}, "
@@ -169,15 +153,6 @@ def _run_budget(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run_usage(args: argparse.Namespace, settings: Settings) -> int:
-    from proxy import control  # noqa: PLC0415
-
-    report = asyncio.run(_with_ledger(settings, lambda ledger: control.usage_report(
-        ledger, args.scope, args.id, args.period, args.at)))
-    _print_json(report) if args.json else _print_usage(report)
-    return 0
-
-
 def _run_key_id(args: argparse.Namespace) -> int:
     from proxy.pipeline.attribute import key_fingerprint  # noqa: PLC0415
 
@@ -206,8 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return serve(_settings(args, _SERVE_KEYS))
         settings = _settings(args, _STORE_KEYS)
-        if args.command == "usage":
-            return _run_usage(args, settings)
+        if args.command in cli_reports.COMMANDS:
+            return cli_reports.run(args, settings, _with_ledger)
         return _run_budget(args, settings)
     except SettingsError as exc:
         print(f"farebox: {exc}", file=sys.stderr)

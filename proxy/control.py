@@ -14,7 +14,7 @@ from pricing.money import usd_to_nano
 from proxy.errors import BadRequest
 from proxy.ledger.ledger import Ledger
 
-__all__ = ["parse_at", "usage_report", "set_budget", "get_budget", "delete_budget", "list_budgets",
+__all__ = ["parse_at", "set_budget", "get_budget", "delete_budget", "list_budgets",
            "DEFAULT_THRESHOLDS"]
 
 DEFAULT_THRESHOLDS = (0.5, 0.8, 0.9, 1.0)
@@ -39,15 +39,6 @@ def parse_at(value: str | None, *, param: str = "at") -> datetime:
 
 def _bad(exc: ValueError, param: str | None = None) -> BadRequest:
     return BadRequest(str(exc), param=param, code="invalid_value")
-
-
-async def usage_report(ledger: Ledger, scope: str, scope_id: str, period: str = "day",
-                       at: str | None = None) -> dict[str, Any]:
-    when = parse_at(at)
-    try:
-        return await ledger.usage_report(scope, scope_id, period, when)
-    except ValueError as exc:
-        raise _bad(exc) from None
 
 
 def parse_limit(value: Any) -> int:

@@ -96,6 +96,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 payload = await fb.upstream.read(upstream)
                 return await meter.finish_whole(upstream, payload)               # 6–8
             return await meter.relay_stream(upstream)                            # 6–8 as bytes arrive
+    except FareboxError as exc:  # no answer from the upstream (502, 504): counted here, nothing charged
+        fb.metrics.request(ENDPOINT_CHAT, exc.status, price.name, who.project)
+        raise
     finally:
         await meter.release_if_unsettled()
 
@@ -105,11 +108,13 @@ async def _reserve(fb: Services, request_id: str, who: Attribution, price: Model
     try:
         return await reserve_budget(fb.ledger, fb.settings, request_id, who, price, prompt_tokens, chat)
     except BudgetExceeded as exc:
-        fb.metrics.budget_rejections.labels(scope=exc.extra.get("scope") or "unknown").inc()
+        fb.metrics.rejection(exc.extra.get("scope") or "unknown", who.project)
+        fb.metrics.request(ENDPOINT_CHAT, exc.status, price.name, who.project)
         raise
-    except LedgerUnavailable:
+    except LedgerUnavailable as exc:
         fb.metrics.redis_errors.inc()
         if fb.settings.fail_mode == "closed":
+            fb.metrics.request(ENDPOINT_CHAT, exc.status, price.name, who.project)
             raise
         log.warning("redis unavailable: request %s forwarded without a budget check (fail_mode open)", request_id)
         return None
@@ -135,7 +140,8 @@ class _Call:
         if upstream.status >= 400:
             # Passed through as the upstream sent it; nothing is charged.
             await self.release_if_unsettled()
-            self.fb.metrics.requests.labels(ENDPOINT_CHAT, str(upstream.status), self.priced_model).inc()
+            self.fb.metrics.request(ENDPOINT_CHAT, upstream.status, self.priced_model, self.who.project)
+            self.fb.metrics.upstream_latency.observe(time.perf_counter() - self.forwarded_at)
             return web.Response(status=upstream.status, body=payload, headers=response_headers(upstream.headers, extra))
         upstream_done = time.perf_counter()
         measured = self._measure_body(payload)
@@ -226,16 +232,8 @@ class _Call:
         self.settled = True
         await fb.settle(event)
         m = fb.metrics
-        m.requests.labels(ENDPOINT_CHAT, str(status), self.priced_model).inc()
-        m.tokens.labels("prompt", self.priced_model).inc(usage.prompt_tokens)
-        m.tokens.labels("completion", self.priced_model).inc(usage.completion_tokens)
-        if usage.cached_tokens:
-            m.tokens.labels("cached", self.priced_model).inc(usage.cached_tokens)
-        if usage.reasoning_tokens:
-            m.tokens.labels("reasoning", self.priced_model).inc(usage.reasoning_tokens)
-        m.cost_usd.labels(self.priced_model).inc(cost / 1e9)
-        if measured.estimated:
-            m.estimated.inc()
+        m.request(ENDPOINT_CHAT, status, self.priced_model, self.who.project)
+        m.usage(self.priced_model, self.who.project, usage, cost, estimated=measured.estimated)
         if self.grant is not None and self.grant.clamped:
             m.clamped.inc()
         m.upstream_latency.observe(upstream_done - self.forwarded_at)

@@ -1,13 +1,17 @@
 """Prometheus metrics, one registry per application (no process-wide globals).
 
 Labels stay bounded: models are the catalog's names (a finite list), statuses are HTTP codes,
-scopes and token kinds are fixed words. Per-project labels are not used.
+scopes and token kinds are fixed words. A ``project`` label on requests, tokens, cost and
+budget rejections is opt-in (``metrics_project_labels``): one series per project is fine for
+tens of projects, not for one project per customer. Agents and sessions are never labels.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from pricing.cost import Usage
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
 
@@ -16,15 +20,17 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, project_labels: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.project_labels = project_labels
+        p = ["project"] if project_labels else []
         self.requests = Counter("farebox_requests", "Metered requests answered, by endpoint, status and model.",
-                                ["endpoint", "status", "model"], registry=r)
-        self.tokens = Counter("farebox_tokens", "Tokens recorded, by kind and model.", ["kind", "model"], registry=r)
-        self.cost_usd = Counter("farebox_cost_usd", "Cost recorded, in USD, by model.", ["model"], registry=r)
+                                ["endpoint", "status", "model", *p], registry=r)
+        self.tokens = Counter("farebox_tokens", "Tokens recorded, by kind and model.", ["kind", "model", *p], registry=r)
+        self.cost_usd = Counter("farebox_cost_usd", "Cost recorded, in USD, by model.", ["model", *p], registry=r)
         self.budget_rejections = Counter("farebox_budget_rejections", "Requests refused with 402, by the scope that refused.",
-                                         ["scope"], registry=r)
+                                         ["scope", *p], registry=r)
         self.clamped = Counter("farebox_clamped_requests", "Requests forwarded with their output bound lowered to fit a budget.",
                                registry=r)
         self.estimated = Counter("farebox_estimated_usage", "Requests whose usage was estimated with tiktoken.", registry=r)
@@ -37,6 +43,31 @@ class Metrics:
                                             "Requests whose actual cost exceeded their reservation.", registry=r)
         self.spooled = Counter("farebox_spooled_events", "Usage events written to the spool while Redis was unavailable.",
                                registry=r)
+        self.alerts = Counter("farebox_alerts", "Budget alert thresholds crossed (outcome crossed) and their webhook "
+                              "deliveries, one per URL (delivered, failed, dropped), by scope and threshold percent.",
+                              ["scope", "threshold", "outcome"], registry=r)
+
+    def _with_project(self, labels: tuple[str, ...], project: str) -> tuple[str, ...]:
+        return (*labels, project) if self.project_labels else labels
+
+    def request(self, endpoint: str, status: int | str, model: str, project: str) -> None:
+        """A metered request answered with ``status`` (charged or not)."""
+        self.requests.labels(*self._with_project((endpoint, str(status), model), project)).inc()
+
+    def usage(self, model: str, project: str, usage: Usage, cost_nano: int, *, estimated: bool) -> None:
+        """What a recorded request used: tokens by kind, cost, and whether it was estimated."""
+        for kind, count in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens),
+                            ("cached", usage.cached_tokens), ("cache_creation", usage.cache_creation_tokens),
+                            ("reasoning", usage.reasoning_tokens)):
+            if count or kind in ("prompt", "completion"):
+                self.tokens.labels(*self._with_project((kind, model), project)).inc(count)
+        self.cost_usd.labels(*self._with_project((model,), project)).inc(cost_nano / 1e9)
+        if estimated:
+            self.estimated.inc()
+
+    def rejection(self, scope: str, project: str) -> None:
+        """A request refused with 402 by a budget of ``scope``."""
+        self.budget_rejections.labels(*self._with_project((scope,), project)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -33,6 +34,8 @@ log = logging.getLogger("farebox")
 SHUTDOWN_TIMEOUT_S = 10.0
 # A worker gets this long beyond its own shutdown timeout before it is killed.
 WORKER_STOP_GRACE_S = 5.0
+# How often a worker checks that its supervisor still runs (it stops when it does not).
+SUPERVISOR_CHECK_S = 1.0
 
 
 def configure_logging(level: str) -> None:
@@ -60,11 +63,32 @@ def _run(settings: Settings, *, worker: int | None = None) -> int:
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings)
+    if worker is not None:
+        app.cleanup_ctx.append(_stop_without_supervisor(os.getppid(), worker))
     who = f"worker {worker} (pid {os.getpid()})" if worker is not None else "farebox"
     log.info("%s listening on http://%s:%d (upstream %s)", who, settings.host, settings.port, settings.upstream)
     web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, loop=loop,
                 handle_signals=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S, reuse_port=worker is not None)
     return 0
+
+
+def _stop_without_supervisor(supervisor: int, worker: int) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A worker whose supervisor died (killed with SIGKILL, say) stops itself, as SIGTERM would."""
+
+    async def watch() -> None:
+        while os.getppid() == supervisor:
+            await asyncio.sleep(SUPERVISOR_CHECK_S)
+        log.warning("worker %d: the supervisor (pid %d) is gone; stopping", worker, supervisor)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.get_running_loop().create_task(watch())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    return context
 
 
 def _worker_main(settings: Settings, worker: int) -> None:

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from pricing.catalog import Catalog, ModelPrice
+from proxy.alerts import AlertDispatcher
 from proxy.errors import LedgerUnavailable, UnknownModel
 from proxy.ledger.ledger import Attribution, Ledger, SettleOutcome, UsageEvent
 from proxy.ledger.spool import Spool
@@ -35,6 +36,7 @@ class Services:
     spool: Spool
     metrics: Metrics
     redis_description: str = ""
+    alerts: AlertDispatcher | None = None
     _replay_task: asyncio.Task | None = field(default=None, repr=False)
 
     def price(self, model: str) -> ModelPrice:
@@ -62,7 +64,14 @@ class Services:
             self.metrics.reservation_overruns.inc()
             log.warning("request %s cost %d nano-USD more than its reservation (an upstream ignored the output bound)",
                         event.request_id, outcome.overrun_nano)
+        self._alert(outcome)
         return outcome
+
+    def _alert(self, outcome: SettleOutcome) -> None:
+        """Hand the alert thresholds a settle crossed to the dispatcher, which never waits."""
+        if self.alerts is not None:
+            for crossing in outcome.alerts:
+                self.alerts.submit(crossing)
 
     async def release(self, request_id: str, who: Attribution) -> None:
         """Drop a reservation without charging (upstream error, request never completed)."""
@@ -78,7 +87,7 @@ class Services:
     async def _replay_until_empty(self) -> None:
         while await self.spool.pending():
             try:
-                replayed = await self.spool.replay(self.ledger)
+                replayed = await self.spool.replay(self.ledger, on_settled=self._alert)
             except LedgerUnavailable:
                 await asyncio.sleep(SPOOL_REPLAY_INTERVAL_S)
                 continue

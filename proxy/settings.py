@@ -55,6 +55,7 @@ class Settings(BaseModel):
     data_dir: Path = Path(".farebox")
     admin_token: SecretStr | None = None
     metrics_token: SecretStr | None = None
+    metrics_project_labels: bool = False          # a project label on metrics (one series per project)
     default_project: str | None = None
     project_header: str = "X-Project-Id"
     agent_header: str = "X-Agent-Id"
@@ -70,6 +71,12 @@ class Settings(BaseModel):
     default_max_output_tokens: int = Field(4096, ge=1)
     reservation_grace_s: float = Field(60.0, ge=0)
     stream_maxlen: int = Field(1_000_000, ge=0)
+    stream_max_age_s: int = Field(0, ge=0)        # 0: events are kept by length only
+    alert_webhook_urls: list[str] = Field(default_factory=list)   # each alert is POSTed to every one
+    alert_webhook_secret: SecretStr | None = None                 # signs the alert bodies (HMAC-SHA256)
+    alert_max_attempts: int = Field(5, ge=1, le=20)
+    alert_retry_base_s: float = Field(0.5, gt=0, le=60)           # first wait between attempts; doubles
+    alert_timeout_s: float = Field(5.0, gt=0)                     # per attempt
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("upstream")
@@ -78,6 +85,27 @@ class Settings(BaseModel):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL, e.g. https://api.openai.com/v1")
         return value.rstrip("/")
+
+    @field_validator("alert_webhook_urls", mode="before")
+    @classmethod
+    def _webhook_list(cls, value: Any) -> Any:
+        """The environment's form: a JSON list, or URLs separated by commas."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a valid JSON list ({exc.msg})") from None
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
+    @field_validator("alert_webhook_urls")
+    @classmethod
+    def _webhooks_are_http(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.fullmatch(r"https?://[^/\s?#]+(/\S*)?", url):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
 
     @field_validator("redis_url")
     @classmethod

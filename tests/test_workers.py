@@ -81,18 +81,34 @@ def farebox_workers(tmp_path, upstream_url):
         yield proc, port, data_dir
     finally:
         if proc.poll() is None:
+            children = psutil.Process(proc.pid).children(recursive=True)  # before they lose their parent
             proc.kill()
-            for child in psutil.Process(proc.pid).children(recursive=True) if psutil.pid_exists(proc.pid) else []:
-                child.kill()
+            for child in children:
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
             proc.wait(10)
         if proc.stderr:
             proc.stderr.close()
 
 
+def _wait_for_workers(parent: psutil.Process, port: int, count: int, timeout: float = 30.0) -> set[int]:
+    """The workers listening on ``port`` once ``count`` of them do (the first may answer /readyz
+    while the others are still starting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = _worker_pids(parent, port)
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.05)
+    return _worker_pids(parent, port)
+
+
 def test_workers_share_the_port_record_every_request_and_stop_on_sigterm(farebox_workers):
     proc, port, data_dir = farebox_workers
     parent = psutil.Process(proc.pid)
-    workers = _worker_pids(parent, port)
+    workers = _wait_for_workers(parent, port, 2)
     assert len(workers) == 2
     redis_servers = [c for c in parent.children() if "redis-server" in c.name()]
     assert len(redis_servers) == 1  # started once, by the supervisor
@@ -131,9 +147,27 @@ def test_workers_share_the_port_record_every_request_and_stop_on_sigterm(farebox
 def test_a_worker_that_dies_stops_the_others(farebox_workers):
     proc, port, _ = farebox_workers
     parent = psutil.Process(proc.pid)
-    workers = sorted(_worker_pids(parent, port))
+    workers = sorted(_wait_for_workers(parent, port, 2))
+    assert len(workers) == 2
     everything = [parent, *parent.children(recursive=True)]
     os.kill(workers[0], signal.SIGKILL)
     assert proc.wait(30) == 1
     gone, alive = psutil.wait_procs(everything, timeout=10)
     assert alive == []
+
+
+def test_workers_stop_when_the_supervisor_is_killed(farebox_workers):
+    proc, port, _ = farebox_workers
+    parent = psutil.Process(proc.pid)
+    workers = [psutil.Process(pid) for pid in _wait_for_workers(parent, port, 2)]
+    redis_servers = [c for c in parent.children() if "redis-server" in c.name()]
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait(10)
+    try:
+        gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert alive == []
+    finally:
+        for server in redis_servers:  # the embedded Redis has no such watch: stop it here
+            server.terminate()
+        psutil.wait_procs(redis_servers, timeout=10)

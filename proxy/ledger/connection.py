@@ -12,6 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from proxy.ledger.embedded import EmbeddedRedis, EmbeddedRedisError
+from proxy.ledger.pipe import RedisPipe
 from proxy.settings import Settings
 
 __all__ = ["RedisHandle", "describe_url"]
@@ -19,6 +20,8 @@ __all__ = ["RedisHandle", "describe_url"]
 log = logging.getLogger("farebox")
 
 RETRIES = 1
+CONNECT_TIMEOUT_S = 2.0
+REPLY_TIMEOUT_S = 10.0
 
 
 def describe_url(url: str) -> str:
@@ -34,6 +37,7 @@ class RedisHandle:
     client: aioredis.Redis
     description: str
     embedded: EmbeddedRedis | None = None
+    pipe: RedisPipe | None = None  # the request path's scripts; see proxy/ledger/pipe.py
 
     @classmethod
     async def open(cls, settings: Settings) -> "RedisHandle":
@@ -51,13 +55,16 @@ class RedisHandle:
         # A blocking pool waits for a free connection instead of failing under a burst.
         # One quick retry, so a dead Redis is reported (503 or spool) in well under a second.
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=256, timeout=10, socket_connect_timeout=2, socket_timeout=10,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), RETRIES))
+            url, max_connections=256, timeout=10, socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=REPLY_TIMEOUT_S, retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), RETRIES))
         client = aioredis.Redis(connection_pool=pool)
+        pipe = RedisPipe.from_url(url, connect_timeout_s=CONNECT_TIMEOUT_S, timeout_s=REPLY_TIMEOUT_S)
         log.info("using redis: %s", description)
-        return cls(client=client, description=description, embedded=embedded)
+        return cls(client=client, description=description, embedded=embedded, pipe=pipe)
 
     async def close(self) -> None:
+        if self.pipe is not None:
+            await self.pipe.close()
         await self.client.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)

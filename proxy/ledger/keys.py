@@ -9,9 +9,10 @@ single Redis Cluster slot. The only key without a tag is the set of known projec
     fb:{acme}:u:<scope>:<bucket>:<id>        hash   usage aggregate; scope project|agent|session|key|model
     fb:{acme}:top:session:<bucket>           zset   sessions by cost (nano) in a bucket
     fb:{acme}:budgets                        set    "<scope>:<local id>" of the project's budgets
-    fb:{acme}:budget:<scope>:<local id>      hash   budget config: limit (nano), period, mode, thresholds, created_at
+    fb:{acme}:budget:<scope>:<local id>      hash   budget config: limit (nano), period, mode, thresholds, alert_at, created_at
     fb:{acme}:resv:<scope>:<local id>        zset   live reservations: request id → deadline (epoch ms)
     fb:{acme}:resv-amt:<scope>:<local id>    hash   request id → reserved nano; field "" = their running total
+    fb:{acme}:alerted:<scope>:<local id>     hash   "<bucket>|<threshold>" → 1: alert thresholds crossed (claims)
 
 ``<id>`` / ``<local id>`` is the id inside the project: the project id itself for scope
 ``project``, the bare agent / session / key id, or the model name as priced (which may contain
@@ -66,3 +67,6 @@ class Keys:
 
     def reservation_amounts(self, project: str, scope: str, local_id: str) -> str:
         return self.key(project, "resv-amt", scope, local_id)
+
+    def alerted(self, project: str, scope: str, local_id: str) -> str:
+        return self.key(project, "alerted", scope, local_id)

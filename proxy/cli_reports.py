@@ -1,0 +1,159 @@
+"""The reading commands of ``farebox``: ``usage`` (a report or ``--series``), ``forecast`` and
+``events export``. Each prints text, or with ``--json`` the same JSON as the admin API; bad
+input raises ``BadRequest``, which ``proxy.cli`` prints before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, BinaryIO
+
+import orjson
+
+from pricing.money import usd_to_nano
+from proxy import export, reports
+from proxy.settings import Settings
+
+__all__ = ["COMMANDS", "add_commands", "run"]
+
+COMMANDS = ("usage", "forecast", "events")
+
+WithLedger = Callable[[Settings, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
+
+
+def add_commands(sub: Any, store_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    usage = sub.add_parser("usage", help="show recorded spend (a report, or --series over time)")
+    store_flags(usage)
+    usage.add_argument("scope", help="project, agent, session, key or model")
+    usage.add_argument("id", help="e.g. acme, acme/planner, acme/run-42, acme/gpt-4o, or gpt-4o for every project")
+    usage.add_argument("--period", default="day", help="hour, day, week, month or total (default day)")
+    usage.add_argument("--at", help="a date or time inside the period (default now)")
+    usage.add_argument("--top", help=f"sessions listed in a project report (0-{reports.MAX_TOP}, default 10)")
+    usage.add_argument("--series", action="store_true", help="usage per hour or day instead of one report")
+    usage.add_argument("--granularity", default="hour", help="with --series: hour or day (default hour)")
+    usage.add_argument("--from", dest="start", help="with --series: first date or time (default 24 hours / 30 days back)")
+    usage.add_argument("--to", dest="end", help="with --series: end date or time, exclusive (default now)")
+    usage.add_argument("--json", action="store_true", help="print the same JSON as the admin API")
+
+    forecast = sub.add_parser("forecast", help="project spend to the end of the period, and when the budget runs out")
+    store_flags(forecast)
+    forecast.add_argument("scope", help="project, agent, session, key or model")
+    forecast.add_argument("id")
+    forecast.add_argument("--period", default="month", help="hour, day, week or month (default month)")
+    forecast.add_argument("--json", action="store_true", help="print the same JSON as the admin API")
+
+    events = sub.add_parser("events", help="export recorded events")
+    esub = events.add_subparsers(dest="action", required=True, metavar="ACTION")
+    exp = esub.add_parser("export", help="write events as NDJSON or CSV")
+    store_flags(exp)
+    exp.add_argument("--project", help="one project's events (default: every project, in time order)")
+    exp.add_argument("--since", help="after this event id (a previous export's cursor), or from a date or time")
+    exp.add_argument("--limit", type=int, help="at most this many events (default: all)")
+    exp.add_argument("--format", default="ndjson", help="ndjson (default) or csv")
+    exp.add_argument("--output", help="file to write (default: standard output)")
+
+
+def run(args: argparse.Namespace, settings: Settings, with_ledger: WithLedger) -> int:
+    if args.command == "usage" and args.series:
+        series = asyncio.run(with_ledger(settings, lambda ledger: reports.usage_series(
+            ledger, args.scope, args.id, args.granularity, args.start, args.end)))
+        _print_json(series) if args.json else _print_series(series)
+    elif args.command == "usage":
+        report = asyncio.run(with_ledger(settings, lambda ledger: reports.usage_report(
+            ledger, args.scope, args.id, args.period, args.at, args.top)))
+        _print_json(report) if args.json else _print_usage(report)
+    elif args.command == "forecast":
+        result = asyncio.run(with_ledger(settings, lambda ledger: reports.forecast(
+            ledger, args.scope, args.id, args.period)))
+        _print_json(result) if args.json else _print_forecast(result)
+    else:
+        return _export(args, settings, with_ledger)
+    return 0
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _by_cost(rows: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return sorted(rows.items(), key=lambda kv: (-usd_to_nano(kv[1]["cost_usd"]), kv[0]))
+
+
+def _print_usage(report: dict[str, Any]) -> None:
+    span = (f"from {report['period_start']} to {report['period_end']}" if report["period_start"]
+            else "since the first record")
+    print(f"{report['scope']} {report['id']} — {report['period']} {span}")
+    print(f"  requests {report['requests']}  prompt tokens {report['prompt_tokens']}  "
+          f"completion tokens {report['completion_tokens']}  cost ${report['cost_usd']}")
+    for title, key in (("by model", "by_model"), ("by agent", "by_agent"), ("by project", "by_project")):
+        rows = report.get(key) or {}
+        if rows:
+            print(f"  {title}:")
+            for name, row in _by_cost(rows):
+                print(f"    {name:<32} requests {row['requests']:>6}  cost ${row['cost_usd']}")
+    if report.get("top_sessions"):
+        print("  top sessions:")
+        for row in report["top_sessions"]:
+            print(f"    {row['session']:<32} requests {row['requests']:>6}  cost ${row['cost_usd']}")
+
+
+def _print_series(series: dict[str, Any]) -> None:
+    print(f"{series['scope']} {series['id']} — per {series['granularity']} from {series['from']} to {series['to']}")
+    print(f"  {'start':<20}  {'requests':>8}  {'prompt':>10}  {'completion':>10}  cost")
+    for p in series["points"]:
+        print(f"  {p['start']:<20}  {p['requests']:>8}  {p['prompt_tokens']:>10}  {p['completion_tokens']:>10}  "
+              f"${p['cost_usd']}")
+    t = series["totals"]
+    print(f"  {'total':<20}  {t['requests']:>8}  {t['prompt_tokens']:>10}  {t['completion_tokens']:>10}  "
+          f"${t['cost_usd']}")
+
+
+def _print_forecast(result: dict[str, Any]) -> None:
+    print(f"{result['scope']} {result['id']} — {result['period']} from {result['period_start']} to "
+          f"{result['period_end']}, now {result['now']}")
+    print(f"  spent so far ${result['spent_usd']}")
+    budget = result["budget"]
+    for f in result["forecasts"].values():
+        line = f"  {f['method']:<9} projected ${f['projected_usd']} at ${f['rate_usd_per_hour']}/hour ({f['basis']})"
+        if budget is not None:
+            line += f"; budget runs out {f['runs_out_at'] or 'not before it resets'}"
+        print(line)
+    if budget is not None:
+        print(f"  budget: {budget['mode']} {budget['period']} limit ${budget['limit_usd']}, spent ${budget['spent_usd']}, "
+              f"remaining ${budget['remaining_usd']}, resets {budget['resets_at'] or 'never'}")
+
+
+def _export(args: argparse.Namespace, settings: Settings, with_ledger: WithLedger) -> int:
+    fmt = export.parse_format(args.format)
+    export.parse_since(args.since)  # bad input stops before any output
+    if args.limit is not None and args.limit < 1:
+        export.parse_limit(args.limit)  # raises: says the accepted range
+    opened: list[BinaryIO] = []
+
+    def write(data: bytes) -> None:
+        if not opened:  # the file is created with the first page, so an error leaves none behind
+            opened.append(open(args.output, "wb") if args.output else sys.stdout.buffer)
+        opened[0].write(data)
+
+    async def pages(ledger: Any) -> tuple[int, str]:
+        written, since, first = 0, args.since, True
+        while args.limit is None or written < args.limit:
+            want = export.MAX_LIMIT if args.limit is None else min(export.MAX_LIMIT, args.limit - written)
+            page = await export.export_page(ledger, args.project, since, want)
+            if page.rows or first:
+                write(export.to_csv(page.rows, header=first) if fmt == "csv" else export.to_ndjson(page.rows))
+            written, since, first = written + len(page.rows), page.next_since, False
+            if len(page.rows) < want:
+                break
+        return written, since
+
+    try:
+        written, cursor = asyncio.run(with_ledger(settings, pages))
+    finally:
+        for out in opened:
+            out.close() if args.output else out.flush()
+    print(f"farebox: exported {written} events; continue after them with --since {cursor}", file=sys.stderr)
+    return 0

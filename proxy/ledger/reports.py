@@ -1,0 +1,160 @@
+"""Reading recorded usage back: reports, top sessions, bucket series, a model across projects.
+
+Everything here reads the aggregates ``settle.lua`` writes (see ``keys.py``); nothing writes.
+Amounts stay integer nano-USD until a dict meant for people is built, so the parts of a report
+(models, agents, projects, points of a series) add up to its totals exactly.
+
+A model can be read inside one project (``acme/gpt-4o``) or across every project: a bare
+model name (``gpt-4o``), or ``*/MODEL`` for a model whose own name holds a slash. Across
+projects means the set of known projects (``fb:projects``) and one pipelined read of each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from pricing.money import nano_to_usd
+from proxy.ledger.ledger import (MAX_MODEL_LENGTH, USAGE_SCOPES, Ledger, _iso, _public_id, _redis_errors,
+                                 _split_id, _text)
+from proxy.ledger.periods import PERIODS, bucket_id, bucket_ids, check_period, period_bounds, to_utc
+
+__all__ = ["Target", "target", "usage_report", "top_sessions", "read_series", "known_projects",
+           "SERIES_FIELDS", "ALL_PROJECTS"]
+
+ALL_PROJECTS = "*"
+# The totals a series point carries (``estimated`` counts requests whose usage was estimated).
+SERIES_FIELDS: tuple[str, ...] = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens",
+                                  "reasoning_tokens", "cost", "estimated")
+_BREAKDOWN_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One scope id to read: inside ``project``, or a model in every project (``project`` None)."""
+
+    scope: str
+    id: str           # as reports show it
+    project: str | None
+    local: str        # the id inside the project (the model name for a model)
+
+
+def target(scope: str, scope_id: str) -> Target:
+    """The target a scope and id name; ValueError saying what to write when they name none."""
+    if scope == "model" and isinstance(scope_id, str) and (scope_id.startswith(f"{ALL_PROJECTS}/") or "/" not in scope_id):
+        model = scope_id.removeprefix(f"{ALL_PROJECTS}/")
+        if not model or len(model) > MAX_MODEL_LENGTH:
+            raise ValueError(f"invalid model id {scope_id!r}: write PROJECT/MODEL, or MODEL for every project")
+        return Target("model", model if "/" not in model else f"{ALL_PROJECTS}/{model}", None, model)
+    project, local = _split_id(scope, scope_id, scopes=USAGE_SCOPES)
+    return Target(scope, _public_id(scope, project, local), project, local)
+
+
+def _now(ledger: Ledger, at: datetime | None) -> datetime:
+    return to_utc(at) if at is not None else datetime.fromtimestamp(ledger.clock(), tz=timezone.utc)
+
+
+def _ints(raw: Any) -> dict[str, int]:
+    return {_text(f): int(v) for f, v in raw.items()}
+
+
+async def known_projects(ledger: Ledger) -> list[str]:
+    """Every project that recorded usage or has a budget, sorted."""
+    with _redis_errors():
+        return sorted(_text(p) for p in await ledger.redis.smembers(ledger.keys.projects()))
+
+
+async def usage_report(ledger: Ledger, scope: str, scope_id: str, period: str, at: datetime | None = None, *,
+                       top: int = 10) -> dict[str, Any]:
+    """``Ledger.usage_report`` plus, for a project, its ``top`` sessions by cost; for a model
+    across projects, the totals of every project and ``by_project``."""
+    t = target(scope, scope_id)
+    check_period(period)
+    at = _now(ledger, at)
+    if t.project is not None:
+        report = await ledger.usage_report(scope, t.id, period, at)
+        if scope == "project":
+            report["top_sessions"] = await top_sessions(ledger, t.project, period, at, top)
+        return report
+    bucket = bucket_ids(at.timestamp())[PERIODS.index(period)]
+    projects = await known_projects(ledger)
+    with _redis_errors():
+        pipe = ledger.redis.pipeline(transaction=False)
+        for project in projects:
+            pipe.hgetall(ledger.keys.usage(project, "model", bucket, t.local))
+        replies = await pipe.execute()
+    per_project = {p: _ints(raw) for p, raw in zip(projects, replies) if raw}
+    totals: dict[str, int] = {}
+    for values in per_project.values():
+        for name, value in values.items():
+            totals[name] = totals.get(name, 0) + value
+    start, end = period_bounds(period, at)
+    return {
+        "scope": "model", "id": t.id, "period": period, "period_start": _iso(start), "period_end": _iso(end),
+        "requests": totals.get("requests", 0),
+        "prompt_tokens": totals.get("prompt_tokens", 0),
+        "completion_tokens": totals.get("completion_tokens", 0),
+        "total_tokens": totals.get("prompt_tokens", 0) + totals.get("completion_tokens", 0),
+        "cached_tokens": totals.get("cached_tokens", 0),
+        "cache_creation_tokens": totals.get("cache_creation_tokens", 0),
+        "reasoning_tokens": totals.get("reasoning_tokens", 0),
+        "estimated_requests": totals.get("estimated", 0),
+        "cost_usd": nano_to_usd(totals.get("cost", 0)),
+        "by_model": {},
+        "by_project": {p: _part(v) for p, v in per_project.items()},
+    }
+
+
+def _part(values: dict[str, int]) -> dict[str, Any]:
+    return {"requests": values.get("requests", 0), "prompt_tokens": values.get("prompt_tokens", 0),
+            "completion_tokens": values.get("completion_tokens", 0), "cost_usd": nano_to_usd(values.get("cost", 0))}
+
+
+async def top_sessions(ledger: Ledger, project: str, period: str, at: datetime, n: int) -> list[dict[str, Any]]:
+    """The ``n`` costliest sessions of ``project`` in the bucket of ``period`` holding ``at``,
+    costliest first, each with its requests, tokens and cost (from its own aggregate)."""
+    if n <= 0:
+        return []
+    bucket = bucket_ids(to_utc(at).timestamp())[PERIODS.index(period)]
+    k = ledger.keys
+    with _redis_errors():
+        members = await ledger.redis.zrevrange(k.top_sessions(project, bucket), 0, n - 1)
+        sessions = [_text(m) for m in members]
+        if not sessions:
+            return []
+        pipe = ledger.redis.pipeline(transaction=False)
+        for session in sessions:
+            pipe.hmget(k.usage(project, "session", bucket, session), _BREAKDOWN_FIELDS)
+        replies = await pipe.execute()
+    rows = []
+    for session, reply in zip(sessions, replies):
+        requests, prompt, completion, cost = (int(v) if v is not None else 0 for v in reply)
+        rows.append((cost, session, {"session": session, "requests": requests, "prompt_tokens": prompt,
+                                     "completion_tokens": completion, "cost_usd": nano_to_usd(cost)}))
+    rows.sort(key=lambda row: (-row[0], row[1]))
+    return [row[2] for row in rows]
+
+
+async def read_series(ledger: Ledger, t: Target, granularity: str, starts: Sequence[datetime]) -> list[dict[str, int]]:
+    """The ``SERIES_FIELDS`` of ``t`` in the ``granularity`` bucket of each start (0 where
+    nothing was recorded or the aggregate expired), summed over projects for a model across
+    projects. One round trip (after listing the projects, for a model across projects)."""
+    check_period(granularity)
+    buckets = [bucket_id(granularity, s) for s in starts]
+    projects = [t.project] if t.project is not None else await known_projects(ledger)
+    out = [dict.fromkeys(SERIES_FIELDS, 0) for _ in buckets]
+    if not buckets or not projects:
+        return out
+    with _redis_errors():
+        pipe = ledger.redis.pipeline(transaction=False)
+        for project in projects:
+            for bucket in buckets:
+                pipe.hmget(ledger.keys.usage(project, t.scope, bucket, t.local), SERIES_FIELDS)
+        replies = await pipe.execute()
+    for n, reply in enumerate(replies):
+        point = out[n % len(buckets)]
+        for name, value in zip(SERIES_FIELDS, reply):
+            if value is not None:
+                point[name] += int(value)
+    return out
