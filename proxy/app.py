@@ -18,7 +18,7 @@ from proxy import admin, handlers
 from proxy.alerts import AlertDispatcher
 from proxy.appkeys import REQUEST_ID, SERVICES, SETTINGS
 from proxy.errors import FareboxError, NotFound, PayloadTooLarge, Unauthorized
-from proxy.ledger.ledger import Ledger
+from proxy.ledger.ledger import Ledger, Ttls
 from proxy.ledger.spool import Spool
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.retention import trim_forever
@@ -135,7 +135,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             drop_headers=(settings.project_header, settings.agent_header, settings.session_header),
         )
         await upstream.start()
+        ttls = Ttls(hour=settings.ttl_hour_s or None, day=settings.ttl_day_s or None,
+                    week=settings.ttl_week_s or None, month=settings.ttl_month_s or None)
         ledger = Ledger(redis.client, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen, clock=clock,
+                        ttls=ttls,
                         pipe=redis.pipe)
         spool = Spool(Path(settings.data_dir) / "spool.ndjson")
         app_metrics = Metrics(project_labels=settings.metrics_project_labels)

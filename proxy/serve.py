@@ -12,6 +12,7 @@ stopped too and the command exits with status 1, for a process supervisor to res
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -36,6 +37,10 @@ SHUTDOWN_TIMEOUT_S = 10.0
 WORKER_STOP_GRACE_S = 5.0
 # How often a worker checks that its supervisor still runs (it stops when it does not).
 SUPERVISOR_CHECK_S = 1.0
+# Allocations between two young-generation garbage collections (CPython's default is 700).
+# A request allocates a few thousand objects that reference counting frees at once; collecting
+# every 700 allocations mostly finds nothing and costs a few percent of the CPU under load.
+GC_YOUNG_THRESHOLD = 20_000
 
 
 def configure_logging(level: str) -> None:
@@ -63,6 +68,7 @@ def _run(settings: Settings, *, worker: int | None = None) -> int:
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings)
+    app.cleanup_ctx.append(_settle_garbage_collector)
     if worker is not None:
         app.cleanup_ctx.append(_stop_without_supervisor(os.getppid(), worker))
     who = f"worker {worker} (pid {os.getpid()})" if worker is not None else "farebox"
@@ -70,6 +76,21 @@ def _run(settings: Settings, *, worker: int | None = None) -> int:
     web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, loop=loop,
                 handle_signals=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S, reuse_port=worker is not None)
     return 0
+
+
+async def _settle_garbage_collector(app: web.Application) -> AsyncIterator[None]:
+    """Once everything long-lived is loaded (price catalog, encodings, modules): move it out of
+    the collector's sight (``gc.freeze``) so collections scan only what requests allocate, and
+    collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    previous = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *previous[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 def _stop_without_supervisor(supervisor: int, worker: int) -> Callable[[web.Application], AsyncIterator[None]]:

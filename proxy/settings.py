@@ -77,6 +77,11 @@ class Settings(BaseModel):
     alert_max_attempts: int = Field(5, ge=1, le=20)
     alert_retry_base_s: float = Field(0.5, gt=0, le=60)           # first wait between attempts; doubles
     alert_timeout_s: float = Field(5.0, gt=0)                     # per attempt
+    # How long usage aggregates live after their last write, per period (0 = forever).
+    ttl_hour_s: int = Field(48 * 3600, ge=0)
+    ttl_day_s: int = Field(400 * 86400, ge=0)
+    ttl_week_s: int = Field(400 * 86400, ge=0)
+    ttl_month_s: int = Field(5 * 365 * 86400, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("upstream")

@@ -5,7 +5,7 @@ reloads a script the server forgot):
 
 - ``reserve``: hold a request's worst-case cost on every budget that applies, or on none.
 - ``settle``: once per request id, release its hold, add its usage to every aggregate, append
-  the event to the project's stream.
+  the event to the project's stream, and claim the budget alert thresholds it crossed.
 - ``release``: drop a hold without charging (the upstream failed).
 - ``budget_status``: a budget's config, spend and live holds.
 

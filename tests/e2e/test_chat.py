@@ -274,3 +274,18 @@ def test_upstream_cut_mid_stream_charges_what_arrived_and_cuts_the_client_too(ma
     assert report["requests"] == 1
     text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
     assert report["completion_tokens"] == count_completion("gpt-4o-mini", text)
+
+
+def test_aggregate_ttls_follow_the_settings(make_stack, key_prefix):
+    stack = make_stack(ttl_hour_s=3600, ttl_day_s=0)
+    client_for(stack.base_url).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    redis = stack.services.ledger.redis
+    hour_keys = stack.run(_scan(redis, f"{key_prefix}:{{acme}}:u:project:h*"))
+    day_keys = stack.run(_scan(redis, f"{key_prefix}:{{acme}}:u:project:d*"))
+    assert len(hour_keys) == 1 and len(day_keys) == 1
+    assert 3500 < stack.run(redis.ttl(hour_keys[0])) <= 3600
+    assert stack.run(redis.ttl(day_keys[0])) == -1
+
+
+async def _scan(redis, pattern):
+    return [k async for k in redis.scan_iter(match=pattern)]

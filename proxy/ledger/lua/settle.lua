@@ -98,12 +98,14 @@ end
 -- the spend of the budget's current bucket from below the amount to at least it; that spend only
 -- grows, so one request at most does. The claim "<bucket>|<threshold>" (HSETNX) keeps it to one
 -- alert per threshold per period even when the limit changes mid-period; claims live as long as
--- the period's usage aggregates. Without budgets this costs one HMGET per budget scope.
+-- the period's usage aggregates. Without budgets this costs one EXISTS.
 local alerts = {}
 local cost = tonumber(values[7])
-if cost > 0 then
+local budgets = ranking + T
+local configs = {}
+for b = 0, S - 2 do configs[b + 1] = KEYS[budgets + 2 * b] end
+if cost > 0 and redis.call('EXISTS', unpack(configs)) > 0 then
   local period_index = {hour = 1, day = 2, week = 3, month = 4, total = 5}
-  local budgets = ranking + T
   for b = 0, S - 2 do
     local config = redis.call('HMGET', KEYS[budgets + 2 * b], 'limit', 'period', 'mode', 'alert_at')
     if config[4] and config[4] ~= '' then
