@@ -27,6 +27,12 @@ def usage_of(stack, scope="project", scope_id="acme", period="day"):
     return stack.run(stack.services.ledger.usage_report(scope, scope_id, period, _now()))
 
 
+def settled_usage(stack, requests=1, scope="project", scope_id="acme"):
+    """The report once ``requests`` are recorded: a stream is recorded after its last byte is out."""
+    assert _wait_for(lambda: usage_of(stack, scope, scope_id)["requests"] >= requests)
+    return usage_of(stack, scope, scope_id)
+
+
 def _now():
     from datetime import datetime, timezone
     return datetime.now(timezone.utc)
@@ -82,7 +88,7 @@ async def test_stream_is_identical_and_the_added_usage_chunk_is_removed(make_sta
     assert len(p) == len(d)
     assert all(c.choices for c in p), "the usage-only chunk farebox asked for must not reach the client"
     assert stack.received[-1]["body"]["stream_options"] == {"include_usage": True}
-    report = usage_of(stack)
+    report = settled_usage(stack)
     assert report["requests"] == 1
     assert report["completion_tokens"] > 0
     await direct.close()
@@ -96,7 +102,7 @@ async def test_stream_keeps_the_usage_chunk_when_the_client_asked(make_stack):
         model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True})]
     assert chunks[-1].choices == []
     assert chunks[-1].usage.prompt_tokens == count_chat_prompt("gpt-4o", {"messages": MESSAGES})
-    report = usage_of(stack)
+    report = settled_usage(stack)
     assert report["prompt_tokens"] == chunks[-1].usage.prompt_tokens
     assert report["completion_tokens"] == chunks[-1].usage.completion_tokens
     await client.close()
@@ -114,7 +120,7 @@ def test_usage_is_estimated_when_the_upstream_reports_none(make_stack, key_prefi
         response = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, extra_headers=extra)
         assert response.usage is None
         text = response.choices[0].message.content
-    report = usage_of(stack)
+    report = settled_usage(stack)
     assert report["prompt_tokens"] == count_chat_prompt("gpt-4o-mini", {"messages": MESSAGES})
     assert report["completion_tokens"] == count_completion("gpt-4o-mini", text)
     events = stack.run(stack.services.ledger.redis.xrange(f"{key_prefix}:{{acme}}:events"))
@@ -270,7 +276,7 @@ def test_upstream_cut_mid_stream_charges_what_arrived_and_cuts_the_client_too(ma
                                                    extra_headers={"X-Fake-Drop-After-Chunks": "3"}):
             received.append(chunk)
     assert len(received) == 3
-    report = usage_of(stack)
+    report = settled_usage(stack)
     assert report["requests"] == 1
     text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
     assert report["completion_tokens"] == count_completion("gpt-4o-mini", text)
