@@ -60,7 +60,7 @@ class RunResult:
     ttlb_ms: dict[str, float] | None = None  # last body byte (streams)
     events_per_response: float | None = None
     gap_ms: dict[str, float] | None = None   # between consecutive events of a stream
-    bunched_events: float | None = None      # share of events that arrived with the one before
+    bunched_events: float | None = None      # share of events that arrived together with the one before
     statuses: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,15 +68,15 @@ class RunResult:
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
-    """p50, p90, p99 and max (nearest rank) of ``values``; zeros when there are none."""
+    """min, p50, p90, p99 and max (nearest rank) of ``values``; zeros when there are none."""
     if not values:
-        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+        return {"min": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
     ordered = sorted(values)
 
     def rank(q: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
-    return {"p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": ordered[-1]}
+    return {"min": ordered[0], "p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": ordered[-1]}
 
 
 def wrk_available() -> bool:
@@ -338,12 +338,17 @@ async def _drive(url: str, workload: Workload, concurrency: int, duration_s: flo
     return result
 
 
+BUNCHED_GAP_MS = 1.0
+
+
 def _bunched(gaps: list[float], chunk_delay_ms: float) -> float:
-    """Share of stream events (after the first) that arrived less than half the upstream's
-    delay after the one before: events held back somewhere and then delivered together."""
+    """Share of stream events (after the first) that arrived within ``BUNCHED_GAP_MS`` of the
+    one before although the upstream sent them ``chunk_delay_ms`` apart: events held back on
+    the way and delivered together."""
     if not gaps:
         return 0.0
-    return sum(1 for g in gaps if g < chunk_delay_ms / 2) / len(gaps)
+    limit = min(BUNCHED_GAP_MS, chunk_delay_ms / 2)
+    return sum(1 for g in gaps if g < limit) / len(gaps)
 
 
 def run_load(url: str, workload: Workload, concurrency: int, duration_s: float, *, engine: str = "auto",

@@ -116,6 +116,7 @@ async def _reserve_settle(redis_url: str | None, data_dir: Path, rounds: int) ->
         reserve = [r for r, _ in samples]
         settle = [s for _, s in samples]
         both = sorted(r + s for r, s in samples)
+        server = await _server_time(handle.client, ledger, who, amount, price, usage, min(rounds, 1000))
         return {
             "redis": handle.description.split(" (")[0],
             "rounds": rounds,
@@ -125,9 +126,39 @@ async def _reserve_settle(redis_url: str | None, data_dir: Path, rounds: int) ->
             "settle_us_p50": statistics.median(settle),
             "client_cpu_us": cpu / rounds * 1e6,
             "wall_us_mean": wall / rounds * 1e6,
+            **server,
         }
     finally:
         await handle.close()
+
+
+async def _server_time(redis: Any, ledger: Any, who: Any, amount: int, price: Any, usage: Any,
+                       rounds: int) -> dict[str, Any]:
+    """Redis's own time per reserve and per settle script (INFO commandstats), each run alone."""
+    from pricing.cost import cost_nano  # noqa: PLC0415
+    from proxy.ledger.ledger import UsageEvent  # noqa: PLC0415
+
+    async def evalsha_usec() -> float:
+        stats = await redis.info("commandstats")
+        return float(stats.get("cmdstat_evalsha", {}).get("usec_per_call", 0.0))
+
+    rids = [uuid.uuid4().hex for _ in range(rounds)]
+    await redis.config_resetstat()
+    for rid in rids:
+        await ledger.reserve(rid, who, amount, deadline_s=660.0)
+    reserve_us = await evalsha_usec()
+    await redis.config_resetstat()
+    for rid in rids:
+        await ledger.settle(UsageEvent(
+            request_id=rid, ts=time.time(), attribution=who, model="gpt-4o-mini", priced_model=price.name,
+            endpoint="chat.completions", upstream="http://127.0.0.1/v1", status=200, stream=False, estimated=False,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cached_tokens=0,
+            cache_creation_tokens=0, reasoning_tokens=0, cost_nano=cost_nano(price, usage), latency_ms=1))
+    settle_us = await evalsha_usec()
+    stats = await redis.info("commandstats")
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items() if k != "cmdstat_evalsha"}
+    return {"redis_reserve_us": reserve_us, "redis_settle_us": settle_us,
+            "redis_calls_per_settle": {k: round(v / rounds, 1) for k, v in sorted(calls.items()) if v >= rounds}}
 
 
 def time_reserve_settle(redis_url: str | None, rounds: int) -> dict[str, Any]:

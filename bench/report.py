@@ -85,11 +85,13 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]], scenarios: li
             medians[name][target] = row
     ratios: dict[str, dict[str, float | None]] = {}
     for name, rows in medians.items():
-        fb, direct, ll = rows.get("farebox"), rows.get("direct"), rows.get("litellm")
+        fb, direct, ll, relay = rows.get("farebox"), rows.get("direct"), rows.get("litellm"), rows.get("aiohttp-relay")
         two = next((rows[t] for t in rows if t.startswith("farebox-") and t.endswith("w")), None)
         entry: dict[str, float | None] = {}
         if fb and direct:
             entry["farebox/direct rps"] = _ratio(fb["rps"], direct["rps"])
+        if fb and relay:
+            entry["farebox/relay rps"] = _ratio(fb["rps"], relay["rps"])
         if fb and ll:
             entry["litellm/farebox rps"] = _ratio(ll["rps"], fb["rps"])
             entry["litellm/farebox p50"] = _ratio(ll["p50_ms"], fb["p50_ms"])
@@ -204,15 +206,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines.append("")
     paced = extras.get("paced")
     if paced:
-        lines += [f"Stream pacing (upstream waits {paced['delay_ms']:g} ms between chunks; an event held back and sent "
-                  "with the next shows as a gap under half that):", "",
+        lines += [f"Stream pacing (the upstream waits {paced['delay_ms']:g} ms between events; an event held back "
+                  "on the way arrives less than 1 ms after the one before):", "",
                   "| target | streams | events / stream | gap p50 ms | gap min ms | events sent together |",
                   "|---|---:|---:|---:|---:|---:|"]
         for target, row in paced.items():
             if isinstance(row, dict):
                 gap = row.get("gap_ms") or {}
                 lines.append(f"| {target} | {row['requests']} | {_fmt(row.get('events_per_response'), 0)} "
-                             f"| {_fmt(gap.get('p50'))} | {_fmt(row.get('gap_min_ms'))} "
+                             f"| {_fmt(gap.get('p50'))} | {_fmt(gap.get('min'))} "
                              f"| {_fmt((row.get('bunched_events') or 0) * 100, 1)} % |")
         lines.append("")
     pieces = report.get("pieces")
@@ -224,6 +226,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| reserve + settle round trip | {_fmt(rs['us_p50'] / 1000, 3)} ms | p99 {_fmt(rs['us_p99'] / 1000, 3)} ms; "
                      f"reserve {_fmt(rs['reserve_us_p50'] / 1000, 3)} ms, settle {_fmt(rs['settle_us_p50'] / 1000, 3)} ms; "
                      f"client CPU {_fmt(rs['client_cpu_us'] / 1000, 3)} ms; Redis {rs['redis']} |")
+        if rs.get("redis_settle_us"):
+            calls = rs.get("redis_calls_per_settle") or {}
+            lines.append(f"| … of which inside Redis | {_fmt((rs['redis_reserve_us'] + rs['redis_settle_us']) / 1000, 3)} ms "
+                         f"| reserve script {_fmt(rs['redis_reserve_us'], 0)} µs, settle script {_fmt(rs['redis_settle_us'], 0)} µs; "
+                         f"a settle makes {', '.join(f'{v:g} {k.upper()}' for k, v in calls.items())} |")
         sse = pieces["sse_parse"]
         lines.append(f"| SSE parse, per chunk | {_fmt(sse['us_per_chunk_p50'], 1)} µs | split, data, JSON, usage meter; "
                      f"{sse['events_per_stream']} events per stream |")

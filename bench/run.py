@@ -1,6 +1,6 @@
 """``python -m bench``: farebox beside direct calls (and LiteLLM Proxy) on this machine, in one run.
 
-    python -m bench                       # direct, farebox, farebox --workers 2; ~10 minutes
+    python -m bench                       # direct, a bare aiohttp relay, farebox, farebox --workers 2
     python -m bench --compare-litellm     # and LiteLLM Proxy (its venv is created once, in a cache dir)
     python -m bench --smoke --out r.json  # a few seconds; what CI runs
 
@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="non-streamed load: wrk if installed (auto), or the asyncio client")
     p.add_argument("--redis-url", help="Redis for farebox (default: farebox's embedded Redis, a fresh data dir)")
     p.add_argument("--scenarios", help="comma-separated subset of " + ",".join(s["name"] for s in SCENARIOS))
+    p.add_argument("--no-relay", action="store_true",
+                   help="skip the bare aiohttp pass-through (bench/relay.py) that shows the floor under farebox")
     p.add_argument("--compare-src", action="append", default=[], metavar="NAME=DIR",
                    help="also run farebox from another source tree (e.g. before a change) as target NAME")
     p.add_argument("--no-pieces", action="store_true", help="skip the timings of the pieces")
@@ -170,11 +172,7 @@ def _paced(servers: list[tg.Server], smoke: bool) -> dict[str, Any]:
     for server in servers:
         result = run_load(server.url, load, 1, 60.0, engine="python", max_requests=3 if smoke else 20,
                           chunk_delay_ms=PACED_DELAY_MS)
-        row = result.to_dict()
-        row["gap_min_ms"] = None
-        if result.gap_ms:
-            row["gap_min_ms"] = min(result.gap_ms.values())
-        out[server.name] = row
+        out[server.name] = result.to_dict()
     return out
 
 
@@ -229,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(farebox)
         targets.append(farebox)
         _say(f"farebox ready in {farebox.ready_s:.2f}s")
+        if not smoke and not args.no_relay:
+            relay = tg.start_relay(work, upstream)
+            servers.append(relay)
+            targets.append(relay)
         for spec in args.compare_src:
             name, _, src = spec.partition("=")
             other = tg.start_farebox(name, work, upstream, redis_url=args.redis_url, src=Path(src).resolve())
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "aiohttp": _version("aiohttp"), "redis-py": _version("redis"), "hiredis": _version("hiredis"),
         "uvloop": _version("uvloop"), "orjson": _version("orjson"), "tiktoken": _version("tiktoken"),
         "redis-server": _redis_server_version(),
-        "wrk": _tool_version(["wrk", "-v"]).split(" [")[0] if loadgen == "wrk" else "not used",
+        "wrk": _tool_version(["wrk", "-v"]).split(" [")[0].removeprefix("wrk ") if loadgen == "wrk" else "not used",
     }
     if extras.get("litellm_version"):
         meta["versions"]["litellm"] = extras["litellm_version"]

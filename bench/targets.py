@@ -24,7 +24,7 @@ from typing import Callable
 
 import psutil
 
-__all__ = ["Server", "Sampler", "free_port", "start_fake_upstream", "start_farebox", "start_litellm",
+__all__ = ["Server", "Sampler", "free_port", "start_fake_upstream", "start_farebox", "start_relay", "start_litellm",
            "ensure_litellm", "BENCH_PROJECT", "BENCH_AGENT", "BENCH_API_KEY", "LITELLM_VERSION"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ class Server:
     proc: subprocess.Popen
     log_path: Path
     ready_s: float = 0.0
-    kind: str = "farebox"          # "upstream", "farebox" or "litellm"
+    kind: str = "farebox"          # "upstream", "farebox", "relay" or "litellm"
     workers: int = 1
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -196,6 +196,22 @@ def start_farebox(name: str, log_dir: Path, upstream: Server, *, workers: int = 
         server.stop()
         raise
     server.notes["redis"] = redis_url or f"embedded ({data_dir})"
+    return server
+
+
+def start_relay(log_dir: Path, upstream: Server) -> Server:
+    """The bare aiohttp pass-through of ``bench/relay.py``: no metering, the floor under farebox."""
+    port = free_port()
+    log_path = log_dir / "aiohttp-relay.log"
+    started = time.perf_counter()
+    proc = _spawn([sys.executable, "-m", "bench.relay", str(port), f"{upstream.url}/v1"], log_path, _clean_env(),
+                  cwd=REPO)
+    server = Server("aiohttp-relay", f"http://127.0.0.1:{port}", proc, log_path, kind="relay")
+    try:
+        server.ready_s = _wait_http(f"{server.url}/readyz", proc, started, log_path)
+    except Exception:
+        server.stop()
+        raise
     return server
 
 

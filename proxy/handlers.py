@@ -209,12 +209,18 @@ class _Call:
             log.warning("upstream stream for %s ended early: %s", self.request_id, exc.message)
         upstream_done = time.perf_counter()
         measured = meter.result(self.chat.model, self.prompt_tokens)
-        await self._settle(measured, 499 if client_gone else status, upstream_done)
-        self._observe_overhead(upstream_done)
+        # Recorded once the last byte is out, without holding the connection: the client's next
+        # request on it does not wait for Redis to record this one.
+        self.settled = True
+        self.fb.in_background(self._record(measured, 499 if client_gone else status, upstream_done))
         if upstream_cut and self.request.transport is not None:
             # Cut the client's stream too (no final chunk), so it cannot mistake it for a whole one.
             self.request.transport.close()
         return response
+
+    async def _record(self, measured: Measured, status: int, upstream_done: float) -> None:
+        await self._settle(measured, status, upstream_done)
+        self._observe_overhead(upstream_done)
 
     async def _settle(self, measured: Measured, status: int, upstream_done: float) -> int:
         fb = self.fb

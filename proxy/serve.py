@@ -22,11 +22,12 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from proxy.app import create_app
 from proxy.settings import Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["serve", "configure_logging"]
 
@@ -65,6 +66,11 @@ def serve(settings: Settings) -> int:
 
 def _run(settings: Settings, *, worker: int | None = None) -> int:
     """One farebox process serving until SIGINT/SIGTERM."""
+    # Imported here, not at the top: a --workers supervisor never loads the application.
+    from aiohttp import web  # noqa: PLC0415
+
+    from proxy.app import create_app  # noqa: PLC0415
+
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from pricing.catalog import Catalog, ModelPrice
 from proxy.alerts import AlertDispatcher
@@ -38,6 +40,7 @@ class Services:
     redis_description: str = ""
     alerts: AlertDispatcher | None = None
     _replay_task: asyncio.Task | None = field(default=None, repr=False)
+    _background: set[asyncio.Task] = field(default_factory=set, repr=False)
 
     def price(self, model: str) -> ModelPrice:
         found = self.catalog.resolve(model)
@@ -47,6 +50,18 @@ class Services:
                 "Add it to a price file (price_files), map it with model_aliases, or set unknown_model_price.",
                 param="model")
         return found
+
+    def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` (recording a finished stream) apart from the request that asked for it;
+        ``close`` waits for it, so nothing started is lost at shutdown."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("recording in the background failed", exc_info=task.exception())
 
     async def settle(self, event: UsageEvent) -> SettleOutcome | None:
         """Record usage and release its reservation; spool it if Redis cannot take it now."""
@@ -95,6 +110,8 @@ class Services:
                 log.info("replayed %d spooled usage events into redis", replayed)
 
     async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._replay_task is not None:
             self._replay_task.cancel()
             try:

@@ -212,8 +212,23 @@ def _encoding_by_name(name: str) -> tiktoken.Encoding:
     enc = _loaded.get(name)
     if enc is None:
         ensure_offline_encodings()
-        enc = _loaded.setdefault(name, tiktoken.get_encoding(name))
+        enc = tiktoken.get_encoding(name)
+        _drop_python_ranks(enc)
+        enc = _loaded.setdefault(name, enc)
     return enc
+
+
+def _drop_python_ranks(enc: tiktoken.Encoding) -> None:
+    """Let go of the Python dict an Encoding was built from.
+
+    tiktoken hands the byte-sequence → rank dict (200,000 entries for o200k_base) to its Rust
+    core, which keeps its own copy, and holds on to the Python one only to pickle the Encoding
+    (``__getstate__``); farebox never pickles one. The two dicts hold about 35 MB of a
+    process's memory (measured: RSS 163 → 127 MB with both encodings loaded). Encoding and
+    decoding do not use it.
+    """
+    if isinstance(getattr(enc, "_mergeable_ranks", None), dict):
+        enc._mergeable_ranks = None  # anything that still reads it fails loudly
 
 
 def get_encoding(model: str) -> tiktoken.Encoding:

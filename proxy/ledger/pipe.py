@@ -3,10 +3,11 @@
 Each metered request runs two scripts (reserve before forwarding, settle after). Sent through
 redis-py's asyncio client they cost about half a millisecond of CPU together, most of it in
 the client's layers (pool checkout, retry wrapper, per-argument encoding, a pure-Python reply
-parser), not in Redis. ``RedisPipe`` sends those commands on one connection instead: callers
-append their packed commands to a buffer that is written once per event-loop turn, and Redis
-answers in order, so each reply goes to the oldest waiting caller. Everything else (budgets,
-reports, the spool) keeps using redis-py.
+parser), not in Redis. ``RedisPipe`` sends those commands on one connection instead: the first
+command of an event-loop turn is written at once (it is on the wire before its caller goes on,
+as with redis-py), the others of the same turn together at its end, and Redis answers in
+order, so each reply goes to the oldest waiting caller. Everything else (budgets, reports,
+the spool) keeps using redis-py.
 
 What callers see matches redis-py's: an error reply raises ``redis.exceptions.ResponseError``
 (``NoScriptError`` for NOSCRIPT), a lost or refused connection ``ConnectionError``, a reply
@@ -105,12 +106,16 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def send(self, packed: list[bytes]) -> list[asyncio.Future]:
-        if self.closed is not None:
+        """Queue commands; the first of a loop turn is written at once (so it is on its way
+        before the caller goes on), the rest of the turn's together at the turn's end."""
+        if self.closed is not None or self.transport is None:
             raise ConnectionError(f"Redis connection closed: {self.closed}")
         futures = [self.loop.create_future() for _ in packed]
         self.waiting.extend(futures)
-        self.outgoing.extend(packed)
-        if not self.flush_scheduled:
+        if self.flush_scheduled:
+            self.outgoing.extend(packed)
+        else:
+            self.transport.write(b"".join(packed) if len(packed) > 1 else packed[0])
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
         return futures
