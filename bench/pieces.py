@@ -193,28 +193,16 @@ def _stream_bytes(chunks: int) -> list[bytes]:
 def time_sse_per_chunk(streams: int) -> dict[str, Any]:
     """The relay's per-event work (see ``_Call.relay_stream`` in proxy/handlers.py), one event per read."""
     from proxy.pipeline.measure import StreamMeter  # noqa: PLC0415
-    from proxy.upstream.sse import SSESplitter, event_data  # noqa: PLC0415
+    from proxy.upstream.sse import SSESplitter  # noqa: PLC0415
 
     events = _stream_bytes(20)
-    done = b"[DONE]"
 
     def relay_one_stream(strip_usage: bool) -> int:
         splitter = SSESplitter()
         meter = StreamMeter()
         forwarded = 0
         for data in events:
-            for raw in splitter.feed(data):
-                payload = event_data(raw)
-                if payload and payload != done:
-                    try:
-                        chunk = orjson.loads(payload)
-                    except orjson.JSONDecodeError:
-                        chunk = None
-                    if isinstance(chunk, dict):
-                        meter.feed(chunk)
-                        if strip_usage and chunk.get("usage") and not chunk.get("choices"):
-                            continue
-                forwarded += 1
+            forwarded += sum(meter.take(raw, strip_usage) for raw in splitter.feed(data))
         meter.result("gpt-4o-mini", 24)
         return forwarded
 

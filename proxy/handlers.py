@@ -25,14 +25,13 @@ from proxy.pipeline.parse import ChatRequest, parse_chat
 from proxy.services import Services
 from proxy.tokens import count_chat_prompt_async
 from proxy.upstream.relay import response_headers
-from proxy.upstream.sse import SSESplitter, event_data
+from proxy.upstream.sse import SSESplitter
 
 __all__ = ["chat_completions", "models", "not_found", "read_body"]
 
 log = logging.getLogger("farebox")
 
 ENDPOINT_CHAT = "chat.completions"
-_DONE = b"[DONE]"
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -178,19 +177,7 @@ class _Call:
         client_gone = upstream_cut = False
         try:
             async for data in self.fb.upstream.iter_chunks(upstream):
-                out: list[bytes] = []
-                for event in splitter.feed(data):
-                    payload = event_data(event)
-                    if payload and payload != _DONE:
-                        try:
-                            chunk = orjson.loads(payload)
-                        except orjson.JSONDecodeError:
-                            chunk = None
-                        if isinstance(chunk, dict):
-                            meter.feed(chunk)
-                            if strip_usage and chunk.get("usage") and not chunk.get("choices"):
-                                continue
-                    out.append(event)
+                out = [event for event in splitter.feed(data) if meter.take(event, strip_usage)]
                 if out:
                     try:
                         await response.write(b"".join(out) if len(out) > 1 else out[0])

@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from pricing.cost import Usage
 from proxy.tokens import count_completion
+from proxy.upstream.sse import event_data
 
 __all__ = ["usage_from_object", "Measured", "StreamMeter", "estimate_usage", "choices_text"]
 
@@ -72,6 +75,9 @@ def estimate_usage(model: str, prompt_tokens: int, text: str, tool_calls: list[A
     return Usage(prompt_tokens=prompt_tokens, completion_tokens=count_completion(model, text, tool_calls or None))
 
 
+_DONE = b"[DONE]"
+
+
 @dataclass(slots=True)
 class StreamMeter:
     """Collects what a stream of chat completion chunks reports and generates."""
@@ -79,6 +85,20 @@ class StreamMeter:
     usage: Usage | None = None
     texts: list[str] = field(default_factory=list)
     tool_calls: dict[tuple[int, int], dict[str, str]] = field(default_factory=dict)
+
+    def take(self, event: bytes, strip_usage: bool) -> bool:
+        """Read one raw SSE event; False when it is the usage-only chunk the client did not ask for."""
+        payload = event_data(event)
+        if not payload or payload == _DONE:
+            return True
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(chunk, dict):
+            return True
+        self.feed(chunk)
+        return not (strip_usage and chunk.get("usage") and not chunk.get("choices"))
 
     def feed(self, chunk: dict[str, Any]) -> None:
         found = usage_from_object(chunk.get("usage"))
