@@ -144,7 +144,9 @@ class _Call:
             return web.Response(status=upstream.status, body=payload, headers=response_headers(upstream.headers, extra))
         upstream_done = time.perf_counter()
         measured = self._measure_body(payload)
-        cost = await self._settle(measured, upstream.status, upstream_done)
+        # Queued for Redis before the answer goes out (the client's next reservation comes
+        # after it); the answer does not wait for Redis to confirm it.
+        cost = self._record(measured, upstream.status, upstream_done)
         extra.append(("X-Farebox-Cost-USD", nano_to_usd(cost)))
         extra.extend(_budget_headers(self.grant))
         response = web.Response(status=upstream.status, body=payload, headers=response_headers(upstream.headers, extra))
@@ -197,19 +199,17 @@ class _Call:
         upstream_done = time.perf_counter()
         measured = meter.result(self.chat.model, self.prompt_tokens)
         # Recorded once the last byte is out, without holding the connection: the client's next
-        # request on it does not wait for Redis to record this one.
-        self.settled = True
-        self.fb.in_background(self._record(measured, 499 if client_gone else status, upstream_done))
+        # request on it does not wait for Redis to confirm this one.
+        self._record(measured, 499 if client_gone else status, upstream_done)
+        self._observe_overhead(upstream_done)
         if upstream_cut and self.request.transport is not None:
             # Cut the client's stream too (no final chunk), so it cannot mistake it for a whole one.
             self.request.transport.close()
         return response
 
-    async def _record(self, measured: Measured, status: int, upstream_done: float) -> None:
-        await self._settle(measured, status, upstream_done)
-        self._observe_overhead(upstream_done)
-
-    async def _settle(self, measured: Measured, status: int, upstream_done: float) -> int:
+    def _record(self, measured: Measured, status: int, upstream_done: float) -> int:
+        """Queue the request's settle (confirmed in the background: spooled if Redis cannot
+        take it) and count it; its cost in nano-USD."""
         fb = self.fb
         cost = cost_nano(self.price, measured.usage)
         usage = measured.usage
@@ -223,7 +223,7 @@ class _Call:
             clamped_max_tokens=self.grant.output_bound if self.grant is not None and self.grant.clamped else None,
         )
         self.settled = True
-        await fb.settle(event)
+        fb.in_background(fb.record(event))
         m = fb.metrics
         m.request(ENDPOINT_CHAT, status, self.priced_model, self.who.project)
         m.usage(self.priced_model, self.who.project, usage, cost, estimated=measured.estimated)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,11 +52,16 @@ class Services:
         return found
 
     def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
-        """Run ``work`` (recording a finished stream) apart from the request that asked for it;
+        """Run ``work`` (finishing a recording) apart from the request that asked for it;
         ``close`` waits for it, so nothing started is lost at shutdown."""
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background_done)
+
+    async def settled(self) -> None:
+        """Wait for the recordings started so far: written to Redis, or spooled."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     def _background_done(self, task: asyncio.Task) -> None:
         self._background.discard(task)
@@ -65,8 +70,16 @@ class Services:
 
     async def settle(self, event: UsageEvent) -> SettleOutcome | None:
         """Record usage and release its reservation; spool it if Redis cannot take it now."""
+        return await self.record(event)
+
+    def record(self, event: UsageEvent) -> Coroutine[Any, Any, SettleOutcome | None]:
+        """``settle``, queued now (a reservation made after this call sees it); the coroutine
+        finishes it: the spool when Redis cannot take it, the alerts it crossed."""
+        return self._recorded(event, self.ledger.queue_settle(event))
+
+    async def _recorded(self, event: UsageEvent, written: Awaitable[SettleOutcome]) -> SettleOutcome | None:
         try:
-            outcome = await self.ledger.settle(event)
+            outcome = await written
         except LedgerUnavailable as exc:
             self.metrics.redis_errors.inc()
             await self.spool.append(event)

@@ -115,6 +115,8 @@ def set_budget(stack, limit_nano: int, period: str = "total", mode: str = "soft"
 
 
 def drain(stack) -> None:
+    """Every alert of the requests answered so far delivered (their records confirmed first)."""
+    stack.run(stack.services.settled())
     stack.run(stack.services.alerts.drain())
 
 

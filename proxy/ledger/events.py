@@ -63,6 +63,7 @@ def after(entry_id: StreamId) -> StreamId:
 async def read_events(ledger: Ledger, projects: list[str], start: StreamId, limit: int) -> list[StreamEntry]:
     """Up to ``limit`` entries (more only to finish a group sharing the last id) of the streams
     of ``projects`` from ``start`` (inclusive), merged in id order."""
+    await ledger.settled()  # what this process recorded so far is part of the answer
     if limit <= 0 or not projects:
         return []
     batch = limit if len(projects) == 1 else min(limit, max(_MIN_BATCH, -(-limit // len(projects))))

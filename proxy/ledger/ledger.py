@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from decimal import ROUND_CEILING, Decimal
 from functools import cache
 from importlib import resources
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Awaitable, Callable, Coroutine, Iterator, Mapping
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -41,7 +41,8 @@ from pricing.money import nano_to_usd
 from proxy.errors import LedgerUnavailable
 from proxy.ledger.keys import DEFAULT_PREFIX, Keys
 from proxy.ledger.periods import PERIODS, bucket_ids, check_period, period_bounds, to_utc
-from proxy.ledger.pipe import RedisPipe
+from proxy.ledger.batch import TurnBatcher
+from proxy.ledger.pipe import RedisPipe, pack_args, pack_command
 
 __all__ = [
     "Attribution",
@@ -80,6 +81,9 @@ _ID_RULE = "1-128 characters of letters, digits and . _ - @"
 
 # Breakdown levels of the usage scopes in settle.lua: 2 = by model and agent, 1 = by model.
 _LEVEL = {"project": 2, "agent": 1, "session": 1, "key": 1, "model": 0}
+_MAX_PLANS = 4096               # cached key plans (per attribution, model and hour); then start afresh
+_MAX_CHUNK = 128                # requests per settle.lua call
+_MAX_CHUNK_COST = 2**50         # nano-USD per settle.lua call, so its sums stay exact doubles
 
 
 def check_id(value: object, what: str) -> str:
@@ -200,7 +204,9 @@ class UsageEvent:
 
 @dataclass(frozen=True, slots=True)
 class Ttls:
-    """Seconds a usage aggregate of each period lives after its last write; None = forever."""
+    """Seconds a usage aggregate of each period lives after its last write; None = forever.
+    (Each process renews a key's TTL on the first write of each hour, so "last write" is
+    to within an hour.)"""
 
     hour: int | None = 48 * HOUR_S
     day: int | None = 400 * DAY_S
@@ -370,6 +376,43 @@ def _alert_at(limit_nano: int, thresholds: tuple[float, ...]) -> str:
         for t in thresholds)
 
 
+@dataclass(slots=True)
+class _SettlePlan:
+    """The part of a settle that depends only on who, which model and which hour: built once.
+    ``renewed``: a settle of this plan already asked for the TTLs of its keys to be renewed."""
+
+    project: str
+    scopes: tuple[tuple[str, str], ...]     # usage scopes in settle.lua's order, the model last
+    keys: tuple[str, ...]                   # every key but the done-marker
+    head: tuple[str, ...]                   # R, S, T, model, agent, session
+    tail: tuple[str, ...]                   # breakdown levels, bucket ids
+    packed_keys: bytes
+    packed_head: bytes
+    packed_tail: bytes
+    renewed: bool = False
+
+
+@dataclass(slots=True)
+class _SettleJob:
+    """One request's settle, waiting for its batch. ``packed_*`` are set for the pipe."""
+
+    plan: _SettlePlan
+    done_key: str
+    cost: int
+    args: tuple[str, ...]
+    packed_keys: bytes = b""
+    packed_args: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class _ReservePlan:
+    """The budgets a reservation of one attribution may touch in one hour, and their keys."""
+
+    candidates: tuple[tuple[str, str], ...]
+    keys: tuple[str, ...]
+    packed_keys: bytes
+
+
 class Ledger:
     """Usage, budgets and reservations of every project, in one Redis."""
 
@@ -394,6 +437,8 @@ class Ledger:
         self._reserve = redis.register_script(_lua("reserve.lua"))
         self._release = redis.register_script(_lua("release.lua"))
         self._status = redis.register_script(_lua("budget_status.lua"))
+        self._plans: dict[Any, Any] = {}
+        self._settler: TurnBatcher[_SettleJob, list[Any]] = TurnBatcher(self._write_settles)
 
     # -- recording ------------------------------------------------------------------------
 
@@ -423,26 +468,14 @@ class Ledger:
             raise ValueError(f"invalid request id {request_id!r}: 1-{MAX_REQUEST_ID_LENGTH} characters")
         return request_id
 
-    async def settle(self, event: UsageEvent) -> SettleOutcome:
-        """Record a finished request once: release its hold, add its usage, append its event.
-
-        One round trip. Settling the same request id again changes nothing and returns
-        ``recorded=False``.
-        """
-        a = event.attribution
-        self._check_attribution(a)
-        rid = self._check_request_id(event.request_id)
-        model = event.priced_model or event.model
-        if not isinstance(model, str) or not model or len(model) > MAX_MODEL_LENGTH:
-            raise ValueError(f"invalid model name {model!r}")
-        increments = [
-            "1", _count(event.prompt_tokens, "prompt_tokens"), _count(event.completion_tokens, "completion_tokens"),
-            _count(event.cached_tokens, "cached_tokens"), _count(event.cache_creation_tokens, "cache_creation_tokens"),
-            _count(event.reasoning_tokens, "reasoning_tokens"), _count(event.cost_nano, "cost_nano"),
-            "1" if event.estimated else "0",
-        ]
+    def _settle_plan(self, a: Attribution, model: str, buckets: tuple[str, ...]) -> _SettlePlan:
+        """What a settle of ``a``'s request on ``model`` in the hour of ``buckets`` sends besides
+        the request's own values; the same for every such request, so it is built once."""
+        cache_key = (a, model, buckets)
+        plan = self._plans.get(cache_key)
+        if plan is not None:
+            return plan
         k, p = self.keys, a.project
-        buckets = bucket_ids(event.ts)
         holds = self._hold_keys(a)
         scopes = [("project", p), ("agent", a.agent)]
         if a.session is not None:
@@ -450,36 +483,80 @@ class Ledger:
         if a.key_id is not None:
             scopes.append(("key", a.key_id))
         scopes.append(("model", model))
-        keys = [k.done(p, rid), k.events(p), *holds]
+        keys = [k.events(p), *holds]
         for scope, scope_id in scopes:
             keys += [k.usage(p, scope, bucket, scope_id) for bucket in buckets]
         if a.session is not None:
             keys += [k.top_sessions(p, bucket) for bucket in buckets]
         for scope, scope_id in scopes[:-1]:  # budget scopes: config and alert claims
             keys += [k.budget(p, scope, scope_id), k.alerted(p, scope, scope_id)]
-        args = [
-            rid, self._done_ttl, str(len(holds) // 2), str(len(scopes)), "5" if a.session is not None else "0",
-            *self._ttl_args, model, a.agent, a.session or "", *increments, self._stream_maxlen,
-            *(str(_LEVEL[scope]) for scope, _ in scopes), *buckets, *event.to_fields(),
-        ]
+        head = (str(len(holds) // 2), str(len(scopes)), "5" if a.session is not None else "0",
+                model, a.agent, a.session or "")
+        tail = (*(str(_LEVEL[scope]) for scope, _ in scopes), *buckets)
+        plan = _SettlePlan(project=p, scopes=tuple(scopes), keys=tuple(keys), head=head, tail=tail,
+                           packed_keys=pack_args(keys), packed_head=pack_args(head), packed_tail=pack_args(tail))
+        self._remember(cache_key, plan)
+        return plan
+
+    def _remember(self, cache_key: Any, plan: Any) -> None:
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        self._plans[cache_key] = plan
+
+    async def settle(self, event: UsageEvent) -> SettleOutcome:
+        """Record a finished request once: release its hold, add its usage, append its event.
+        Settling the same request id again changes nothing and returns ``recorded=False``."""
+        return await self.queue_settle(event)
+
+    def queue_settle(self, event: UsageEvent) -> Coroutine[Any, Any, SettleOutcome]:
+        """``settle``, queued when this is called, in the running event loop: a reservation
+        made after this call sees it. It is written with the other settles of the same loop
+        turn, one settle.lua call per project for all of them (``batch.py``), each still taken
+        as if alone. Await the coroutine for the outcome. ``ValueError`` (raised here) for an
+        event that cannot be recorded.
+        """
+        a = event.attribution
+        self._check_attribution(a)
+        rid = self._check_request_id(event.request_id)
+        model = event.priced_model or event.model
+        if not isinstance(model, str) or not model or len(model) > MAX_MODEL_LENGTH:
+            raise ValueError(f"invalid model name {model!r}")
+        increments = (
+            "1", _count(event.prompt_tokens, "prompt_tokens"), _count(event.completion_tokens, "completion_tokens"),
+            _count(event.cached_tokens, "cached_tokens"), _count(event.cache_creation_tokens, "cache_creation_tokens"),
+            _count(event.reasoning_tokens, "reasoning_tokens"), _count(event.cost_nano, "cost_nano"),
+            "1" if event.estimated else "0",
+        )
+        if event.cost_nano > MAX_LUA_NANO:
+            raise ValueError(f"cost_nano must be at most {MAX_LUA_NANO}, not {event.cost_nano}")
+        plan = self._settle_plan(a, model, bucket_ids(event.ts))
+        fields = event.to_fields()
+        # The segment settle.lua reads: length, request id, renew, then plan, increments, plan, fields.
+        size = 3 + len(plan.head) + len(increments) + len(plan.tail) + len(fields)
+        # A plan lives for one hour bucket, so each key's TTL is renewed about once an hour
+        # rather than on every write (and set whenever a write creates the key).
+        own = (str(size), rid, "0" if plan.renewed else "1")
+        plan.renewed = True
+        job = _SettleJob(plan=plan, done_key=self.keys.done(a.project, rid), cost=event.cost_nano,
+                         args=(*own, *plan.head, *increments, *plan.tail, *fields))
+        if self._pipe is not None:
+            job.packed_keys = pack_args((job.done_key,)) + plan.packed_keys
+            job.packed_args = b"".join((pack_args(own), plan.packed_head, pack_args(increments), plan.packed_tail,
+                                        pack_args(fields)))
+        return self._settle_outcome(event, plan, self._settler.submit(job))
+
+    async def _settle_outcome(self, event: UsageEvent, plan: _SettlePlan, written: Awaitable[list[Any]]) -> SettleOutcome:
         with _redis_errors():
-            if self._pipe is not None:
-                reply = await self._piped_script(self._settle, keys, args, ("SADD", k.projects(), p))
-            else:
-                pipe = self.redis.pipeline(transaction=False)
-                # The script goes in by its sha, so the usual case is this one round trip; redis-py's
-                # own pipeline script handling would first ask SCRIPT EXISTS on every call.
-                pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
-                pipe.sadd(k.projects(), p)
-                try:
-                    reply, _ = await pipe.execute()
-                except NoScriptError:
-                    # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
-                    reply = await self._settle(keys, args)
+            reply = await written
         recorded, released = bool(reply[0]), int(reply[1])
         overrun = event.cost_nano - released if recorded and released and event.cost_nano > released else 0
-        alerts = self._crossings(event, scopes, reply[2:]) if len(reply) > 2 else ()
+        alerts = self._crossings(event, list(plan.scopes), reply[3:]) if len(reply) > 3 else ()
         return SettleOutcome(recorded=recorded, reserved_nano=released, overrun_nano=overrun, alerts=alerts)
+
+    async def settled(self) -> None:
+        """Wait until every settle queued so far is written (or failed): what this process
+        recorded is then what a read sees."""
+        await self._settler.settled()
 
     @staticmethod
     def _crossings(event: UsageEvent, scopes: list[tuple[str, str]], raw: list[Any]) -> tuple[Crossing, ...]:
@@ -495,20 +572,86 @@ class Ledger:
                                 period=_text(period), mode=_text(mode), period_start=start, resets_at=end))
         return tuple(out)
 
-    async def _piped_script(self, script: AsyncScript, keys: list[str], args: list[str],
-                            *also: tuple[str, ...]) -> Any:
-        """``script`` by its sha on the shared pipe, with ``also`` (more commands) in the same
-        round trip; the script's reply. The first error reply is raised, as a redis-py pipeline
-        does, except that a script the server lost (restart, SCRIPT FLUSH) is reloaded by the
-        Script object and run again."""
-        assert self._pipe is not None
-        replies = await self._pipe.execute(("EVALSHA", script.sha, len(keys), *keys, *args), *also)
-        if isinstance(replies[0], NoScriptError):
-            replies[0] = await script(keys, args)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies[0]
+    def _settle_chunks(self, jobs: list[_SettleJob]) -> list[list[int]]:
+        """Indexes of ``jobs`` grouped into script calls: one project each (a Redis Cluster
+        slot), at most ``_MAX_CHUNK`` requests and ``_MAX_CHUNK_COST`` nano-USD (the script
+        sums costs as doubles, exact below 2^53)."""
+        chunks: list[list[int]] = []
+        open_chunk: dict[str, tuple[list[int], int]] = {}
+        for index, job in enumerate(jobs):
+            project = job.plan.project
+            chunk, cost = open_chunk.get(project, (None, 0))
+            if chunk is None or len(chunk) >= _MAX_CHUNK or cost + job.cost > _MAX_CHUNK_COST:
+                chunk, cost = [], 0
+                chunks.append(chunk)
+            chunk.append(index)
+            open_chunk[project] = (chunk, cost + job.cost)
+        return chunks
+
+    def _settle_call(self, jobs: list[_SettleJob]) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of one settle.lua call for ``jobs``."""
+        keys: list[str] = []
+        args = [str(len(jobs)), self._done_ttl, *self._ttl_args, self._stream_maxlen]
+        for job in jobs:
+            keys.append(job.done_key)
+            keys += job.plan.keys
+            args += job.args
+        return keys, args
+
+    def _write_settles(self, jobs: list[_SettleJob]) -> Awaitable[list[list[Any] | BaseException]]:
+        """Send a batch of settles (``TurnBatcher``'s writer): one settle.lua call per chunk,
+        and the projects added to the set of known projects. On the pipe they are on the
+        connection before this returns; the awaitable gives each job's reply."""
+        chunks = self._settle_chunks(jobs)
+        projects = sorted({job.plan.project for job in jobs})
+        if self._pipe is not None:
+            packed = []
+            for chunk in chunks:
+                members = [jobs[i] for i in chunk]
+                n_keys = sum(1 + len(job.plan.keys) for job in members)
+                n_args = 8 + sum(len(job.args) for job in members)
+                head = b"*%d\r\n" % (3 + n_keys + n_args) + pack_args(("EVALSHA", self._settle.sha, str(n_keys)))
+                common = pack_args((str(len(members)), self._done_ttl, *self._ttl_args, self._stream_maxlen))
+                packed.append(b"".join((head, *(job.packed_keys for job in members), common,
+                                        *(job.packed_args for job in members))))
+            packed.append(pack_command(("SADD", self.keys.projects(), *projects)))
+            sent = self._pipe.send_now(packed)
+            replies = sent if sent is not None else self._pipe.execute_packed(*packed)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for chunk in chunks:
+                keys, args = self._settle_call([jobs[i] for i in chunk])
+                # By sha, so the usual case is one round trip; redis-py's own pipeline script
+                # handling would first ask SCRIPT EXISTS on every call.
+                pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+            pipe.sadd(self.keys.projects(), *projects)
+            replies = pipe.execute(raise_on_error=False)
+        return self._settle_replies(jobs, chunks, replies)
+
+    async def _settle_replies(self, jobs: list[_SettleJob], chunks: list[list[int]],
+                              pending: Awaitable[list[Any]]) -> list[list[Any] | BaseException]:
+        """Each job's part of its chunk's reply (or the chunk's error)."""
+        replies = await pending
+        results: list[list[Any] | BaseException] = [RuntimeError("not settled")] * len(jobs)
+        for chunk, reply in zip(chunks, replies):
+            if isinstance(reply, NoScriptError):
+                # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
+                try:
+                    reply = await self._settle(*self._settle_call([jobs[i] for i in chunk]))
+                except RedisError as exc:
+                    reply = exc
+            if isinstance(reply, BaseException):
+                for i in chunk:
+                    results[i] = reply
+                continue
+            pos = 0
+            for i in chunk:
+                alerts = int(reply[pos + 2])
+                results[i] = reply[pos:pos + 3 + 6 * alerts]
+                pos += 3 + 6 * alerts
+        if isinstance(replies[-1], BaseException):
+            raise replies[-1]
+        return results
 
     async def release(self, request_id: str, attribution: Attribution) -> int:
         """Drop a request's hold without charging anything; returns the nano-USD released."""
@@ -530,6 +673,7 @@ class Ledger:
         ``scope_id`` is ``acme`` for a project, ``acme/planner`` for an agent (likewise session,
         key, and model as priced). ``by_agent`` appears only in project reports.
         """
+        await self.settled()  # what this process recorded so far is part of the answer
         project, local = _split_id(scope, scope_id, scopes=USAGE_SCOPES)
         check_period(period)
         at = to_utc(at) if at is not None else datetime.fromtimestamp(self.clock(), tz=timezone.utc)
@@ -575,12 +719,29 @@ class Ledger:
 
     # -- budgets --------------------------------------------------------------------------
 
-    def _budget_keys(self, project: str, scope: str, local: str, now: float) -> list[str]:
-        """Config, reservation zset, amount hash, then the usage hashes of the current buckets."""
+    def _budget_keys(self, project: str, scope: str, local: str, buckets: tuple[str, ...]) -> list[str]:
+        """Config, reservation zset, amount hash, then the usage hashes of ``buckets``."""
         k = self.keys
         return [k.budget(project, scope, local), k.reservations(project, scope, local),
                 k.reservation_amounts(project, scope, local),
-                *(k.usage(project, scope, bucket, local) for bucket in bucket_ids(now))]
+                *(k.usage(project, scope, bucket, local) for bucket in buckets)]
+
+    def _reserve_plan(self, a: Attribution, buckets: tuple[str, ...]) -> _ReservePlan:
+        """The budgets that may apply to ``a`` and reserve.lua's keys for them in this hour."""
+        cache_key = ("reserve", a, buckets)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            candidates = [("project", a.project), ("agent", a.agent)]
+            if a.session is not None:
+                candidates.append(("session", a.session))
+            if a.key_id is not None:
+                candidates.append(("key", a.key_id))
+            keys: list[str] = []
+            for scope, local in candidates:
+                keys += self._budget_keys(a.project, scope, local, buckets)
+            plan = _ReservePlan(candidates=tuple(candidates), keys=tuple(keys), packed_keys=pack_args(keys))
+            self._remember(cache_key, plan)
+        return plan
 
     async def reserve(self, request_id: str, attribution: Attribution, amount_nano: int, *,
                       deadline_s: float) -> ReserveOutcome:
@@ -597,24 +758,31 @@ class Ledger:
             raise ValueError(f"amount_nano must be an int between 0 and {MAX_LUA_NANO}, not {amount_nano!r}")
         if not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive, not {deadline_s!r}")
+        # Settles queued before this reservation must reach Redis first, so it sees their
+        # released holds and recorded spend: on the pipe, sending them now keeps that order.
+        if self._pipe is not None:
+            self._settler.flush()
+        else:
+            await self._settler.settled()
         now = self.clock()
-        candidates = [("project", a.project), ("agent", a.agent)]
-        if a.session is not None:
-            candidates.append(("session", a.session))
-        if a.key_id is not None:
-            candidates.append(("key", a.key_id))
-        keys: list[str] = []
-        for scope, local in candidates:
-            keys += self._budget_keys(a.project, scope, local, now)
+        plan = self._reserve_plan(a, bucket_ids(now))
         now_ms = int(now * 1000)
-        args = [request_id, str(amount_nano), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000)))]
+        args = (request_id, str(amount_nano), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000))))
         with _redis_errors():
             if self._pipe is not None:
-                reply = await self._piped_script(self._reserve, keys, args)
+                command = b"".join((b"*%d\r\n" % (7 + len(plan.keys)),
+                                    pack_args(("EVALSHA", self._reserve.sha, str(len(plan.keys)))),
+                                    plan.packed_keys, pack_args(args)))
+                (reply,) = await self._pipe.execute_packed(command)
+                if isinstance(reply, NoScriptError):
+                    # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
+                    reply = await self._reserve(plan.keys, args)
+                elif isinstance(reply, Exception):
+                    raise reply
             else:
-                reply = await self._reserve(keys, args)
+                reply = await self._reserve(plan.keys, args)
         ok, reclaimed = bool(reply[0]), int(reply[1])
-        at = datetime.fromtimestamp(now, tz=timezone.utc)
+        candidates = plan.candidates
         tightest: BudgetView | None = None
         room: int | None = None
         for i in range(2, len(reply), 6):
@@ -630,7 +798,7 @@ class Ledger:
             tightest = BudgetView(scope=scope, id=_public_id(scope, a.project, local), period=period,
                                   limit_nano=limit, spent_nano=spent,
                                   reserved_nano=held + amount_nano if ok else held,
-                                  resets_at=period_bounds(period, at)[1])
+                                  resets_at=period_bounds(period, datetime.fromtimestamp(now, tz=timezone.utc))[1])
         return ReserveOutcome(ok=ok, tightest=tightest, room_nano=None if room is None else max(0, room),
                               reclaimed=reclaimed)
 
@@ -665,10 +833,11 @@ class Ledger:
 
     async def budget_state(self, scope: str, scope_id: str) -> BudgetState | None:
         """A budget's config and standing in nano-USD, or None when it does not exist."""
+        await self.settled()  # what this process recorded so far is part of the answer
         project, local = _split_id(scope, scope_id, scopes=BUDGET_SCOPES)
         now = self.clock()
         with _redis_errors():
-            reply = await self._status(self._budget_keys(project, scope, local, now), [str(int(now * 1000))])
+            reply = await self._status(self._budget_keys(project, scope, local, bucket_ids(now)), [str(int(now * 1000))])
         if reply is None:
             return None
         limit, period, mode, thresholds, created_at, spent, held = (_text(x) if isinstance(x, bytes) else x

@@ -21,20 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any
+from typing import Any, Awaitable, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.exceptions import NoScriptError, ResponseError
 
-__all__ = ["RedisPipe", "pack_command"]
+__all__ = ["RedisPipe", "pack_command", "pack_args"]
 
 RETRY_PAUSE_S = 0.05
 _CRLF = b"\r\n"
 
 
-def pack_command(args: tuple[Any, ...]) -> bytes:
-    """``args`` in the Redis protocol (an array of bulk strings)."""
-    out = [b"*%d\r\n" % len(args)]
+def pack_args(args: Iterable[Any]) -> bytes:
+    """``args`` as Redis protocol bulk strings, without the array header: the pieces that
+    ``pack_command`` frames, and that callers may pack once and send many times."""
+    out = []
     append = out.append
     for arg in args:
         if isinstance(arg, str):
@@ -47,6 +48,11 @@ def pack_command(args: tuple[Any, ...]) -> bytes:
             raise TypeError(f"cannot send {type(arg).__name__} to Redis")
         append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
+
+
+def pack_command(args: tuple[Any, ...]) -> bytes:
+    """``args`` in the Redis protocol (an array of bulk strings)."""
+    return b"*%d\r\n" % len(args) + pack_args(args)
 
 
 class _Incomplete(Exception):
@@ -259,15 +265,37 @@ class RedisPipe:
         self._arm_watchdog()
         return list(await asyncio.gather(*futures))
 
-    async def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Send ``commands`` together; their replies in order. Error replies come back as
-        ``ResponseError`` values, not raised; a connection that fails is retried once."""
-        packed = [pack_command(c) for c in commands]
+    def send_now(self, packed: list[bytes]) -> Awaitable[list[Any]] | None:
+        """Put ``packed`` commands on the connection before returning, so that any command sent
+        after this call reaches Redis after them; their replies as ``execute_packed`` gives
+        them. None when there is no open connection right now (use ``execute_packed``)."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed is not None:
+            return None
+        futures = protocol.send(packed)
+        self._arm_watchdog()
+        return self._replies(futures, packed)
+
+    async def _replies(self, futures: list[asyncio.Future], packed: list[bytes]) -> list[Any]:
         try:
-            return await self._send(packed)
+            return list(await asyncio.gather(*futures))
         except ConnectionError:
             await asyncio.sleep(RETRY_PAUSE_S)
             return await self._send(packed)
+
+    async def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send ``commands`` together; their replies in order. Error replies come back as
+        ``ResponseError`` values, not raised; a connection that fails is retried once."""
+        return await self.execute_packed(*(pack_command(c) for c in commands))
+
+    async def execute_packed(self, *packed: bytes) -> list[Any]:
+        """``execute`` for commands already in the Redis protocol (``pack_command``)."""
+        commands = list(packed)
+        try:
+            return await self._send(commands)
+        except ConnectionError:
+            await asyncio.sleep(RETRY_PAUSE_S)
+            return await self._send(commands)
 
     async def call(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised."""

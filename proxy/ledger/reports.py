@@ -61,6 +61,7 @@ def _ints(raw: Any) -> dict[str, int]:
 
 async def known_projects(ledger: Ledger) -> list[str]:
     """Every project that recorded usage or has a budget, sorted."""
+    await ledger.settled()  # what this process recorded so far is part of the answer
     with _redis_errors():
         return sorted(_text(p) for p in await ledger.redis.smembers(ledger.keys.projects()))
 
@@ -69,6 +70,7 @@ async def usage_report(ledger: Ledger, scope: str, scope_id: str, period: str, a
                        top: int = 10) -> dict[str, Any]:
     """``Ledger.usage_report`` plus, for a project, its ``top`` sessions by cost; for a model
     across projects, the totals of every project and ``by_project``."""
+    await ledger.settled()  # what this process recorded so far is part of the answer
     t = target(scope, scope_id)
     check_period(period)
     at = _now(ledger, at)
@@ -114,6 +116,7 @@ def _part(values: dict[str, int]) -> dict[str, Any]:
 async def top_sessions(ledger: Ledger, project: str, period: str, at: datetime, n: int) -> list[dict[str, Any]]:
     """The ``n`` costliest sessions of ``project`` in the bucket of ``period`` holding ``at``,
     costliest first, each with its requests, tokens and cost (from its own aggregate)."""
+    await ledger.settled()  # what this process recorded so far is part of the answer
     if n <= 0:
         return []
     bucket = bucket_ids(to_utc(at).timestamp())[PERIODS.index(period)]
@@ -140,6 +143,7 @@ async def read_series(ledger: Ledger, t: Target, granularity: str, starts: Seque
     """The ``SERIES_FIELDS`` of ``t`` in the ``granularity`` bucket of each start (0 where
     nothing was recorded or the aggregate expired), summed over projects for a model across
     projects. One round trip (after listing the projects, for a model across projects)."""
+    await ledger.settled()  # what this process recorded so far is part of the answer
     check_period(granularity)
     buckets = [bucket_id(granularity, s) for s in starts]
     projects = [t.project] if t.project is not None else await known_projects(ledger)
