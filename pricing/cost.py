@@ -23,6 +23,8 @@ TOKENS_PER_PRICE_UNIT = 1_000_000   # prices are per million tokens
 # the largest signed 32-bit int, far above any model's output limit.
 UNBOUNDED_OUTPUT = 2**31 - 1
 
+_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens", "reasoning_tokens")
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -40,9 +42,10 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for field in ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens",
-                      "reasoning_tokens"):
-            _check_tokens(field, getattr(self, field))
+        for field in _TOKEN_FIELDS:
+            value = getattr(self, field)
+            if value.__class__ is not int or value < 0:  # a plain non-negative int needs no more checking
+                _check_tokens(field, value)
 
 
 def _check_tokens(field: str, value: object) -> None:

@@ -10,13 +10,33 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
 
 from pricing.cost import Usage
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
 
+_TOKEN_KINDS = ("prompt", "completion", "cached", "cache_creation", "reasoning")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class _Children:
+    """A labelled metric's children by label values. ``labels()`` validates its arguments and
+    takes a lock on every call; the children it returns live as long as the metric, so each
+    is looked up once and then found here."""
+
+    __slots__ = ("_metric", "_children")
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
+
+    def get(self, values: tuple[str, ...]) -> MetricWrapperBase:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -46,28 +66,32 @@ class Metrics:
         self.alerts = Counter("farebox_alerts", "Budget alert thresholds crossed (outcome crossed) and their webhook "
                               "deliveries, one per URL (delivered, failed, dropped), by scope and threshold percent.",
                               ["scope", "threshold", "outcome"], registry=r)
+        self._requests = _Children(self.requests)
+        self._tokens = _Children(self.tokens)
+        self._cost_usd = _Children(self.cost_usd)
+        self._budget_rejections = _Children(self.budget_rejections)
 
     def _with_project(self, labels: tuple[str, ...], project: str) -> tuple[str, ...]:
         return (*labels, project) if self.project_labels else labels
 
     def request(self, endpoint: str, status: int | str, model: str, project: str) -> None:
         """A metered request answered with ``status`` (charged or not)."""
-        self.requests.labels(*self._with_project((endpoint, str(status), model), project)).inc()
+        self._requests.get(self._with_project((endpoint, str(status), model), project)).inc()
 
     def usage(self, model: str, project: str, usage: Usage, cost_nano: int, *, estimated: bool) -> None:
         """What a recorded request used: tokens by kind, cost, and whether it was estimated."""
-        for kind, count in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens),
-                            ("cached", usage.cached_tokens), ("cache_creation", usage.cache_creation_tokens),
-                            ("reasoning", usage.reasoning_tokens)):
+        counts = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_creation_tokens,
+                  usage.reasoning_tokens)
+        for kind, count in zip(_TOKEN_KINDS, counts):
             if count or kind in ("prompt", "completion"):
-                self.tokens.labels(*self._with_project((kind, model), project)).inc(count)
-        self.cost_usd.labels(*self._with_project((model,), project)).inc(cost_nano / 1e9)
+                self._tokens.get(self._with_project((kind, model), project)).inc(count)
+        self._cost_usd.get(self._with_project((model,), project)).inc(cost_nano / 1e9)
         if estimated:
             self.estimated.inc()
 
     def rejection(self, scope: str, project: str) -> None:
         """A request refused with 402 by a budget of ``scope``."""
-        self.budget_rejections.labels(*self._with_project((scope,), project)).inc()
+        self._budget_rejections.get(self._with_project((scope,), project)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -192,6 +192,12 @@ def _bare_model(model: str) -> str:
     return name.removeprefix("ft:")
 
 
+# Distinct model names whose encoding is remembered before the cache starts over; bounds
+# memory when clients send many different names.
+ENCODING_NAME_CACHE_SIZE = 4096
+_encoding_names: dict[str, str] = {}
+
+
 def encoding_name_for_model(model: str) -> str:
     """The tiktoken encoding for ``model``.
 
@@ -201,8 +207,13 @@ def encoding_name_for_model(model: str) -> str:
     tokenizer is not available offline, and cl100k_base counts a little higher than
     o200k_base on most text, which errs on the side of reserving enough.
     """
-    bare = _bare_model(model)
-    return O200K if _O200K_MODEL.match(bare) else CL100K
+    name = _encoding_names.get(model)
+    if name is None:
+        name = O200K if _O200K_MODEL.match(_bare_model(model)) else CL100K
+        if len(_encoding_names) >= ENCODING_NAME_CACHE_SIZE:
+            _encoding_names.clear()
+        _encoding_names[model] = name
+    return name
 
 
 _loaded: dict[str, tiktoken.Encoding] = {}
@@ -242,10 +253,41 @@ def preload_encodings() -> None:
         _encoding_by_name(name)
 
 
+# Token counts of texts already counted, by encoding. An agent sends its whole conversation
+# again with every call (system prompt, earlier turns, tool results), so most of a prompt's
+# text has been counted before: finding its count costs a hash of the text, counting it again
+# costs tiktoken's BPE, a hundred times more. Bounded by the characters it holds (it starts
+# over when full); a text too large to share the cache with others is not kept.
+COUNT_CACHE_CHARS = 4_000_000
+COUNT_CACHE_MAX_TEXT_CHARS = COUNT_CACHE_CHARS // 16
+_counts: dict[tuple[str, str], int] = {}
+_counted_chars = 0
+_counts_lock = threading.Lock()  # counting also runs in the offload threads
+
+
 def _n(enc: tiktoken.Encoding, text: str) -> int:
-    # encode_ordinary: special-token strings such as "<|endoftext|>" count as plain text
-    # and never raise.
-    return len(enc.encode_ordinary(text)) if text else 0
+    if not text:
+        return 0
+    key = (enc.name, text)
+    count = _counts.get(key)
+    if count is None:
+        # encode_ordinary: special-token strings such as "<|endoftext|>" count as plain text
+        # and never raise.
+        count = len(enc.encode_ordinary(text))
+        if len(text) <= COUNT_CACHE_MAX_TEXT_CHARS:
+            _remember(key, count)
+    return count
+
+
+def _remember(key: tuple[str, str], count: int) -> None:
+    global _counted_chars
+    with _counts_lock:
+        if _counted_chars + len(key[1]) > COUNT_CACHE_CHARS:
+            _counts.clear()
+            _counted_chars = 0
+        if key not in _counts:
+            _counts[key] = count
+            _counted_chars += len(key[1])
 
 
 def count_text(model: str, text: str) -> int:
@@ -516,35 +558,33 @@ def _offload_executor() -> ThreadPoolExecutor:
         return _executor
 
 
-def _iter_texts(body: Mapping[str, Any]) -> Iterable[str]:
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for message in messages:
-            if not isinstance(message, Mapping):
-                continue
-            content = message.get("content")
-            if isinstance(content, str):
-                yield content
-            elif isinstance(content, list):
-                for part in content:
-                    if isinstance(part, Mapping):
-                        text = part.get("text")
-                        if isinstance(text, str):
-                            yield text
-            calls = message.get("tool_calls")
-            if isinstance(calls, list):
-                for call in calls:
-                    function = call.get("function") if isinstance(call, Mapping) else None
-                    if isinstance(function, Mapping):
-                        arguments = function.get("arguments")
-                        if isinstance(arguments, str):
-                            yield arguments
-
-
 def _text_exceeds(body: Mapping[str, Any], threshold: int) -> bool:
+    """Whether the texts of ``body``'s messages (contents, text parts, tool call arguments)
+    hold more than ``threshold`` characters in all."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return False
     size = 0
-    for text in _iter_texts(body):
-        size += len(text)
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            size += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, Mapping):
+                    text = part.get("text")
+                    if isinstance(text, str):
+                        size += len(text)
+        calls = message.get("tool_calls")
+        if isinstance(calls, list):
+            for call in calls:
+                function = call.get("function") if isinstance(call, Mapping) else None
+                if isinstance(function, Mapping):
+                    arguments = function.get("arguments")
+                    if isinstance(arguments, str):
+                        size += len(arguments)
         if size > threshold:
             return True
     return False

@@ -102,6 +102,7 @@ def chat(stack, project: str = "acme") -> httpx.Response:
     response = httpx.post(f"{stack.base_url}/chat/completions", json=BODY, headers={**HEADERS, "X-Project-Id": project},
                           timeout=30)
     assert response.status_code == 200, response.text
+    stack.run(stack.services.settled())  # its record confirmed, and the alerts it crossed handed over
     return response
 
 

@@ -725,3 +725,60 @@ async def test_async_count_loads_a_missing_encoding_off_the_loop(
     assert await count_chat_prompt_async("gpt-4o", body) == 8
     assert len(threads) == 1
     assert threads[0] != threading.get_ident()
+
+
+# --------------------------------------------------------------------------- counts of repeated texts
+
+
+def test_a_repeated_text_is_counted_once_and_keeps_its_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_counts", {})
+    text = "An agent sends its whole conversation again with every call."
+    expected = n("gpt-4o", text) + n("gpt-4o", "user") + 3 + 3  # message framing, reply priming
+    encoded: list[str] = []
+    enc = get_encoding("gpt-4o")
+    real = enc.encode_ordinary
+
+    def counting(value: str) -> list[int]:
+        encoded.append(value)
+        return real(value)
+
+    monkeypatch.setattr(enc, "encode_ordinary", counting)
+    body = {"messages": [{"role": "user", "content": text}]}
+
+    assert count_chat_prompt("gpt-4o", body) == count_chat_prompt("gpt-4o", body) == expected
+    assert encoded.count(text) == 1
+
+
+def test_counts_are_kept_per_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_counts", {})
+    assert count_text("gpt-4", "お誕生日おめでとう") == 9
+    assert count_text("gpt-4o", "お誕生日おめでとう") == 8
+    assert count_text("gpt-4", "お誕生日おめでとう") == 9
+
+
+def test_the_count_cache_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_counts", {})
+    monkeypatch.setattr(tokens, "_counted_chars", 0)
+    monkeypatch.setattr(tokens, "COUNT_CACHE_CHARS", 20)
+    count_text("gpt-4o", "hello world")        # 11 characters
+    count_text("gpt-4o", "goodbye")            # 18
+    assert len(tokens._counts) == 2
+    assert count_text("gpt-4o", "hello again") == 2  # 29 > 20: the cache is emptied first
+    assert list(tokens._counts) == [("o200k_base", "hello again")]
+    assert tokens._counted_chars == 11
+
+
+def test_a_text_too_large_for_the_count_cache_is_counted_but_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_counts", {})
+    monkeypatch.setattr(tokens, "COUNT_CACHE_MAX_TEXT_CHARS", 10)
+    assert count_text("gpt-4o", "hello world") == 2
+    assert tokens._counts == {}
+
+
+def test_the_encoding_of_a_model_name_is_remembered_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_encoding_names", {})
+    monkeypatch.setattr(tokens, "ENCODING_NAME_CACHE_SIZE", 2)
+    assert encoding_name_for_model("gpt-4o") == "o200k_base"
+    assert encoding_name_for_model("gpt-4") == "cl100k_base"
+    assert encoding_name_for_model("openai/gpt-4o-mini") == "o200k_base"  # full: starts over
+    assert tokens._encoding_names == {"openai/gpt-4o-mini": "o200k_base"}

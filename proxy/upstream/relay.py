@@ -8,8 +8,8 @@ errors become farebox's 502/504. ``aiohttp.ClientError`` is mapped here and nowh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -27,20 +27,32 @@ HOP_BY_HOP = frozenset({
 })
 
 
-@contextlib.contextmanager
-def upstream_errors(base_url: str):
+class upstream_errors:  # noqa: N801 - used like a function: ``with upstream_errors(url):``
     """Turn aiohttp/asyncio failures talking to the upstream into farebox's errors."""
-    try:
-        yield
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout(f"The upstream {base_url} did not answer in time.") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnreachable(f"Could not reach the upstream {base_url}: {exc.__class__.__name__}: {exc}") from exc
+
+    __slots__ = ("base_url",)
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            raise UpstreamTimeout(f"The upstream {self.base_url} did not answer in time.") from exc
+        if isinstance(exc, aiohttp.ClientError):
+            raise UpstreamUnreachable(
+                f"Could not reach the upstream {self.base_url}: {exc.__class__.__name__}: {exc}") from exc
+        return False
 
 
 def response_headers(headers: Mapping[str, str], extra: Iterable[tuple[str, str]] = ()) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones, plus farebox's own."""
-    out: CIMultiDict[str] = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP)
+    out: CIMultiDict[str] = CIMultiDict(headers)
+    for name in HOP_BY_HOP:  # case-insensitive lookups, in C: cheaper than lowering every name
+        if name in out:
+            del out[name]
     if "X-Request-Id" in out:  # farebox's own id takes the name; the provider's is kept beside it
         out["X-Upstream-Request-Id"] = out.popall("X-Request-Id")[0]
     for key, value in extra:
@@ -81,21 +93,13 @@ class Upstream:
         out["Accept-Encoding"] = "identity"  # usage is read from the body: ask for it plain
         return out
 
-    @contextlib.asynccontextmanager
-    async def send(self, method: str, path: str, headers: Mapping[str, str], body: bytes | None = None,
-                   query: str = "") -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send one request; yields the response with its body still unread."""
+    def send(self, method: str, path: str, headers: Mapping[str, str], body: bytes | None = None,
+             query: str = "") -> _Exchange:
+        """Send one request: ``async with upstream.send(...) as response`` yields the response with
+        its body still unread, and gives the connection back to the pool afterwards."""
         assert self._session is not None, "Upstream.start() was not awaited"
         url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
-        with upstream_errors(self.base_url):
-            response = await self._session.request(method, url, headers=self.request_headers(headers), data=body)
-        try:
-            yield response
-        except BaseException:
-            response.close()  # the body may be half read: never put this connection back
-            raise
-        else:
-            response.release()
+        return _Exchange(self._session, self.base_url, method, url, self.request_headers(headers), body)
 
     async def read(self, response: aiohttp.ClientResponse) -> bytes:
         with upstream_errors(self.base_url):
@@ -109,3 +113,31 @@ class Upstream:
 
     def describe(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "auth": "replaced" if self._api_key else "passthrough"}
+
+
+class _Exchange:
+    """One request and its response, as ``Upstream.send`` hands it out (an async context manager
+    written out as a class: it runs on every request, and a generator-based one costs more)."""
+
+    __slots__ = ("_session", "_base_url", "_method", "_url", "_headers", "_body", "_response")
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, method: str, url: str, headers: dict[str, str],
+                 body: bytes | None) -> None:
+        self._session, self._base_url = session, base_url
+        self._method, self._url, self._headers, self._body = method, url, headers, body
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        with upstream_errors(self._base_url):
+            self._response = await self._session.request(self._method, self._url, headers=self._headers,
+                                                         data=self._body)
+        return self._response
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool:
+        assert self._response is not None
+        if kind is None:
+            self._response.release()
+        else:
+            self._response.close()  # the body may be half read: never put this connection back
+        return False

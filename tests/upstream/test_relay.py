@@ -6,10 +6,12 @@ import asyncio
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aioresponses import aioresponses
+from multidict import CIMultiDict
 
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable
-from proxy.upstream.relay import Upstream, response_headers
+from proxy.upstream.relay import Upstream, response_headers, upstream_errors
 
 BASE = "http://upstream.test/v1"
 
@@ -73,3 +75,56 @@ def test_response_headers_keep_the_upstream_request_id_beside_farebox_own():
     out = response_headers({"Content-Type": "application/json", "X-Request-Id": "req_123", "Connection": "close",
                             "Content-Length": "99", "Content-Encoding": "gzip"}, [("X-Request-Id", "fb1")])
     assert dict(out) == {"Content-Type": "application/json", "X-Upstream-Request-Id": "req_123", "X-Request-Id": "fb1"}
+
+
+def test_response_headers_drop_hop_by_hop_ones_whatever_their_case_and_keep_the_rest_in_order():
+    upstream = CIMultiDict([("connection", "keep-alive"), ("Set-Cookie", "a=1"), ("TRANSFER-ENCODING", "chunked"),
+                            ("Content-Type", "application/json"), ("Set-Cookie", "b=2"), ("Keep-Alive", "timeout=5"),
+                            ("openai-processing-ms", "12")])
+    out = response_headers(upstream, [("X-Request-Id", "fb1"), ("X-Farebox-Cost-USD", "0.000123")])
+    assert list(out.items()) == [("Set-Cookie", "a=1"), ("Content-Type", "application/json"), ("Set-Cookie", "b=2"),
+                                 ("openai-processing-ms", "12"), ("X-Request-Id", "fb1"),
+                                 ("X-Farebox-Cost-USD", "0.000123")]
+
+
+def test_upstream_errors_maps_client_errors_and_lets_others_through():
+    with pytest.raises(UpstreamUnreachable) as info:
+        with upstream_errors(BASE):
+            raise aiohttp.ClientPayloadError("Response payload is not completed")
+    assert isinstance(info.value.__cause__, aiohttp.ClientPayloadError)
+    with pytest.raises(UpstreamTimeout):
+        with upstream_errors(BASE):
+            raise asyncio.TimeoutError()
+    with pytest.raises(ValueError):
+        with upstream_errors(BASE):
+            raise ValueError("not the upstream's")
+
+
+@pytest.fixture
+async def served(aiohttp_server):
+    """An Upstream in front of a real local server that answers 201 with a small JSON body."""
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=201, body=b'{"ok": true}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    server = await aiohttp_server(app)
+    client = Upstream(str(server.make_url("/v1")))
+    await client.start()
+    yield client
+    await client.close()
+
+
+async def test_send_yields_the_response_and_its_body(served):
+    async with served.send("POST", "/chat/completions", {}, b"{}") as response:
+        assert response.status == 201
+        assert await served.read(response) == b'{"ok": true}'
+    assert response.closed
+
+
+async def test_an_error_inside_send_is_not_mapped_and_closes_the_response(served):
+    with pytest.raises(ValueError):
+        async with served.send("POST", "/chat/completions", {}, b"{}") as response:
+            raise ValueError("the caller's own")
+    assert response.closed
+    assert response.connection is None
