@@ -1,10 +1,12 @@
-"""Batches of writes: jobs submitted in the same event-loop turn go to Redis together.
+"""Batches of writes: jobs submitted close together go to Redis together.
 
-A job is queued when it is submitted and the queue is written at the end of the loop turn (or
-earlier, when ``flush`` is called: a later command that must reach Redis after the queued jobs
-calls it first). At low load a turn holds one job, which goes at once; under load a turn holds
-many, and the per-write costs (a round trip, a script call, the updates the jobs share) are
-paid once for all of them. ``settled`` waits for every job submitted so far.
+A job is queued when it is submitted. The queue is written at the end of the loop turn, or,
+with a ``delay_s``, that long after its first job, unless something asks for it sooner:
+``soon`` (write at the end of this turn: a command that may go ahead of the queued jobs was
+just sent), ``flush`` (write now: a later command must reach Redis after them) or
+``settled``. At low load a batch holds one job; under load many, and the per-write costs (a
+round trip, a script call, the updates the jobs share) are paid once for all of them.
+``settled`` waits for every job submitted so far.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ class TurnBatcher(Generic[J, R]):
     an awaitable of one result per job, in order: a value, or an exception for that job alone.
     An exception from the awaitable goes to every job of the batch."""
 
-    def __init__(self, write: Callable[[list[J]], Awaitable[list[R | BaseException]]]) -> None:
+    def __init__(self, write: Callable[[list[J]], Awaitable[list[R | BaseException]]], *,
+                 delay_s: float = 0.0) -> None:
         self._write = write
+        self._delay_s = delay_s
         self._queue: list[tuple[J, asyncio.Future[R]]] = []
         self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
         self._pending: set[asyncio.Future[R]] = set()
         self._deliveries: set[asyncio.Task[None]] = set()
 
@@ -40,11 +45,24 @@ class TurnBatcher(Generic[J, R]):
         future.add_done_callback(self._pending.discard)
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self.flush)
+            if self._delay_s > 0:
+                self._timer = loop.call_later(self._delay_s, self.flush)
+            else:
+                loop.call_soon(self.flush)
         return future
+
+    def soon(self) -> None:
+        """Write what is queued at the end of this loop turn instead of after the delay."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         """Write what is queued now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._scheduled = False
         if not self._queue:
             return
@@ -80,6 +98,7 @@ class TurnBatcher(Generic[J, R]):
                 future.set_result(result)
 
     async def settled(self) -> None:
-        """Wait until every job submitted so far has its result."""
+        """Write what is queued, then wait until every job submitted so far has its result."""
+        self.flush()
         if self._pending:
             await asyncio.wait(set(self._pending))

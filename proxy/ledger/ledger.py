@@ -84,6 +84,9 @@ _LEVEL = {"project": 2, "agent": 1, "session": 1, "key": 1, "model": 0}
 _MAX_PLANS = 4096               # cached key plans (per attribution, model and hour); then start afresh
 _MAX_CHUNK = 128                # requests per settle.lua call
 _MAX_CHUNK_COST = 2**50         # nano-USD per settle.lua call, so its sums stay exact doubles
+# How long a queued settle may wait on the pipe for the next reservation to go ahead of it
+# (``Ledger.reserve``); reads, shutdown and a full queue send it at once.
+SETTLE_DELAY_S = 0.002
 
 
 def check_id(value: object, what: str) -> str:
@@ -413,6 +416,37 @@ class _ReservePlan:
     packed_keys: bytes
 
 
+class _Queued:
+    """The settles queued and not yet sent that touch one budget scope (project, scope, id):
+    their request ids (packed, for reserve.lua to look up their holds) and their costs per
+    bucket tuple (what they will add to the scope's usage when they are written)."""
+
+    __slots__ = ("count", "packed_ids", "costs")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.packed_ids = b""
+        self.costs: dict[tuple[str, ...], int] = {}
+
+    def add(self, packed_id: bytes, buckets: tuple[str, ...], cost: int) -> None:
+        self.count += 1
+        self.packed_ids += packed_id
+        self.costs[buckets] = self.costs.get(buckets, 0) + cost
+
+    def packed(self, buckets: tuple[str, ...]) -> tuple[int, bytes]:
+        """reserve.lua's segment for this scope: N, the queued cost landing in each of
+        ``buckets`` (hour .. total), then the N request ids; and its number of arguments."""
+        sums = [0] * len(buckets)
+        for theirs, cost in self.costs.items():
+            for p, bucket in enumerate(buckets):
+                if theirs[p] == bucket:
+                    sums[p] += cost
+        return 1 + len(buckets) + self.count, pack_args((self.count, *sums)) + self.packed_ids
+
+
+_NOTHING_QUEUED = (6, pack_args((0, 0, 0, 0, 0, 0)))
+
+
 class Ledger:
     """Usage, budgets and reservations of every project, in one Redis."""
 
@@ -438,7 +472,12 @@ class Ledger:
         self._release = redis.register_script(_lua("release.lua"))
         self._status = redis.register_script(_lua("budget_status.lua"))
         self._plans: dict[Any, Any] = {}
-        self._settler: TurnBatcher[_SettleJob, list[Any]] = TurnBatcher(self._write_settles)
+        if pipe is not None:
+            # A settle sent behind a reservation must not fail on NOSCRIPT and be retried after it.
+            pipe.load_on_connect(self._reserve.script, self._settle.script)
+        self._settler: TurnBatcher[_SettleJob, list[Any]] = TurnBatcher(
+            self._write_settles, delay_s=SETTLE_DELAY_S if pipe is not None else 0.0)
+        self._queued: dict[tuple[str, str, str], _Queued] = {}  # by (project, budget scope, id)
 
     # -- recording ------------------------------------------------------------------------
 
@@ -543,6 +582,12 @@ class Ledger:
             job.packed_keys = pack_args((job.done_key,)) + plan.packed_keys
             job.packed_args = b"".join((pack_args(own), plan.packed_head, pack_args(increments), plan.packed_tail,
                                         pack_args(fields)))
+            packed_id, buckets = pack_args((rid,)), plan.tail[-len(PERIODS):]
+            for scope, scope_id in plan.scopes[:-1]:  # the budget scopes
+                queued = self._queued.get((a.project, scope, scope_id))
+                if queued is None:
+                    queued = self._queued[(a.project, scope, scope_id)] = _Queued()
+                queued.add(packed_id, buckets, event.cost_nano)
         return self._settle_outcome(event, plan, self._settler.submit(job))
 
     async def _settle_outcome(self, event: UsageEvent, plan: _SettlePlan, written: Awaitable[list[Any]]) -> SettleOutcome:
@@ -604,6 +649,7 @@ class Ledger:
         connection before this returns; the awaitable gives each job's reply."""
         chunks = self._settle_chunks(jobs)
         projects = sorted({job.plan.project for job in jobs})
+        self._queued.clear()  # the batcher writes its whole queue
         if self._pipe is not None:
             packed = []
             for chunk in chunks:
@@ -758,28 +804,18 @@ class Ledger:
             raise ValueError(f"amount_nano must be an int between 0 and {MAX_LUA_NANO}, not {amount_nano!r}")
         if not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive, not {deadline_s!r}")
-        # Settles queued before this reservation must reach Redis first, so it sees their
-        # released holds and recorded spend: on the pipe, sending them now keeps that order.
-        if self._pipe is not None:
-            self._settler.flush()
-        else:
-            await self._settler.settled()
         now = self.clock()
-        plan = self._reserve_plan(a, bucket_ids(now))
+        buckets = bucket_ids(now)
+        plan = self._reserve_plan(a, buckets)
         now_ms = int(now * 1000)
         args = (request_id, str(amount_nano), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000))))
         with _redis_errors():
             if self._pipe is not None:
-                command = b"".join((b"*%d\r\n" % (7 + len(plan.keys)),
-                                    pack_args(("EVALSHA", self._reserve.sha, str(len(plan.keys)))),
-                                    plan.packed_keys, pack_args(args)))
-                (reply,) = await self._pipe.execute_packed(command)
-                if isinstance(reply, NoScriptError):
-                    # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
-                    reply = await self._reserve(plan.keys, args)
-                elif isinstance(reply, Exception):
-                    raise reply
+                reply = await self._reserve_ahead(a, plan, buckets, args)
             else:
+                # Settles queued before this reservation reach Redis first, so it sees their
+                # released holds and recorded spend.
+                await self._settler.settled()
                 reply = await self._reserve(plan.keys, args)
         ok, reclaimed = bool(reply[0]), int(reply[1])
         candidates = plan.candidates
@@ -801,6 +837,45 @@ class Ledger:
                                   resets_at=period_bounds(period, datetime.fromtimestamp(now, tz=timezone.utc))[1])
         return ReserveOutcome(ok=ok, tightest=tightest, room_nano=None if room is None else max(0, room),
                               reclaimed=reclaimed)
+
+    async def _reserve_ahead(self, a: Attribution, plan: _ReservePlan, buckets: tuple[str, ...],
+                             args: tuple[str, ...]) -> list[Any]:
+        """reserve.lua on the pipe, sent ahead of the settles still queued: it is told, per
+        candidate budget, which queued requests will release a hold there and what they will
+        add to its spend, and decides as if they had been written first. The queued settles go
+        right behind it (the end of this loop turn), not before: a client's next request does
+        not wait in Redis behind the whole settle script of its previous one."""
+        pipe = self._pipe
+        assert pipe is not None
+        sent = None
+        if pipe.connected:
+            queued = self._queued
+            extra: list[bytes] = []
+            n_extra = 0
+            for scope, scope_id in plan.candidates:
+                pending = queued.get((a.project, scope, scope_id)) if queued else None
+                count, packed = _NOTHING_QUEUED if pending is None else pending.packed(buckets)
+                n_extra += count
+                extra.append(packed)
+            sent = pipe.send_now([b"".join((b"*%d\r\n" % (7 + len(plan.keys) + n_extra),
+                                            pack_args(("EVALSHA", self._reserve.sha, str(len(plan.keys)))),
+                                            plan.packed_keys, pack_args(args), *extra))])
+        if sent is not None:
+            self._settler.soon()
+            (reply,) = await sent
+        else:
+            # No connection yet (or it just went away): the plain order, the settles first.
+            await self._settler.settled()
+            (reply,) = await pipe.execute_packed(b"".join((
+                b"*%d\r\n" % (7 + len(plan.keys)), pack_args(("EVALSHA", self._reserve.sha, str(len(plan.keys)))),
+                plan.packed_keys, pack_args(args))))
+        if isinstance(reply, NoScriptError):
+            # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
+            await self._settler.settled()
+            return await self._reserve(plan.keys, args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     async def set_budget(self, scope: str, scope_id: str, limit_nano: int, period: str, mode: str = "hard",
                          thresholds: tuple[float, ...] | list[float] = DEFAULT_THRESHOLDS) -> dict[str, Any]:

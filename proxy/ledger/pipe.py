@@ -185,6 +185,15 @@ class RedisPipe:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._scripts: list[bytes] = []
+
+    def load_on_connect(self, *sources: str) -> None:
+        """Load these Lua scripts on every new connection before anything else is sent on it,
+        so an ``EVALSHA`` of theirs finds them even right after Redis restarted."""
+        for source in sources:
+            command = pack_command(("SCRIPT", "LOAD", source))
+            if command not in self._scripts:
+                self._scripts.append(command)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> "RedisPipe | None":
@@ -216,6 +225,7 @@ class RedisPipe:
             setup.append(pack_command(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)))
         if self.db:
             setup.append(pack_command(("SELECT", self.db)))
+        setup += self._scripts
         if setup:
             replies = await asyncio.wait_for(asyncio.gather(*protocol.send(setup)), self.connect_timeout_s)
             for reply in replies:
@@ -264,6 +274,12 @@ class RedisPipe:
         futures = protocol.send(packed)
         self._arm_watchdog()
         return list(await asyncio.gather(*futures))
+
+    @property
+    def connected(self) -> bool:
+        """An open connection now: ``send_now`` would send at once."""
+        protocol = self._protocol
+        return protocol is not None and protocol.closed is None
 
     def send_now(self, packed: list[bytes]) -> Awaitable[list[Any]] | None:
         """Put ``packed`` commands on the connection before returning, so that any command sent

@@ -7,6 +7,12 @@
 --   +3 amount hash (request id -> nano, "" -> running total)
 --   +4..+8 the budget's usage hashes for the current hour, day, week, month, total buckets
 -- ARGV[1] request id   ARGV[2] amount, nano-USD   ARGV[3] now, epoch ms   ARGV[4] deadline, epoch ms
+-- then, optionally, one segment per candidate budget (all or none) describing the settles the
+-- caller has queued but not sent yet, which will reach Redis after this script:
+--   N, the cost they will add to the budget's hour, day, week, month and total buckets (5
+--   values), then their N request ids.
+-- The budget is then checked as if they had been settled first: their cost counts as spent,
+-- and their holds on this budget (those still held) no longer count as held.
 --
 -- First reclaims every hold whose deadline < now, then checks that each hard budget has
 -- limit - spent - held >= amount (a previous hold of this same request id is replaced, not
@@ -20,6 +26,8 @@ local period_index = {hour = 1, day = 2, week = 3, month = 4, total = 5}
 local reclaimed = 0
 local found = {}
 local ok = 1
+local queued = #ARGV > 4
+local at = 5  -- this candidate's segment of queued settles
 
 for b = 0, #KEYS / 8 - 1 do
   local base = 8 * b
@@ -42,6 +50,16 @@ for b = 0, #KEYS / 8 - 1 do
     local spent = tonumber(redis.call('HGET', KEYS[base + 3 + p], 'cost') or '0')
     local own = redis.call('HGET', amounts, rid)
     local held = tonumber(redis.call('HGET', amounts, '') or '0') - tonumber(own or '0')
+    if queued then
+      spent = spent + tonumber(ARGV[at + p])
+      local n = tonumber(ARGV[at])
+      for first = at + 6, at + 5 + n, 512 do
+        local holds = redis.call('HMGET', amounts, unpack(ARGV, first, math.min(first + 511, at + 5 + n)))
+        for _, h in ipairs(holds) do
+          if h then held = held - tonumber(h) end
+        end
+      end
+    end
     local hard = 0
     if config[3] ~= 'soft' then
       hard = 1
@@ -49,6 +67,7 @@ for b = 0, #KEYS / 8 - 1 do
     end
     found[#found + 1] = {b, hard, p, limit, spent, held, own}
   end
+  if queued then at = at + 6 + tonumber(ARGV[at]) end
 end
 
 local reply = {ok, reclaimed}
