@@ -86,7 +86,7 @@ _MAX_CHUNK = 128                # requests per settle.lua call
 _MAX_CHUNK_COST = 2**50         # nano-USD per settle.lua call, so its sums stay exact doubles
 # How long a queued settle may wait on the pipe for the next reservation to go ahead of it
 # (``Ledger.reserve``); reads, shutdown and a full queue send it at once.
-SETTLE_DELAY_S = 0.002
+SETTLE_DELAY_S = 0.005
 
 
 def check_id(value: object, what: str) -> str:
