@@ -159,3 +159,14 @@ async def test_turn_batcher_gives_a_failed_write_to_every_job_of_the_batch():
     for future in futures:
         with pytest.raises(ConnectionError, match="gone"):
             future.result()
+
+
+@pytest.mark.parametrize("stored", [2**53 - 10, 2**53 + 1, 2**62])
+async def test_sums_past_what_a_double_holds_exactly_stay_exact(ledgers, redis_client, stored):
+    ledger = ledgers[0]
+    who = Attribution("acme", "planner")
+    total = Keys(ledger.keys.prefix).usage("acme", "project", "total", "acme")
+    await redis_client.hset(total, mapping={"requests": 5, "cost": stored})
+    await asyncio.gather(*(ledger.settle(event(f"r{n}", who, ts=T0, cost_nano=101 + n)) for n in range(3)))
+    assert int(await redis_client.hget(total, "cost")) == stored + 101 + 102 + 103
+    assert int(await redis_client.hget(total, "requests")) == 8

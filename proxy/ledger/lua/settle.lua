@@ -1,8 +1,9 @@
 -- settle.lua: record finished requests, each exactly once, releasing their reservations.
 -- One call carries a batch of requests of one project (every key carries the project's hash
 -- tag). Each request is taken in order, as if settled alone, but their usage increments are
--- summed per key and field first and written once per batch: under load, one HINCRBY stands
--- for many requests.
+-- summed first (per plan: requests with the same usage keys, i.e. the same scopes, model and
+-- hour, add the same fields to the same keys) and written once per batch, one read and one
+-- write per key: under load, one write stands for many requests.
 -- Money is integer nano-USD passed as strings. Sums are Lua doubles, exact below 2^53; the
 -- caller keeps a batch's total cost far below that.
 --
@@ -64,6 +65,12 @@ local function add(key, p, field, value)
   end
 end
 
+-- Plans of the batch: requests whose usage keys are the same (the hour key of every scope
+-- names them all) share one plan, and their increments are summed there first.
+local plans, plan_order = {}, {}
+-- Cost this batch adds to a budget's usage key, kept for the keys alert checks read.
+local key_cost = {}
+
 -- Sessions ranked by cost: key -> {members in first-seen order, member -> sum}.
 local ranks, rank_order, rank_ttl = {}, {}, {}
 local stored_cost, configs = {}, {}
@@ -93,36 +100,25 @@ for _ = 1, N do
       end
     end
 
-    -- Usage increments, into the batch's sums.
+    -- Usage increments, into the sums of this request's plan.
     local values = {}
     for i = 1, 8 do values[i] = tonumber(ARGV[a + 8 + i]) end
-    local model, agent, session = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-    local by_model, by_agent = {}, {}
-    for j, i in ipairs(picked) do
-      by_model[j] = 'm|' .. model .. '|' .. names[i]
-      by_agent[j] = 'a|' .. agent .. '|' .. names[i]
-    end
     local usage = k + 2 + 2 * R
-    for s = 0, S - 1 do
-      local level = tonumber(ARGV[a + 17 + s])
-      for p = 1, 5 do
-        local key = KEYS[usage + 5 * s + p - 1]
-        if renews then renew[key] = true end
-        for i = 1, 8 do
-          if values[i] ~= 0 then add(key, p, names[i], values[i]) end
-        end
-        if level >= 1 then
-          for j, i in ipairs(picked) do
-            if values[i] ~= 0 then add(key, p, by_model[j], values[i]) end
-          end
-        end
-        if level >= 2 then
-          for j, i in ipairs(picked) do
-            if values[i] ~= 0 then add(key, p, by_agent[j], values[i]) end
-          end
-        end
-      end
+    local sig = KEYS[usage]
+    for s = 1, S - 1 do sig = sig .. '\n' .. KEYS[usage + 5 * s] end
+    local plan = plans[sig]
+    if not plan then
+      local levels = {}
+      for s = 0, S - 1 do levels[s + 1] = tonumber(ARGV[a + 17 + s]) end
+      plan = {usage = usage, S = S, model = ARGV[a + 6], agent = ARGV[a + 7], levels = levels,
+              values = {0, 0, 0, 0, 0, 0, 0, 0}, renews = false}
+      plans[sig] = plan
+      plan_order[#plan_order + 1] = plan
     end
+    local acc = plan.values
+    for i = 1, 8 do acc[i] = acc[i] + values[i] end
+    if renews then plan.renews = true end
+    local session = ARGV[a + 8]
     local ranking = usage + 5 * S
     for p = 1, T do
       local key = KEYS[ranking + p - 1]
@@ -165,7 +161,8 @@ for _ = 1, N do
           if stored_cost[spent_key] == nil then
             stored_cost[spent_key] = tonumber(redis.call('HGET', spent_key, 'cost') or '0')
           end
-          local after = stored_cost[spent_key] + ((sums[spent_key] or {}).cost or 0)
+          key_cost[spent_key] = (key_cost[spent_key] or 0) + cost
+          local after = stored_cost[spent_key] + key_cost[spent_key]
           local before = after - cost
           local claims, bucket = KEYS[budgets + 2 * b + 1], ARGV[a + 16 + S + p]
           local claimed = false
@@ -208,16 +205,58 @@ for _ = 1, N do
   a, k = a + L, k + K
 end
 
--- The batch's usage, one HINCRBY per key and field; the TTL of a key set when this batch
--- created it ('requests' became what the batch added) or when it is to be renewed.
-for _, key in ipairs(order) do
-  local values = sums[key]
-  local created = false
-  for n, field in ipairs(fields_of[key]) do
-    local now = redis.call('HINCRBY', key, field, string.format('%.0f', values[field]))
-    if n == 1 then created = now == values[field] end
+-- The plans' sums, into the batch's sums per key and field.
+for _, plan in ipairs(plan_order) do
+  local values = plan.values
+  local by_model, by_agent = {}, {}
+  for j, i in ipairs(picked) do
+    by_model[j] = 'm|' .. plan.model .. '|' .. names[i]
+    by_agent[j] = 'a|' .. plan.agent .. '|' .. names[i]
   end
-  if key_ttl[key] ~= '0' and (created or renew[key]) then redis.call('EXPIRE', key, key_ttl[key]) end
+  for s = 0, plan.S - 1 do
+    local level = plan.levels[s + 1]
+    for p = 1, 5 do
+      local key = KEYS[plan.usage + 5 * s + p - 1]
+      if plan.renews then renew[key] = true end
+      for i = 1, 8 do
+        if values[i] ~= 0 then add(key, p, names[i], values[i]) end
+      end
+      if level >= 1 then
+        for j, i in ipairs(picked) do
+          if values[i] ~= 0 then add(key, p, by_model[j], values[i]) end
+        end
+      end
+      if level >= 2 then
+        for j, i in ipairs(picked) do
+          if values[i] ~= 0 then add(key, p, by_agent[j], values[i]) end
+        end
+      end
+    end
+  end
+end
+
+-- The batch's usage: per key, its fields read once and written once (HSET), the sums done
+-- here while they stay exact doubles (below 2^53; a stored value too large for that is
+-- incremented by Redis itself, HINCRBY, in 64-bit integers); the TTL of a key set when this
+-- batch created it (it had no 'requests') or when it is to be renewed.
+local EXACT = 2 ^ 53
+for _, key in ipairs(order) do
+  local values, fields = sums[key], fields_of[key]
+  local stored = redis.call('HMGET', key, unpack(fields))
+  local out = {}
+  for n, field in ipairs(fields) do
+    local old, sum = stored[n], values[field]
+    local new = sum
+    if old then new = tonumber(old) + sum end
+    if new < EXACT then
+      out[#out + 1] = field
+      out[#out + 1] = string.format('%.0f', new)
+    else
+      redis.call('HINCRBY', key, field, string.format('%.0f', sum))
+    end
+  end
+  if #out > 0 then redis.call('HSET', key, unpack(out)) end
+  if key_ttl[key] ~= '0' and (not stored[1] or renew[key]) then redis.call('EXPIRE', key, key_ttl[key]) end
 end
 for _, key in ipairs(rank_order) do
   local entry = ranks[key]
