@@ -544,8 +544,12 @@ class Ledger:
 
     async def settle(self, event: UsageEvent) -> SettleOutcome:
         """Record a finished request once: release its hold, add its usage, append its event.
-        Settling the same request id again changes nothing and returns ``recorded=False``."""
-        return await self.queue_settle(event)
+        Settling the same request id again changes nothing and returns ``recorded=False``.
+        Written at the end of this loop turn (with the other settles of the turn), not after
+        the queue's delay: the caller is waiting for it."""
+        written = self.queue_settle(event)
+        self._settler.soon()
+        return await written
 
     def queue_settle(self, event: UsageEvent) -> Coroutine[Any, Any, SettleOutcome]:
         """``settle``, queued when this is called, in the running event loop: a reservation

@@ -2,8 +2,8 @@
 -- One call carries a batch of requests of one project (every key carries the project's hash
 -- tag). Each request is taken in order, as if settled alone, but their usage increments are
 -- summed first (per plan: requests with the same usage keys, i.e. the same scopes, model and
--- hour, add the same fields to the same keys) and written once per batch, one read and one
--- write per key: under load, one write stands for many requests.
+-- hour, add the same fields to the same keys) and written once per batch: under load, one
+-- HINCRBY stands for many requests.
 -- Money is integer nano-USD passed as strings. Sums are Lua doubles, exact below 2^53; the
 -- caller keeps a batch's total cost far below that.
 --
@@ -235,28 +235,17 @@ for _, plan in ipairs(plan_order) do
   end
 end
 
--- The batch's usage: per key, its fields read once and written once (HSET), the sums done
--- here while they stay exact doubles (below 2^53; a stored value too large for that is
--- incremented by Redis itself, HINCRBY, in 64-bit integers); the TTL of a key set when this
--- batch created it (it had no 'requests') or when it is to be renewed.
-local EXACT = 2 ^ 53
+-- The batch's usage, one HINCRBY per key and field (Redis adds in 64-bit integers: exact
+-- whatever is stored); the TTL of a key set when this batch created it ('requests' became
+-- what the batch added) or when it is to be renewed.
 for _, key in ipairs(order) do
-  local values, fields = sums[key], fields_of[key]
-  local stored = redis.call('HMGET', key, unpack(fields))
-  local out = {}
-  for n, field in ipairs(fields) do
-    local old, sum = stored[n], values[field]
-    local new = sum
-    if old then new = tonumber(old) + sum end
-    if new < EXACT then
-      out[#out + 1] = field
-      out[#out + 1] = string.format('%.0f', new)
-    else
-      redis.call('HINCRBY', key, field, string.format('%.0f', sum))
-    end
+  local values = sums[key]
+  local created = false
+  for n, field in ipairs(fields_of[key]) do
+    local now = redis.call('HINCRBY', key, field, string.format('%.0f', values[field]))
+    if n == 1 then created = now == values[field] end
   end
-  if #out > 0 then redis.call('HSET', key, unpack(out)) end
-  if key_ttl[key] ~= '0' and (not stored[1] or renew[key]) then redis.call('EXPIRE', key, key_ttl[key]) end
+  if key_ttl[key] ~= '0' and (created or renew[key]) then redis.call('EXPIRE', key, key_ttl[key]) end
 end
 for _, key in ipairs(rank_order) do
   local entry = ranks[key]
