@@ -110,6 +110,38 @@ def build_catalog(settings: Settings) -> Catalog:
                         fallback=fallback)
 
 
+def _load_encodings_and_catalog(settings: Settings) -> Catalog:
+    ensure_offline_encodings()
+    preload_encodings()
+    return build_catalog(settings)
+
+
+async def _open_resources(settings: Settings) -> tuple[Catalog, RedisHandle]:
+    """The price catalog and the Redis connection, with the encodings loaded.
+
+    Redis is opened (the embedded one starting as a process of its own) while a thread loads
+    the encodings, then the catalog: both are Python work that would only take turns under the
+    GIL, and their allocations interleaved leave the process a few MB larger. A failure is
+    raised as when the steps ran one after the other (encodings, catalog, Redis), and a Redis
+    opened meanwhile is closed first.
+    """
+    opening = asyncio.ensure_future(RedisHandle.open(settings))
+    try:
+        catalog = await asyncio.to_thread(_load_encodings_and_catalog, settings)
+    except BaseException:
+        await _close_when_opened(opening)
+        raise
+    return catalog, await opening
+
+
+async def _close_when_opened(opening: asyncio.Future[RedisHandle]) -> None:
+    try:
+        redis = await opening
+    except BaseException:
+        return  # it did not open: nothing to close, and the error to report is the other step's
+    await redis.close()
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -140,10 +172,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app[SETTINGS] = settings
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        await asyncio.to_thread(ensure_offline_encodings)
-        await asyncio.to_thread(preload_encodings)
-        catalog = await asyncio.to_thread(build_catalog, settings)
-        redis = await RedisHandle.open(settings)
+        catalog, redis = await _open_resources(settings)
         upstream = Upstream(
             settings.upstream,
             api_key=settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,

@@ -195,6 +195,153 @@ def test_fresh_process_counts_with_empty_caches_and_no_network(tmp_path: Path) -
     assert (tmp_path / "xdg" / "farebox" / "tiktoken" / cache_name(O200K_URL)).exists()
 
 
+# --------------------------------------------------------------------------- quick-loading form
+
+TEXTS = [
+    "hello world",
+    "The quick brown fox jumps over the lazy dog. 1234567890 3.14159",
+    "お誕生日おめでとう",
+    "مرحبا بالعالم",
+    "Привет, мир! 🙂👩‍💻🚀",
+    "    indented\n\tcode = {'a': [1, 2, 3]}\r\n\n\n",
+    "<|endoftext|> and <|endofprompt|> as plain text",
+    "a" * 1000,
+    "".join(chr(c) for c in range(0x20, 0x250)),
+]
+CONSTRUCTORS = {"o200k_base": openai_public.o200k_base, "cl100k_base": openai_public.cl100k_base}
+
+
+@pytest.fixture
+def fresh_encodings(monkeypatch: pytest.MonkeyPatch, empty_cache: Path) -> Path:
+    """As in a fresh process: no encoding loaded by farebox or by tiktoken; the cache is empty."""
+    monkeypatch.setattr(tokens, "_loaded", {})
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    return empty_cache
+
+
+def tiktoken_refuses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make tiktoken's own loader fail the test if called; returns the names it was asked for."""
+    asked: list[str] = []
+
+    def refuse(name: str) -> tiktoken.Encoding:
+        asked.append(name)
+        raise AssertionError(f"tiktoken asked to build {name}")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", refuse)
+    return asked
+
+
+def reload(monkeypatch: pytest.MonkeyPatch, name: str) -> tiktoken.Encoding:
+    monkeypatch.setattr(tokens, "_loaded", {})
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    return tokens._encoding_by_name(name)
+
+
+def test_first_load_leaves_a_quick_loading_form_beside_the_files(fresh_encodings: Path) -> None:
+    tokens.preload_encodings()
+
+    assert sorted(p.name for p in fresh_encodings.iterdir()) == sorted([
+        cache_name(O200K_URL), cache_name(CL100K_URL), "o200k_base.farebox-bpe", "cl100k_base.farebox-bpe",
+    ])  # no temporary files left behind
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_quick_loading_form_gives_the_tokens_tiktoken_gives(
+    fresh_encodings: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    tokens._encoding_by_name(name)  # built by tiktoken, form written
+    reference = tiktoken.Encoding(**CONSTRUCTORS[name]())
+    asked = tiktoken_refuses(monkeypatch)
+
+    loaded = reload(monkeypatch, name)
+
+    assert asked == []
+    assert (loaded.name, loaded.n_vocab, loaded.max_token_value) == (
+        reference.name, reference.n_vocab, reference.max_token_value)
+    for text in TEXTS:
+        assert loaded.encode_ordinary(text) == reference.encode_ordinary(text)
+        assert loaded.encode(text, allowed_special="all") == reference.encode(text, allowed_special="all")
+
+
+def one_token_changed(data: bytes) -> bytes:
+    """Still loadable data, with the token "hello" turned into "jello": only its hash tells."""
+    header_end = data.index(b"\n", data.index(b"\n") + 1)
+    return data[:header_end] + data[header_end:].replace(b"hello", b"jello", 1)
+
+
+def other_tiktoken_version(data: bytes) -> bytes:
+    return data.replace(tiktoken.__version__.encode(), b"0.0.1", 1)
+
+
+@pytest.mark.parametrize("damage", [
+    one_token_changed,
+    lambda data: data[: len(data) // 2],  # cut short
+    other_tiktoken_version,               # stale: written by another tiktoken
+    lambda data: b"",
+    lambda data: b"farebox-bpe\nnot json\n" + data,
+], ids=["changed-token", "truncated", "stale-header", "empty", "bad-header"])
+def test_damaged_quick_loading_form_is_rebuilt_from_the_verified_file(
+    fresh_encodings: Path, monkeypatch: pytest.MonkeyPatch, damage
+) -> None:
+    tokens._encoding_by_name("o200k_base")
+    form = fresh_encodings / "o200k_base.farebox-bpe"
+    good = form.read_bytes()
+    form.write_bytes(damage(good))
+    built: list[str] = []
+    real = tiktoken.get_encoding
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: built.append(name) or real(name))
+
+    loaded = reload(monkeypatch, "o200k_base")
+
+    assert built == ["o200k_base"]
+    reference = tiktoken.Encoding(**openai_public.o200k_base())
+    assert [loaded.encode_ordinary(text) for text in TEXTS] == [reference.encode_ordinary(text) for text in TEXTS]
+    assert form.read_bytes() == good
+    asked = tiktoken_refuses(monkeypatch)
+    assert reload(monkeypatch, "o200k_base").encode_ordinary("hello world") == [24912, 2375]
+    assert asked == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file away needs root")
+def test_quick_loading_form_of_another_user_is_not_read(
+    fresh_encodings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens._encoding_by_name("cl100k_base")
+    form = fresh_encodings / "cl100k_base.farebox-bpe"
+    os.chown(form, 54321, -1)
+    built: list[str] = []
+    real = tiktoken.get_encoding
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: built.append(name) or real(name))
+
+    assert reload(monkeypatch, "cl100k_base").encode_ordinary("hello world") == [15339, 1917]
+
+    assert built == ["cl100k_base"]
+    assert form.stat().st_uid == os.getuid()  # rewritten as this user's
+
+
+def test_concurrent_first_uses_load_each_encoding_once(
+    fresh_encodings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[str] = []
+    real = tokens._load_encoding
+    monkeypatch.setattr(tokens, "_load_encoding", lambda name: loads.append(name) or real(name))
+    start = threading.Barrier(6)
+    got: list[tiktoken.Encoding] = []
+
+    def use(model: str) -> None:
+        start.wait()
+        got.append(get_encoding(model))
+
+    threads = [threading.Thread(target=use, args=(model,)) for model in ["gpt-4o", "gpt-4"] * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(loads) == ["cl100k_base", "o200k_base"]
+    assert len({id(enc) for enc in got}) == 2
+
+
 # --------------------------------------------------------------------------- encodings
 
 
