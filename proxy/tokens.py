@@ -147,9 +147,12 @@ def _seed(directory: Path, name: str) -> None:
 
 
 def _write_atomically(target: Path, data: bytes, *, prefix: str) -> None:
-    """Write ``target`` so that readers see the old file or the whole new one, never a part."""
+    """Write ``target`` so that readers see the old file or the whole new one, never a part.
+    Readable by everyone, writable by its owner: public encoding data, often seeded by one user
+    (an image build) and read by another (the user the service runs as)."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -929,3 +929,12 @@ def test_the_encoding_of_a_model_name_is_remembered_and_bounded(monkeypatch: pyt
     assert encoding_name_for_model("gpt-4") == "cl100k_base"
     assert encoding_name_for_model("openai/gpt-4o-mini") == "o200k_base"  # full: starts over
     assert tokens._encoding_names == {"openai/gpt-4o-mini": "o200k_base"}
+
+
+def test_cached_encoding_files_are_readable_by_other_users(fresh_encodings: Path) -> None:
+    # An image build seeds the cache as root; the service runs as another user.
+    tokens.preload_encodings()
+    written = sorted(fresh_encodings.iterdir())
+    assert len(written) == 4  # the two .tiktoken files and their quick-loading forms
+    for path in written:
+        assert path.stat().st_mode & 0o777 == 0o644, path.name
