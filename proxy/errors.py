@@ -14,8 +14,8 @@
     └── UpstreamTimeout               504 upstream_timeout
 
 Each class carries its HTTP status and OpenAI ``type``/``code``; ``proxy.app`` has the one
-middleware that turns them into responses. ``aiohttp.ClientError`` is mapped to these in
-``proxy.upstream``, ``redis.RedisError`` in ``proxy.ledger``, nowhere else.
+middleware that turns them into responses. The upstream client's errors are mapped to these
+in ``proxy.upstream.relay``, ``redis.RedisError`` in ``proxy.ledger``, nowhere else.
 """
 
 from __future__ import annotations

@@ -246,7 +246,7 @@ class _Call:
 async def models(request: web.Request) -> web.StreamResponse:
     """``GET /v1/models`` passes through unmetered."""
     fb = request.app[SERVICES]
-    async with fb.upstream.send("GET", "/models", request.headers, query=request.query_string) as upstream:
+    async with fb.upstream.send("GET", "/models", request.headers, query=request.rel_url.raw_query_string) as upstream:
         payload = await fb.upstream.read(upstream)
         headers = response_headers(upstream.headers, [("X-Request-Id", request[REQUEST_ID])])
         return web.Response(status=upstream.status, body=payload, headers=headers)

@@ -1,23 +1,24 @@
-"""The upstream: one pooled aiohttp session, header filtering and error mapping.
+"""The upstream: one pool of keep-alive connections, header filtering and error mapping.
 
 Everything transport-specific about the provider lives here: its base URL, how the
-Authorization header is chosen, which headers never cross the proxy, and how aiohttp's
-errors become farebox's 502/504. ``aiohttp.ClientError`` is mapped here and nowhere else.
+Authorization header is chosen, which headers never cross the proxy, and how the HTTP
+client's errors become farebox's 502/504. The errors of ``proxy.upstream.wire`` (and the
+``OSError`` of a connection that cannot be made) are mapped here and nowhere else.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
-import aiohttp
 from multidict import CIMultiDict
 
-from proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import FareboxError, UpstreamTimeout, UpstreamUnreachable
+from proxy.upstream.wire import Pool, Response, WireError, WireTimeout
 
-__all__ = ["Upstream", "HOP_BY_HOP", "response_headers", "upstream_errors"]
+__all__ = ["Upstream", "HOP_BY_HOP", "response_headers", "upstream_errors", "mapped_error"]
 
 # RFC 9110 §7.6.1 connection-specific headers, plus those farebox sets itself.
 HOP_BY_HOP = frozenset({
@@ -26,9 +27,23 @@ HOP_BY_HOP = frozenset({
     "host", "content-length", "accept-encoding", "content-encoding",
 })
 
+# What may stay as it is in a query string forwarded upstream (``%`` too: escapes stay escapes).
+_QUERY_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+# What talking to the upstream can raise: the client's own errors, and OSError from the loop
+# (refused, unreachable, DNS, TLS); TimeoutError is an OSError, WireTimeout a WireError.
+_TRANSPORT_ERRORS = (WireError, OSError)
+
+
+def mapped_error(base_url: str, exc: WireError | OSError) -> FareboxError:
+    """farebox's error for a failure talking to the upstream: 504 for a timeout, else 502."""
+    if isinstance(exc, (WireTimeout, TimeoutError)):
+        return UpstreamTimeout(f"The upstream {base_url} did not answer in time.")
+    return UpstreamUnreachable(f"Could not reach the upstream {base_url}: {exc.__class__.__name__}: {exc}")
+
 
 class upstream_errors:  # noqa: N801 - used like a function: ``with upstream_errors(url):``
-    """Turn aiohttp/asyncio failures talking to the upstream into farebox's errors."""
+    """Turn failures talking to the upstream into farebox's errors; let everything else through."""
 
     __slots__ = ("base_url",)
 
@@ -39,11 +54,8 @@ class upstream_errors:  # noqa: N801 - used like a function: ``with upstream_err
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
-        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-            raise UpstreamTimeout(f"The upstream {self.base_url} did not answer in time.") from exc
-        if isinstance(exc, aiohttp.ClientError):
-            raise UpstreamUnreachable(
-                f"Could not reach the upstream {self.base_url}: {exc.__class__.__name__}: {exc}") from exc
+        if isinstance(exc, _TRANSPORT_ERRORS):
+            raise mapped_error(self.base_url, exc) from exc
         return False
 
 
@@ -61,27 +73,23 @@ def response_headers(headers: Mapping[str, str], extra: Iterable[tuple[str, str]
 
 
 class Upstream:
-    """A provider endpoint reached through one pooled client session."""
+    """A provider endpoint reached through one pool of keep-alive connections."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout_s: float = 600.0,
                  connect_timeout_s: float = 10.0, drop_headers: Iterable[str] = ()) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=timeout_s)
+        self._timeout_s, self._connect_timeout_s = timeout_s, connect_timeout_s
         self._drop = HOP_BY_HOP | {h.lower() for h in drop_headers}
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-        )
+        self._pool = Pool(self.base_url, connect_timeout_s=self._connect_timeout_s, read_timeout_s=self._timeout_s)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def request_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         """The client's headers as forwarded: hop-by-hop and farebox's own removed, auth chosen."""
@@ -96,20 +104,28 @@ class Upstream:
     def send(self, method: str, path: str, headers: Mapping[str, str], body: bytes | None = None,
              query: str = "") -> _Exchange:
         """Send one request: ``async with upstream.send(...) as response`` yields the response with
-        its body still unread, and gives the connection back to the pool afterwards."""
-        assert self._session is not None, "Upstream.start() was not awaited"
-        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
-        return _Exchange(self._session, self.base_url, method, url, self.request_headers(headers), body)
+        its body still unread, and gives the connection back to the pool afterwards if the body
+        was read to the end (otherwise the connection is closed). ``path`` is below the base
+        URL's path; ``query`` is the raw query string, without its ``?``."""
+        assert self._pool is not None, "Upstream.start() was not awaited"
+        target = f"{path}?{quote(query, safe=_QUERY_SAFE)}" if query else path
+        return _Exchange(self._pool, self.base_url, method, target, self.request_headers(headers), body)
 
-    async def read(self, response: aiohttp.ClientResponse) -> bytes:
-        with upstream_errors(self.base_url):
+    async def read(self, response: Response) -> bytes:
+        """The whole response body."""
+        try:
             return await response.read()
+        except _TRANSPORT_ERRORS as exc:
+            raise mapped_error(self.base_url, exc) from exc
 
-    async def iter_chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def iter_chunks(self, response: Response) -> AsyncIterator[bytes]:
         """The response body as it arrives; a dropped connection ends it with an error."""
-        with upstream_errors(self.base_url):
-            async for chunk in response.content.iter_any():
+        read_chunk = response.read_chunk
+        try:
+            while chunk := await read_chunk():
                 yield chunk
+        except _TRANSPORT_ERRORS as exc:
+            raise mapped_error(self.base_url, exc) from exc
 
     def describe(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "auth": "replaced" if self._api_key else "passthrough"}
@@ -119,18 +135,19 @@ class _Exchange:
     """One request and its response, as ``Upstream.send`` hands it out (an async context manager
     written out as a class: it runs on every request, and a generator-based one costs more)."""
 
-    __slots__ = ("_session", "_base_url", "_method", "_url", "_headers", "_body", "_response")
+    __slots__ = ("_pool", "_base_url", "_method", "_target", "_headers", "_body", "_response")
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, method: str, url: str, headers: dict[str, str],
+    def __init__(self, pool: Pool, base_url: str, method: str, target: str, headers: dict[str, str],
                  body: bytes | None) -> None:
-        self._session, self._base_url = session, base_url
-        self._method, self._url, self._headers, self._body = method, url, headers, body
-        self._response: aiohttp.ClientResponse | None = None
+        self._pool, self._base_url = pool, base_url
+        self._method, self._target, self._headers, self._body = method, target, headers, body
+        self._response: Response | None = None
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        with upstream_errors(self._base_url):
-            self._response = await self._session.request(self._method, self._url, headers=self._headers,
-                                                         data=self._body)
+    async def __aenter__(self) -> Response:
+        try:
+            self._response = await self._pool.request(self._method, self._target, self._headers, self._body)
+        except _TRANSPORT_ERRORS as exc:
+            raise mapped_error(self._base_url, exc) from exc
         return self._response
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
