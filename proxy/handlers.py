@@ -223,7 +223,7 @@ class _Call:
             clamped_max_tokens=self.grant.output_bound if self.grant is not None and self.grant.clamped else None,
         )
         self.settled = True
-        fb.in_background(fb.record(event))
+        fb.record_soon(event)
         m = fb.metrics
         m.request(ENDPOINT_CHAT, status, self.priced_model, self.who.project)
         m.usage(self.priced_model, self.who.project, usage, cost, estimated=measured.estimated)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pricing.catalog import Catalog, ModelPrice
@@ -41,6 +42,7 @@ class Services:
     alerts: AlertDispatcher | None = None
     _replay_task: asyncio.Task | None = field(default=None, repr=False)
     _background: set[asyncio.Task] = field(default_factory=set, repr=False)
+    _recording: set[asyncio.Future] = field(default_factory=set, repr=False)
 
     def price(self, model: str) -> ModelPrice:
         found = self.catalog.resolve(model)
@@ -60,6 +62,10 @@ class Services:
 
     async def settled(self) -> None:
         """Wait for the recordings started so far: written to Redis, or spooled."""
+        if self._recording:
+            recording = set(self._recording)
+            await self.ledger.settled()
+            await asyncio.wait(recording)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -72,6 +78,26 @@ class Services:
         """Record usage and release its reservation; spool it if Redis cannot take it now."""
         return await self.record(event)
 
+    def record_soon(self, event: UsageEvent) -> None:
+        """``record``, finished apart from the request that asked for it (spool, alerts);
+        ``settled`` and ``close`` wait for it, so nothing started is lost at shutdown. Queued
+        now: a reservation made after this call sees it."""
+        written = self.ledger.queue_settle(event)
+        self._recording.add(written)
+        written.add_done_callback(partial(self._recorded_soon, event))
+
+    def _recorded_soon(self, event: UsageEvent, written: asyncio.Future[SettleOutcome]) -> None:
+        self._recording.discard(written)
+        if written.cancelled():
+            return
+        exc = written.exception()
+        if isinstance(exc, LedgerUnavailable):
+            self.in_background(self._spooled(event, exc))
+        elif exc is not None:
+            log.error("recording %s failed", event.request_id, exc_info=exc)
+        else:
+            self._recorded_outcome(event, written.result())
+
     def record(self, event: UsageEvent) -> Coroutine[Any, Any, SettleOutcome | None]:
         """``settle``, queued now (a reservation made after this call sees it); the coroutine
         finishes it: the spool when Redis cannot take it, the alerts it crossed."""
@@ -81,19 +107,25 @@ class Services:
         try:
             outcome = await written
         except LedgerUnavailable as exc:
-            self.metrics.redis_errors.inc()
-            await self.spool.append(event)
-            self.metrics.spooled.inc()
-            log.warning("redis unavailable while recording %s (%s); usage spooled to %s",
-                        event.request_id, exc.message, self.spool.path)
-            self.start_replay()
+            await self._spooled(event, exc)
             return None
+        self._recorded_outcome(event, outcome)
+        return outcome
+
+    async def _spooled(self, event: UsageEvent, exc: LedgerUnavailable) -> None:
+        self.metrics.redis_errors.inc()
+        await self.spool.append(event)
+        self.metrics.spooled.inc()
+        log.warning("redis unavailable while recording %s (%s); usage spooled to %s",
+                    event.request_id, exc.message, self.spool.path)
+        self.start_replay()
+
+    def _recorded_outcome(self, event: UsageEvent, outcome: SettleOutcome) -> None:
         if outcome.overrun_nano > 0:
             self.metrics.reservation_overruns.inc()
             log.warning("request %s cost %d nano-USD more than its reservation (an upstream ignored the output bound)",
                         event.request_id, outcome.overrun_nano)
         self._alert(outcome)
-        return outcome
 
     def _alert(self, outcome: SettleOutcome) -> None:
         """Hand the alert thresholds a settle crossed to the dispatcher, which never waits."""
@@ -123,6 +155,7 @@ class Services:
                 log.info("replayed %d spooled usage events into redis", replayed)
 
     async def close(self) -> None:
+        await self.settled()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._replay_task is not None:

@@ -29,12 +29,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_CEILING, Decimal
-from functools import cache
+from functools import cache, partial
 from importlib import resources
-from typing import Any, Awaitable, Callable, Coroutine, Iterator, Mapping
+from typing import Any, Awaitable, Callable, Iterator, Mapping
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
 from pricing.money import nano_to_usd
@@ -413,7 +412,7 @@ class _ReservePlan:
 
     candidates: tuple[tuple[str, str], ...]
     keys: tuple[str, ...]
-    packed_keys: bytes
+    packed_keys: bytes                      # EVALSHA, reserve.lua's sha, the number of keys, the keys
 
 
 class _Queued:
@@ -551,19 +550,23 @@ class Ledger:
         self._settler.soon()
         return await written
 
-    def queue_settle(self, event: UsageEvent) -> Coroutine[Any, Any, SettleOutcome]:
+    def queue_settle(self, event: UsageEvent) -> asyncio.Future[SettleOutcome]:
         """``settle``, queued when this is called, in the running event loop: a reservation
-        made after this call sees it. It is written with the other settles of the same loop
-        turn, one settle.lua call per project for all of them (``batch.py``), each still taken
-        as if alone. Await the coroutine for the outcome. ``ValueError`` (raised here) for an
-        event that cannot be recorded.
+        made after this call sees it. It is written with the other settles queued close to it,
+        one settle.lua call per project for all of them (``batch.py``), each still taken as if
+        alone. The future gets the outcome, or ``LedgerUnavailable``. ``ValueError`` (raised
+        here) for an event that cannot be recorded.
         """
         a = event.attribution
-        self._check_attribution(a)
         rid = self._check_request_id(event.request_id)
         model = event.priced_model or event.model
-        if not isinstance(model, str) or not model or len(model) > MAX_MODEL_LENGTH:
-            raise ValueError(f"invalid model name {model!r}")
+        buckets = bucket_ids(event.ts)
+        plan = self._plans.get((a, model, buckets))
+        if plan is None:  # a cached plan's attribution and model were checked when it was built
+            self._check_attribution(a)
+            if not isinstance(model, str) or not model or len(model) > MAX_MODEL_LENGTH:
+                raise ValueError(f"invalid model name {model!r}")
+            plan = self._settle_plan(a, model, buckets)
         increments = (
             "1", _count(event.prompt_tokens, "prompt_tokens"), _count(event.completion_tokens, "completion_tokens"),
             _count(event.cached_tokens, "cached_tokens"), _count(event.cache_creation_tokens, "cache_creation_tokens"),
@@ -572,7 +575,6 @@ class Ledger:
         )
         if event.cost_nano > MAX_LUA_NANO:
             raise ValueError(f"cost_nano must be at most {MAX_LUA_NANO}, not {event.cost_nano}")
-        plan = self._settle_plan(a, model, bucket_ids(event.ts))
         fields = event.to_fields()
         # The segment settle.lua reads: length, request id, renew, then plan, increments, plan, fields.
         size = 3 + len(plan.head) + len(increments) + len(plan.tail) + len(fields)
@@ -592,15 +594,29 @@ class Ledger:
                 if queued is None:
                     queued = self._queued[(a.project, scope, scope_id)] = _Queued()
                 queued.add(packed_id, buckets, event.cost_nano)
-        return self._settle_outcome(event, plan, self._settler.submit(job))
+        # A callback rather than a task per request: this runs on every request.
+        outcome: asyncio.Future[SettleOutcome] = asyncio.get_running_loop().create_future()
+        self._settler.submit(job).add_done_callback(partial(self._settle_outcome, event, plan, outcome))
+        return outcome
 
-    async def _settle_outcome(self, event: UsageEvent, plan: _SettlePlan, written: Awaitable[list[Any]]) -> SettleOutcome:
-        with _redis_errors():
-            reply = await written
-        recorded, released = bool(reply[0]), int(reply[1])
-        overrun = event.cost_nano - released if recorded and released and event.cost_nano > released else 0
-        alerts = self._crossings(event, list(plan.scopes), reply[3:]) if len(reply) > 3 else ()
-        return SettleOutcome(recorded=recorded, reserved_nano=released, overrun_nano=overrun, alerts=alerts)
+    def _settle_outcome(self, event: UsageEvent, plan: _SettlePlan, outcome: asyncio.Future[SettleOutcome],
+                        written: asyncio.Future[list[Any]]) -> None:
+        if outcome.done():  # its caller stopped waiting
+            return
+        if written.cancelled():
+            outcome.cancel()
+            return
+        try:
+            with _redis_errors():
+                reply = written.result()
+            recorded, released = bool(reply[0]), int(reply[1])
+            overrun = event.cost_nano - released if recorded and released and event.cost_nano > released else 0
+            alerts = self._crossings(event, list(plan.scopes), reply[3:]) if len(reply) > 3 else ()
+        except Exception as exc:  # noqa: BLE001 - the caller's to handle
+            outcome.set_exception(exc)
+            return
+        outcome.set_result(SettleOutcome(recorded=recorded, reserved_nano=released, overrun_nano=overrun,
+                                         alerts=alerts))
 
     async def settled(self) -> None:
         """Wait until every settle queued so far is written (or failed): what this process
@@ -789,7 +805,8 @@ class Ledger:
             keys: list[str] = []
             for scope, local in candidates:
                 keys += self._budget_keys(a.project, scope, local, buckets)
-            plan = _ReservePlan(candidates=tuple(candidates), keys=tuple(keys), packed_keys=pack_args(keys))
+            plan = _ReservePlan(candidates=tuple(candidates), keys=tuple(keys),
+                                packed_keys=pack_args(("EVALSHA", self._reserve.sha, str(len(keys)), *keys)))
             self._remember(cache_key, plan)
         return plan
 
@@ -861,18 +878,16 @@ class Ledger:
                 count, packed = _NOTHING_QUEUED if pending is None else pending.packed(buckets)
                 n_extra += count
                 extra.append(packed)
-            sent = pipe.send_now([b"".join((b"*%d\r\n" % (7 + len(plan.keys) + n_extra),
-                                            pack_args(("EVALSHA", self._reserve.sha, str(len(plan.keys)))),
-                                            plan.packed_keys, pack_args(args), *extra))])
+            sent = pipe.send_now([b"".join((b"*%d\r\n" % (7 + len(plan.keys) + n_extra), plan.packed_keys,
+                                            pack_args(args), *extra))])
         if sent is not None:
             self._settler.soon()
             (reply,) = await sent
         else:
             # No connection yet (or it just went away): the plain order, the settles first.
             await self._settler.settled()
-            (reply,) = await pipe.execute_packed(b"".join((
-                b"*%d\r\n" % (7 + len(plan.keys)), pack_args(("EVALSHA", self._reserve.sha, str(len(plan.keys)))),
-                plan.packed_keys, pack_args(args))))
+            (reply,) = await pipe.execute_packed(b"".join((b"*%d\r\n" % (7 + len(plan.keys)), plan.packed_keys,
+                                                           pack_args(args))))
         if isinstance(reply, NoScriptError):
             # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
             await self._settler.settled()
