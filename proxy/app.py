@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import time
@@ -52,6 +53,11 @@ def _error_response(exc: FareboxError, request_id: str | None) -> web.Response:
                         headers=headers)
 
 
+def _same_secret(given: str, expected: str) -> bool:
+    """Compare a presented credential in constant time (no timing hint of how much matched)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 def _is_admin_path(path: str) -> bool:
     return path.startswith("/admin/") or path == "/admin"
 
@@ -61,7 +67,7 @@ def _check_admin_token(request: web.Request, expected: str | None) -> None:
     if expected is None:
         raise NotFound("The admin API is disabled: set an admin token (--admin-token / FAREBOX_ADMIN_TOKEN).",
                        code="admin_disabled")
-    if request.headers.get("Authorization", "") != expected:
+    if not _same_secret(request.headers.get("Authorization", ""), expected):
         raise Unauthorized("Missing or wrong admin token: send Authorization: Bearer <admin token>.")
 
 
@@ -158,7 +164,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     fb = request.app[SERVICES]
     token = fb.settings.metrics_token
-    if token is not None and request.headers.get("Authorization", "") != f"Bearer {token.get_secret_value()}":
+    if token is not None and not _same_secret(request.headers.get("Authorization", ""),
+                                              f"Bearer {token.get_secret_value()}"):
         raise Unauthorized("Missing or wrong metrics token: send Authorization: Bearer <metrics token>.")
     return web.Response(body=fb.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
