@@ -130,19 +130,27 @@ def _wait_http(url: str, proc: subprocess.Popen, started: float, log_path: Path)
     raise RuntimeError(f"{url} was not ready within {READY_TIMEOUT_S:.0f}s")
 
 
+def _start(name: str, kind: str, port: int, args: list[str], log_path: Path, env: dict[str, str], cwd: Path,
+           ready_path: str, **extra: object) -> tuple[Server, float]:
+    """Spawn a server and wait until ``ready_path`` answers 200 (stopping it if it never
+    does); the server, with ``ready_s`` set, and the ``perf_counter`` time it was spawned at."""
+    started = time.perf_counter()
+    proc = _spawn(args, log_path, env, cwd=cwd)
+    server = Server(name, f"http://127.0.0.1:{port}", proc, log_path, kind=kind, **extra)
+    try:
+        server.ready_s = _wait_http(f"{server.url}{ready_path}", proc, started, log_path)
+    except Exception:
+        server.stop()
+        raise
+    return server, started
+
+
 def start_fake_upstream(log_dir: Path, *, chunks: int, reply_tokens: int) -> Server:
     port = free_port()
     log_path = log_dir / "fake-upstream.log"
     args = [sys.executable, "-m", "proxy", "fake-upstream", "--port", str(port), "--chunks", str(chunks),
             "--reply-tokens", str(reply_tokens)]
-    started = time.perf_counter()
-    proc = _spawn(args, log_path, _clean_env(), cwd=REPO)
-    server = Server("upstream", f"http://127.0.0.1:{port}", proc, log_path, kind="upstream")
-    try:
-        server.ready_s = _wait_http(f"{server.url}/v1/models", proc, started, log_path)
-    except Exception:
-        server.stop()
-        raise
+    server, _ = _start("upstream", "upstream", port, args, log_path, _clean_env(), REPO, "/v1/models")
     return server
 
 
@@ -178,11 +186,8 @@ def start_farebox(name: str, log_dir: Path, upstream: Server, *, workers: int = 
             "--workers", str(workers), "--log-level", "warning", *store]
     env = _clean_env({"PYTHONPATH": str(src)} if src else None)
     cwd = src or REPO
-    started = time.perf_counter()
-    proc = _spawn(args, log_path, env, cwd=cwd)
-    server = Server(name, f"http://127.0.0.1:{port}", proc, log_path, kind="farebox", workers=workers)
+    server, started = _start(name, "farebox", port, args, log_path, env, cwd, "/readyz", workers=workers)
     try:
-        server.ready_s = _wait_http(f"{server.url}/readyz", proc, started, log_path)
         if workers > 1:  # the first worker may answer /readyz while the others are starting
             while _listening_workers(server, port) < workers and time.perf_counter() - started < READY_TIMEOUT_S:
                 time.sleep(0.02)
@@ -203,15 +208,8 @@ def start_relay(log_dir: Path, upstream: Server) -> Server:
     """The bare aiohttp pass-through of ``bench/relay.py``: no metering, the floor under farebox."""
     port = free_port()
     log_path = log_dir / "aiohttp-relay.log"
-    started = time.perf_counter()
-    proc = _spawn([sys.executable, "-m", "bench.relay", str(port), f"{upstream.url}/v1"], log_path, _clean_env(),
-                  cwd=REPO)
-    server = Server("aiohttp-relay", f"http://127.0.0.1:{port}", proc, log_path, kind="relay")
-    try:
-        server.ready_s = _wait_http(f"{server.url}/readyz", proc, started, log_path)
-    except Exception:
-        server.stop()
-        raise
+    server, _ = _start("aiohttp-relay", "relay", port, [sys.executable, "-m", "bench.relay", str(port),
+                                                       f"{upstream.url}/v1"], log_path, _clean_env(), REPO, "/readyz")
     return server
 
 
@@ -257,15 +255,8 @@ def start_litellm(log_dir: Path, upstream: Server, venv: Path) -> Server:
     log_path = log_dir / "litellm.log"
     env = _clean_env({"LITELLM_MASTER_KEY": BENCH_API_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                       "LITELLM_TELEMETRY": "False"})
-    started = time.perf_counter()
-    proc = _spawn([str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)], log_path, env,
-                  cwd=log_dir)
-    server = Server("litellm", f"http://127.0.0.1:{port}", proc, log_path, kind="litellm")
-    try:
-        server.ready_s = _wait_http(f"{server.url}/health/readiness", proc, started, log_path)
-    except Exception:
-        server.stop()
-        raise
+    server, _ = _start("litellm", "litellm", port, [str(exe), "--config", str(config), "--host", "127.0.0.1",
+                                                    "--port", str(port)], log_path, env, log_dir, "/health/readiness")
     return server
 
 

@@ -868,26 +868,25 @@ class Ledger:
         not wait in Redis behind the whole settle script of its previous one."""
         pipe = self._pipe
         assert pipe is not None
-        sent = None
-        if pipe.connected:
+        extra: list[bytes] = []
+        n_extra = 0
+        connected = pipe.connected  # then send_now puts it on the wire ahead of the queued settles
+        if connected:
             queued = self._queued
-            extra: list[bytes] = []
-            n_extra = 0
             for scope, scope_id in plan.candidates:
                 pending = queued.get((a.project, scope, scope_id)) if queued else None
                 count, packed = _NOTHING_QUEUED if pending is None else pending.packed(buckets)
                 n_extra += count
                 extra.append(packed)
-            sent = pipe.send_now([b"".join((b"*%d\r\n" % (7 + len(plan.keys) + n_extra), plan.packed_keys,
-                                            pack_args(args), *extra))])
+        command = b"".join((b"*%d\r\n" % (7 + len(plan.keys) + n_extra), plan.packed_keys, pack_args(args), *extra))
+        sent = pipe.send_now([command]) if connected else None
         if sent is not None:
             self._settler.soon()
             (reply,) = await sent
         else:
-            # No connection yet (or it just went away): the plain order, the settles first.
+            # No connection yet: the plain order, the settles first (and nothing queued to tell).
             await self._settler.settled()
-            (reply,) = await pipe.execute_packed(b"".join((b"*%d\r\n" % (7 + len(plan.keys)), plan.packed_keys,
-                                                           pack_args(args))))
+            (reply,) = await pipe.execute_packed(command)
         if isinstance(reply, NoScriptError):
             # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
             await self._settler.settled()

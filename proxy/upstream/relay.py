@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 from proxy.errors import FareboxError, UpstreamTimeout, UpstreamUnreachable
 from proxy.upstream.wire import Pool, Response, WireError, WireTimeout
 
-__all__ = ["Upstream", "HOP_BY_HOP", "response_headers", "upstream_errors", "mapped_error"]
+__all__ = ["Upstream", "HOP_BY_HOP", "response_headers", "upstream_errors"]
 
 # RFC 9110 §7.6.1 connection-specific headers, plus those farebox sets itself.
 HOP_BY_HOP = frozenset({
@@ -35,7 +35,7 @@ _QUERY_SAFE = "!#$%&'()*+,/:;=?@[]~"
 _TRANSPORT_ERRORS = (WireError, OSError)
 
 
-def mapped_error(base_url: str, exc: WireError | OSError) -> FareboxError:
+def _mapped_error(base_url: str, exc: WireError | OSError) -> FareboxError:
     """farebox's error for a failure talking to the upstream: 504 for a timeout, else 502."""
     if isinstance(exc, (WireTimeout, TimeoutError)):
         return UpstreamTimeout(f"The upstream {base_url} did not answer in time.")
@@ -55,7 +55,7 @@ class upstream_errors:  # noqa: N801 - used like a function: ``with upstream_err
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
         if isinstance(exc, _TRANSPORT_ERRORS):
-            raise mapped_error(self.base_url, exc) from exc
+            raise _mapped_error(self.base_url, exc) from exc
         return False
 
 
@@ -113,19 +113,15 @@ class Upstream:
 
     async def read(self, response: Response) -> bytes:
         """The whole response body."""
-        try:
+        with upstream_errors(self.base_url):
             return await response.read()
-        except _TRANSPORT_ERRORS as exc:
-            raise mapped_error(self.base_url, exc) from exc
 
     async def iter_chunks(self, response: Response) -> AsyncIterator[bytes]:
         """The response body as it arrives; a dropped connection ends it with an error."""
         read_chunk = response.read_chunk
-        try:
+        with upstream_errors(self.base_url):
             while chunk := await read_chunk():
                 yield chunk
-        except _TRANSPORT_ERRORS as exc:
-            raise mapped_error(self.base_url, exc) from exc
 
     def describe(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "auth": "replaced" if self._api_key else "passthrough"}
@@ -144,10 +140,8 @@ class _Exchange:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        try:
+        with upstream_errors(self._base_url):
             self._response = await self._pool.request(self._method, self._target, self._headers, self._body)
-        except _TRANSPORT_ERRORS as exc:
-            raise mapped_error(self._base_url, exc) from exc
         return self._response
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
