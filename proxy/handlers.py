@@ -1,4 +1,4 @@
-"""Data-plane endpoints. ``chat_completions`` reads as the request flow, top to bottom:
+"""Data-plane endpoints. ``serve_chat`` reads as the request flow, top to bottom:
 
 parse → attribute → price & estimate → reserve → forward → measure → settle & record → respond.
 """
@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from pricing.catalog import ModelPrice
 from pricing.cost import cost_nano
@@ -27,7 +29,7 @@ from proxy.tokens import count_chat_prompt_async
 from proxy.upstream.relay import response_headers
 from proxy.upstream.sse import SSESplitter
 
-__all__ = ["chat_completions", "models", "not_found", "read_body"]
+__all__ = ["Exchange", "serve_chat", "chat_completions", "models", "not_found", "read_body"]
 
 log = logging.getLogger("farebox")
 
@@ -72,23 +74,46 @@ def _budget_headers(grant: Grant | None) -> list[tuple[str, str]]:
     return headers
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    fb = request.app[SERVICES]
+class Exchange(Protocol):
+    """One client request to a metered endpoint, as the server in front of ``serve_chat`` hands it
+    over: its id, headers and whole body, and the ways to answer it. ``proxy.front`` serves
+    well-formed requests itself; ``chat_completions`` below adapts aiohttp's for the rest."""
+
+    request_id: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    def reply(self, status: int, headers: CIMultiDict[str], body: bytes) -> None:
+        """Answer with a whole body."""
+
+    async def start(self, status: int, headers: CIMultiDict[str]) -> None:
+        """Begin a streamed answer (its body follows in ``write`` calls)."""
+
+    async def write(self, data: bytes) -> None:
+        """Send part of a streamed body; ConnectionError once the client is gone."""
+
+    async def finish(self) -> None:
+        """End a streamed body."""
+
+    def cut(self) -> None:
+        """Close the client's connection without ending the stream, so it cannot pass for whole."""
+
+
+async def serve_chat(fb: Services, ex: Exchange) -> None:
     settings = fb.settings
-    request_id: str = request[REQUEST_ID]
+    request_id = ex.request_id
     started = time.perf_counter()
 
-    raw = await read_body(request, settings.max_body_bytes)                  # 1. parse
-    chat = parse_chat(raw)
-    who = attribute(request.headers, settings)                                # 2. attribute
+    chat = parse_chat(ex.body)                                                # 1. parse
+    who = attribute(ex.headers, settings)                                     # 2. attribute
     price = fb.price(chat.model)                                              # 3. price & estimate
     prompt_tokens = await count_chat_prompt_async(chat.model, chat.body)
     grant = await _reserve(fb, request_id, who, price, prompt_tokens, chat)   # 4. reserve
 
-    body = _forward_body(raw, chat, grant)                                    # 5. forward
-    meter = _Call(fb, request, request_id, who, chat, price, prompt_tokens, grant, started)
+    body = _forward_body(ex.body, chat, grant)                                # 5. forward
+    meter = _Call(fb, ex, who, chat, price, prompt_tokens, grant, started)
     try:
-        async with fb.upstream.send("POST", "/chat/completions", request.headers, body) as upstream:
+        async with fb.upstream.send("POST", "/chat/completions", ex.headers, body) as upstream:
             meter.forwarded_at = time.perf_counter()
             is_sse = upstream.content_type == "text/event-stream"
             if upstream.status >= 400 or not (chat.stream and is_sse):
@@ -100,6 +125,43 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         await meter.release_if_unsettled()
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions`` as aiohttp serves it: the requests ``proxy.front`` hands
+    over (chunked bodies, ``Expect: 100-continue``, HTTP/1.0, unusual headers)."""
+    fb = request.app[SERVICES]
+    ex = _AiohttpExchange(request, await read_body(request, fb.settings.max_body_bytes))
+    await serve_chat(fb, ex)
+    assert ex.response is not None, "serve_chat answered nothing"
+    return ex.response
+
+
+class _AiohttpExchange:
+    __slots__ = ("request", "request_id", "headers", "body", "response")
+
+    def __init__(self, request: web.Request, body: bytes) -> None:
+        self.request, self.request_id, self.headers, self.body = request, request[REQUEST_ID], request.headers, body
+        self.response: web.StreamResponse | None = None
+
+    def reply(self, status: int, headers: CIMultiDict[str], body: bytes) -> None:
+        self.response = web.Response(status=status, body=body, headers=headers)
+
+    async def start(self, status: int, headers: CIMultiDict[str]) -> None:
+        self.response = web.StreamResponse(status=status, headers=headers)
+        await self.response.prepare(self.request)
+
+    async def write(self, data: bytes) -> None:
+        assert self.response is not None
+        await self.response.write(data)
+
+    async def finish(self) -> None:
+        assert self.response is not None
+        await self.response.write_eof()
+
+    def cut(self) -> None:
+        if self.request.transport is not None:
+            self.request.transport.close()
 
 
 async def _reserve(fb: Services, request_id: str, who: Attribution, price: ModelPrice, prompt_tokens: int,
@@ -122,18 +184,18 @@ async def _reserve(fb: Services, request_id: str, who: Attribution, price: Model
 class _Call:
     """One forwarded request: measures what came back, settles it, answers the client."""
 
-    __slots__ = ("fb", "request", "request_id", "who", "chat", "price", "priced_model", "prompt_tokens", "grant",
+    __slots__ = ("fb", "ex", "request_id", "who", "chat", "price", "priced_model", "prompt_tokens", "grant",
                  "started", "forwarded_at", "settled")
 
-    def __init__(self, fb: Services, request: web.Request, request_id: str, who: Attribution, chat: ChatRequest,
+    def __init__(self, fb: Services, ex: Exchange, who: Attribution, chat: ChatRequest,
                  price: ModelPrice, prompt_tokens: int, grant: Grant | None, started: float) -> None:
-        self.fb, self.request, self.request_id, self.who, self.chat = fb, request, request_id, who, chat
+        self.fb, self.ex, self.request_id, self.who, self.chat = fb, ex, ex.request_id, who, chat
         self.price, self.priced_model = price, price.name
         self.prompt_tokens, self.grant, self.started = prompt_tokens, grant, started
         self.forwarded_at = started
         self.settled = False
 
-    async def finish_whole(self, upstream: Any, payload: bytes) -> web.Response:
+    async def finish_whole(self, upstream: Any, payload: bytes) -> None:
         """A complete (non-stream, or error) upstream answer."""
         extra = [("X-Request-Id", self.request_id)]
         if upstream.status >= 400:
@@ -141,7 +203,8 @@ class _Call:
             await self.release_if_unsettled()
             self.fb.metrics.request(ENDPOINT_CHAT, upstream.status, self.priced_model, self.who.project)
             self.fb.metrics.upstream_latency.observe(time.perf_counter() - self.forwarded_at)
-            return web.Response(status=upstream.status, body=payload, headers=response_headers(upstream.headers, extra))
+            self.ex.reply(upstream.status, response_headers(upstream.headers, extra), payload)
+            return
         upstream_done = time.perf_counter()
         measured = self._measure_body(payload)
         # Queued for Redis before the answer goes out (the client's next reservation comes
@@ -149,9 +212,8 @@ class _Call:
         cost = self._record(measured, upstream.status, upstream_done)
         extra.append(("X-Farebox-Cost-USD", nano_to_usd(cost)))
         extra.extend(_budget_headers(self.grant))
-        response = web.Response(status=upstream.status, body=payload, headers=response_headers(upstream.headers, extra))
+        self.ex.reply(upstream.status, response_headers(upstream.headers, extra), payload)
         self._observe_overhead(upstream_done)
-        return response
 
     def _measure_body(self, payload: bytes) -> Measured:
         try:
@@ -167,11 +229,11 @@ class _Call:
             text, calls = "", []
         return Measured(estimate_usage(self.chat.model, self.prompt_tokens, text, calls), estimated=True)
 
-    async def relay_stream(self, upstream: Any) -> web.StreamResponse:
+    async def relay_stream(self, upstream: Any) -> None:
         """Forward each event as it completes; drop the usage chunk the client did not ask for."""
         extra = [("X-Request-Id", self.request_id), *_budget_headers(self.grant)]
-        response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers, extra))
-        await response.prepare(self.request)
+        ex = self.ex
+        await ex.start(upstream.status, response_headers(upstream.headers, extra))
         strip_usage = not self.chat.client_wants_usage
         splitter = SSESplitter()
         meter = StreamMeter()
@@ -182,15 +244,15 @@ class _Call:
                 out = [event for event in splitter.feed(data) if meter.take(event, strip_usage)]
                 if out:
                     try:
-                        await response.write(b"".join(out) if len(out) > 1 else out[0])
+                        await ex.write(b"".join(out) if len(out) > 1 else out[0])
                     except ConnectionError:
                         client_gone = True
                         break
             if not client_gone:
                 rest = splitter.rest()
                 if rest:
-                    await response.write(rest)
-                await response.write_eof()
+                    await ex.write(rest)
+                await ex.finish()
         except ConnectionError:
             client_gone = True
         except FareboxError as exc:  # the upstream failed mid-stream: the client gets what arrived
@@ -202,10 +264,9 @@ class _Call:
         # request on it does not wait for Redis to confirm this one.
         self._record(measured, 499 if client_gone else status, upstream_done)
         self._observe_overhead(upstream_done)
-        if upstream_cut and self.request.transport is not None:
+        if upstream_cut:
             # Cut the client's stream too (no final chunk), so it cannot mistake it for a whole one.
-            self.request.transport.close()
-        return response
+            ex.cut()
 
     def _record(self, measured: Measured, status: int, upstream_done: float) -> int:
         """Queue the request's settle (confirmed in the background: spooled if Redis cannot

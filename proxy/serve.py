@@ -78,8 +78,6 @@ def _run(settings: Settings, *, worker: int | None = None) -> int:
 
 def _run_app(settings: Settings, worker: int | None) -> int:
     # Imported here, not at the top: a --workers supervisor never loads the application.
-    from aiohttp import web  # noqa: PLC0415
-
     from proxy.app import create_app  # noqa: PLC0415
 
     loop = _new_loop()
@@ -89,10 +87,43 @@ def _run_app(settings: Settings, worker: int | None) -> int:
     if worker is not None:
         app.cleanup_ctx.append(_stop_without_supervisor(os.getppid(), worker))
     who = f"worker {worker} (pid {os.getpid()})" if worker is not None else "farebox"
-    log.info("%s listening on http://%s:%d (upstream %s)", who, settings.host, settings.port, settings.upstream)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, loop=loop,
-                handle_signals=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S, reuse_port=worker is not None)
-    return 0
+    try:
+        return loop.run_until_complete(_serve_until_stopped(app, settings, who, reuse_port=worker is not None))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+async def _serve_until_stopped(app: web.Application, settings: Settings, who: str, *, reuse_port: bool) -> int:
+    """Start the application, listen (``proxy.front.FrontSite``) until SIGINT or SIGTERM, then
+    stop listening, let requests in flight finish (up to ``SHUTDOWN_TIMEOUT_S``) and clean up."""
+    from aiohttp import web  # noqa: PLC0415
+
+    from proxy.front import IDLE_TIMEOUT_S, FrontSite  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                           keepalive_timeout=IDLE_TIMEOUT_S)
+    try:
+        await runner.setup()
+        site = FrontSite(runner, settings.host, settings.port, reuse_port=reuse_port,
+                         shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+            return 1
+        log.info("%s listening on http://%s:%d (upstream %s)", who, settings.host, site.port, settings.upstream)
+        await stop.wait()
+        return 0
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 async def _settle_garbage_collector(app: web.Application) -> AsyncIterator[None]:

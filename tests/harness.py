@@ -17,6 +17,7 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.appkeys import SERVICES
 from proxy.fake_upstream import RECEIVED, create_fake_app
+from proxy.front import FrontSite
 from proxy.services import Services
 from proxy.settings import Settings
 
@@ -31,21 +32,25 @@ class LoopThread:
         self._thread = threading.Thread(target=self.loop.run_forever, name="servers", daemon=True)
         self._thread.start()
         self._runners: list[web.AppRunner] = []
+        self.fronts: list[FrontSite] = []
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    async def _serve(self, app: web.Application) -> str:
+    async def _serve(self, app: web.Application, front: bool) -> str:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = FrontSite(runner, "127.0.0.1", 0) if front else web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
+        if isinstance(site, FrontSite):
+            self.fronts.append(site)
         self._runners.append(runner)
         port = runner.addresses[0][1]
         return f"http://127.0.0.1:{port}"
 
-    def serve(self, app: web.Application) -> str:
-        return self.run(self._serve(app))
+    def serve(self, app: web.Application, *, front: bool = False) -> str:
+        """Serve ``app`` on a free port; ``front``: behind farebox's own server, as ``farebox serve`` does."""
+        return self.run(self._serve(app, front))
 
     def close(self) -> None:
         async def cleanup() -> None:
@@ -68,6 +73,7 @@ class Stack:
     upstream_app: web.Application
     url: str
     app: web.Application
+    front: FrontSite
 
     @property
     def base_url(self) -> str:
@@ -91,5 +97,5 @@ def start_stack(threads: LoopThread, settings: dict[str, Any], upstream_options:
     upstream_url = threads.serve(upstream_app)
     settings = {"upstream": f"{upstream_url}/v1", **settings}
     app = create_app(Settings(**settings))
-    url = threads.serve(app)
-    return Stack(threads, upstream_url, upstream_app, url, app)
+    url = threads.serve(app, front=True)
+    return Stack(threads, upstream_url, upstream_app, url, app, threads.fronts[-1])

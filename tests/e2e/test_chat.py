@@ -156,7 +156,7 @@ def test_stream_reaches_the_client_before_the_upstream_finishes(make_stack, redi
         from proxy.settings import Settings
         app = create_app(Settings(upstream=f"{upstream_url}/v1", redis_url=redis_url, redis_prefix=key_prefix,
                                   data_dir=str(tmp_path)))
-        url = threads.serve(app)
+        url = threads.serve(app, front=True)
         stream = client_for(f"{url}/v1", timeout=30).chat.completions.create(
             model="gpt-4o", messages=MESSAGES, stream=True)
         first = next(iter(stream))

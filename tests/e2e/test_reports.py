@@ -57,7 +57,7 @@ def admin(redis_url, key_prefix, tmp_path):
                         admin_token="admin-secret", upstream="http://127.0.0.1:9/v1")
     app = create_app(settings, clock=FakeClock(NOW))
     try:
-        a = Admin(threads, threads.serve(app), app)
+        a = Admin(threads, threads.serve(app, front=True), app)
         for rid, who, at, model, cost in RECORDS:
             threads.run(a.ledger.settle(event(rid, who, ts=epoch(at), model=model, cost_nano=cost, prompt=100,
                                               completion=10)))
