@@ -5,7 +5,11 @@ pipelining, clients that go away, idle connections and shutdown."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -286,3 +290,44 @@ def test_stopping_lets_a_request_in_flight_finish_and_closes_idle_connections(st
     finally:
         idle.close()
         busy.close()
+
+
+def test_farebox_serve_answers_and_hands_over_on_its_own_event_loop(make_stack, tmp_path, redis_url, key_prefix):
+    """The same on ``farebox serve``'s loop (uvloop where installed), whose transports hand a
+    connection over with their own ``set_protocol``; then SIGTERM stops it cleanly."""
+    upstream = make_stack().upstream_url
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAREBOX_") and k != "REDIS_URL"}
+    env.update(REDIS_URL=redis_url, FAREBOX_REDIS_PREFIX=key_prefix, FAREBOX_DATA_DIR=str(tmp_path / "serve"))
+    proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--port", str(port), "--upstream",
+                             f"{upstream}/v1", "--log-level", "warning"], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                wire = Wire(f"http://127.0.0.1:{port}")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "farebox serve did not listen"
+                time.sleep(0.05)
+        try:
+            stream = json.dumps({**json.loads(BODY), "stream": True}).encode()
+            wire.send(request() + request(stream) + b"GET /readyz HTTP/1.1\r\nHost: farebox\r\n\r\n")
+            assert_metered(*wire.response())
+            status, headers, data = wire.response()
+            assert status == 200 and data.rstrip().endswith(b"data: [DONE]")
+            status, _, body = wire.response()
+            assert status == 200 and json.loads(body)["status"] == "ready"
+            wire.send(request())
+            assert_metered(*wire.response())
+        finally:
+            wire.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
