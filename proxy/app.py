@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import orjson
 from aiohttp import web
 
 from pricing.catalog import Catalog, ModelPrice
@@ -18,7 +17,7 @@ from pricing.money import usd_to_nano
 from proxy import admin, handlers
 from proxy.alerts import AlertDispatcher
 from proxy.appkeys import REQUEST_ID, SERVICES, SETTINGS
-from proxy.errors import FareboxError, NotFound, PayloadTooLarge, Unauthorized
+from proxy.errors import FareboxError, NotFound, PayloadTooLarge, Unauthorized, error_response_parts
 from proxy.ledger.ledger import Ledger, Ttls
 from proxy.ledger.spool import Spool
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -46,11 +45,8 @@ def new_request_id() -> str:
 
 
 def _error_response(exc: FareboxError, request_id: str | None) -> web.Response:
-    headers = dict(exc.headers)
-    if request_id:
-        headers["X-Request-Id"] = request_id
-    return web.Response(status=exc.status, body=orjson.dumps(exc.body()), content_type="application/json",
-                        headers=headers)
+    status, headers, body = error_response_parts(exc, request_id)
+    return web.Response(status=status, body=body, headers=headers)
 
 
 def _same_secret(given: str, expected: str) -> bool:

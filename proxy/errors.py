@@ -13,8 +13,8 @@
     ├── UpstreamUnreachable           502 upstream_unreachable
     └── UpstreamTimeout               504 upstream_timeout
 
-Each class carries its HTTP status and OpenAI ``type``/``code``; ``proxy.app`` has the one
-middleware that turns them into responses. The upstream client's errors are mapped to these
+Each class carries its HTTP status and OpenAI ``type``/``code``; ``error_response_parts``
+renders one for both servers (``proxy.app``'s middleware, ``proxy.front``). The upstream client's errors are mapped to these
 in ``proxy.upstream.relay``, ``redis.RedisError`` in ``proxy.ledger``, nowhere else.
 """
 
@@ -22,7 +22,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 __all__ = [
+    "error_response_parts",
     "FareboxError",
     "BadRequest",
     "UnknownModel",
@@ -142,3 +145,11 @@ class UpstreamTimeout(FareboxError):
     status = 504
     type = "upstream_timeout"
     code = "upstream_timeout"
+
+
+def error_response_parts(exc: FareboxError, request_id: str | None) -> tuple[int, dict[str, str], bytes]:
+    """The answer for ``exc``: status, headers (the error's own, JSON, the request id), body."""
+    headers = {**exc.headers, "Content-Type": "application/json"}
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    return exc.status, headers, orjson.dumps(exc.body())

@@ -28,13 +28,12 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 
-import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.appkeys import SERVICES
 from proxy.app import new_request_id
-from proxy.errors import FareboxError
+from proxy.errors import FareboxError, error_response_parts
 from proxy.handlers import serve_chat
 from proxy.services import Services
 
@@ -326,13 +325,9 @@ class _Connection(asyncio.Protocol):
 
     # writing answers
 
-    @property
-    def gone(self) -> bool:
-        return self.lost or self.transport is None or self.transport.is_closing()
-
     def write(self, data: bytes) -> None:
         """Send ``data``, or raise ConnectionResetError when the client is gone."""
-        if self.gone:
+        if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("the client closed the connection")
         self.transport.write(data)  # type: ignore[union-attr]
 
@@ -372,14 +367,18 @@ class _Exchange:
         self.keep_alive = self.keep_alive and not self.conn.front.closing
         head = _head(status, headers, f"Content-Length: {len(body)}\r\n", self.keep_alive)
         self.started = self.answered = True
-        if not self.conn.gone:  # else nobody is left to answer; what was done is recorded all the same
+        try:
             self.conn.write(head + body)
+        except ConnectionError:
+            pass  # nobody is left to answer; what was done is recorded all the same
 
     async def start(self, status: int, headers: CIMultiDict[str]) -> None:
         self.keep_alive = self.keep_alive and not self.conn.front.closing
         self.started = True
-        if not self.conn.gone:  # else the first write says so
+        try:
             self.conn.write(_head(status, headers, "Transfer-Encoding: chunked\r\n", self.keep_alive))
+        except ConnectionError:
+            pass  # the first write of the body says so
 
     async def write(self, data: bytes) -> None:
         if data:
@@ -402,10 +401,8 @@ class _Exchange:
         if self.started:
             self.cut()
             return
-        headers = CIMultiDict(exc.headers)
-        headers["Content-Type"] = "application/json"
-        headers["X-Request-Id"] = self.request_id
-        self.reply(exc.status, headers, orjson.dumps(exc.body()))
+        status, headers, body = error_response_parts(exc, self.request_id)
+        self.reply(status, CIMultiDict(headers), body)
 
 
 class FrontSite(web.BaseSite):
