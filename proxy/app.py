@@ -186,8 +186,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         ttls = Ttls(hour=settings.ttl_hour_s or None, day=settings.ttl_day_s or None,
                     week=settings.ttl_week_s or None, month=settings.ttl_month_s or None)
         ledger = Ledger(redis.client, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen, clock=clock,
-                        ttls=ttls,
-                        pipe=redis.pipe)
+                        ttls=ttls, pipe=redis.pipe, lease_requests=settings.budget_lease_requests)
         spool = Spool(Path(settings.data_dir) / "spool.ndjson")
         app_metrics = Metrics(project_labels=settings.metrics_project_labels)
         secret = settings.alert_webhook_secret

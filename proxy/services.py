@@ -62,9 +62,9 @@ class Services:
 
     async def settled(self) -> None:
         """Wait for the recordings started so far: written to Redis, or spooled."""
-        if self._recording:
-            recording = set(self._recording)
-            await self.ledger.settled()
+        recording = set(self._recording)
+        await self.ledger.settled()  # also gives back what budget leases did not lend
+        if recording:
             await asyncio.wait(recording)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)

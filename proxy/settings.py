@@ -17,6 +17,8 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from proxy.ledger.leases import DEFAULT_LEASE_REQUESTS
+
 __all__ = ["Settings", "SettingsError", "load_settings", "DEFAULT_UPSTREAM", "ID_PATTERN"]
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
@@ -70,6 +72,7 @@ class Settings(BaseModel):
     min_output_tokens: int = Field(256, ge=1)
     default_max_output_tokens: int = Field(4096, ge=1)
     reservation_grace_s: float = Field(60.0, ge=0)
+    budget_lease_requests: int = Field(DEFAULT_LEASE_REQUESTS, ge=0)   # 0: every request reserved on its own
     stream_maxlen: int = Field(1_000_000, ge=0)
     stream_max_age_s: int = Field(0, ge=0)        # 0: events are kept by length only
     alert_webhook_urls: list[str] = Field(default_factory=list)   # each alert is POSTed to every one

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import time
@@ -41,6 +42,7 @@ from proxy.errors import LedgerUnavailable
 from proxy.ledger.keys import DEFAULT_PREFIX, Keys
 from proxy.ledger.periods import PERIODS, bucket_ids, check_period, period_bounds, to_utc
 from proxy.ledger.batch import TurnBatcher
+from proxy.ledger.leases import LEASE_LIFE_S, LEASE_ROOM_FACTOR, Lease, Leases, new_lease_id
 from proxy.ledger.pipe import RedisPipe, pack_args, pack_command
 
 __all__ = [
@@ -86,6 +88,9 @@ _MAX_CHUNK_COST = 2**50         # nano-USD per settle.lua call, so its sums stay
 # How long a queued settle may wait on the pipe for the next reservation to go ahead of it
 # (``Ledger.reserve``); reads, shutdown and a full queue send it at once.
 SETTLE_DELAY_S = 0.005
+_LEASE_WAITS = 3                # times a reservation waits for a lease being asked for before asking itself
+
+log = logging.getLogger("farebox.ledger")
 
 
 def check_id(value: object, what: str) -> str:
@@ -451,11 +456,16 @@ class Ledger:
 
     def __init__(self, redis: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, ttls: Ttls = Ttls(),
                  stream_maxlen: int = DEFAULT_STREAM_MAXLEN, done_ttl_s: int = DEFAULT_DONE_TTL_S,
-                 clock: Callable[[], float] = time.time, pipe: RedisPipe | None = None) -> None:
+                 clock: Callable[[], float] = time.time, pipe: RedisPipe | None = None,
+                 lease_requests: int = 0) -> None:
         """``pipe``, when given, carries the two scripts every request runs (reserve, settle)
-        to the same Redis as ``redis``; everything else goes through ``redis``."""
+        to the same Redis as ``redis``; everything else goes through ``redis``.
+        ``lease_requests``: the size of a budget lease in worst cases of the request that asks
+        for it (``leases.py``); 0 reserves every request on its own."""
         if type(stream_maxlen) is not int or stream_maxlen < 0:
             raise ValueError(f"stream_maxlen must be an int >= 0 (0 = unbounded), not {stream_maxlen!r}")
+        if type(lease_requests) is not int or lease_requests < 0:
+            raise ValueError(f"lease_requests must be an int >= 0 (0 = no leases), not {lease_requests!r}")
         if type(done_ttl_s) is not int or done_ttl_s <= 0:
             raise ValueError(f"done_ttl_s must be a positive int, not {done_ttl_s!r}")
         self.redis = redis
@@ -473,10 +483,12 @@ class Ledger:
         self._plans: dict[Any, Any] = {}
         if pipe is not None:
             # A settle sent behind a reservation must not fail on NOSCRIPT and be retried after it.
-            pipe.load_on_connect(self._reserve.script, self._settle.script)
+            pipe.load_on_connect(self._reserve.script, self._settle.script, self._release.script)
         self._settler: TurnBatcher[_SettleJob, list[Any]] = TurnBatcher(
             self._write_settles, delay_s=SETTLE_DELAY_S if pipe is not None else 0.0)
         self._queued: dict[tuple[str, str, str], _Queued] = {}  # by (project, budget scope, id)
+        self._leases = Leases(lease_requests)
+        self._giving_back: set[asyncio.Future[Any]] = set()
 
     # -- recording ------------------------------------------------------------------------
 
@@ -576,11 +588,13 @@ class Ledger:
         if event.cost_nano > MAX_LUA_NANO:
             raise ValueError(f"cost_nano must be at most {MAX_LUA_NANO}, not {event.cost_nano}")
         fields = event.to_fields()
-        # The segment settle.lua reads: length, request id, renew, then plan, increments, plan, fields.
-        size = 3 + len(plan.head) + len(increments) + len(plan.tail) + len(fields)
+        # The segment settle.lua reads: length, hold id, renew, part, then plan, increments, plan, fields.
+        size = 4 + len(plan.head) + len(increments) + len(plan.tail) + len(fields)
+        drawn = self._leases.ended(rid) if self._leases.requests else None
         # A plan lives for one hour bucket, so each key's TTL is renewed about once an hour
         # rather than on every write (and set whenever a write creates the key).
-        own = (str(size), rid, "0" if plan.renewed else "1")
+        renew = "0" if plan.renewed else "1"
+        own = (str(size), rid, renew, "") if drawn is None else (str(size), drawn[0].hold_id, renew, str(drawn[1]))
         plan.renewed = True
         job = _SettleJob(plan=plan, done_key=self.keys.done(a.project, rid), cost=event.cost_nano,
                          args=(*own, *plan.head, *increments, *plan.tail, *fields))
@@ -619,9 +633,13 @@ class Ledger:
                                          alerts=alerts))
 
     async def settled(self) -> None:
-        """Wait until every settle queued so far is written (or failed): what this process
-        recorded is then what a read sees."""
+        """Wait until every settle queued so far is written (or failed), and every lease has
+        given back what it did not lend: what this process recorded is then what a read sees."""
+        for lease in list(self._leases.open.values()):
+            self._close_lease(lease)
         await self._settler.settled()
+        if self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
 
     @staticmethod
     def _crossings(event: UsageEvent, scopes: list[tuple[str, str]], raw: list[Any]) -> tuple[Crossing, ...]:
@@ -723,6 +741,16 @@ class Ledger:
         """Drop a request's hold without charging anything; returns the nano-USD released."""
         self._check_attribution(attribution)
         self._check_request_id(request_id)
+        drawn = self._leases.ended(request_id) if self._leases.requests else None
+        if drawn is not None:
+            lease, amount = drawn
+            if lease.open:  # back to the lease, which still holds it
+                self._leases.give_back(lease, amount)
+                return amount
+            if not lease.has_budgets:
+                return 0
+            with _redis_errors():
+                return int(await self._release(self._hold_keys(attribution), [lease.hold_id, str(amount)]))
         with _redis_errors():
             return int(await self._release(self._hold_keys(attribution), [request_id]))
 
@@ -817,6 +845,7 @@ class Ledger:
         Refused when any hard budget has less room (limit - spent - held) than the amount.
         Holds past their deadline are reclaimed first. Reserving again under the same request
         id replaces its hold. The hold lasts ``deadline_s`` seconds unless settled or released.
+        With leases on, the amount may be lent from a lease held in Redis instead (``leases.py``).
         """
         a = attribution
         self._check_attribution(a)
@@ -825,11 +854,22 @@ class Ledger:
             raise ValueError(f"amount_nano must be an int between 0 and {MAX_LUA_NANO}, not {amount_nano!r}")
         if not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive, not {deadline_s!r}")
+        if not self._leases.requests:
+            outcome, _ = await self._reserve_in_redis(request_id, a, amount_nano, deadline_s)
+            return outcome
+        return await self._reserve_leasing(request_id, a, amount_nano, deadline_s)
+
+    async def _reserve_in_redis(self, request_id: str, a: Attribution, amount_nano: int, deadline_s: float,
+                                lease: tuple[str, int, float, int] | None = None) -> tuple[ReserveOutcome, bool]:
+        """reserve.lua; with ``lease`` (id, amount, deadline in seconds, room it needs) the lease
+        is held instead when every hard budget has that room. Also says whether it was."""
         now = self.clock()
         buckets = bucket_ids(now)
         plan = self._reserve_plan(a, buckets)
         now_ms = int(now * 1000)
-        args = (request_id, str(amount_nano), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000))))
+        args = (request_id, str(amount_nano), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000))),
+                *(("", "0", "0", "0") if lease is None else
+                  (lease[0], str(lease[1]), str(int(lease[2] * 1000)), str(lease[3]))))
         with _redis_errors():
             if self._pipe is not None:
                 reply = await self._reserve_ahead(a, plan, buckets, args)
@@ -838,7 +878,7 @@ class Ledger:
                 # released holds and recorded spend.
                 await self._settler.settled()
                 reply = await self._reserve(plan.keys, args)
-        ok, reclaimed = bool(reply[0]), int(reply[1])
+        ok, reclaimed = int(reply[0]), int(reply[1])
         candidates = plan.candidates
         tightest: BudgetView | None = None
         room: int | None = None
@@ -856,8 +896,130 @@ class Ledger:
                                   limit_nano=limit, spent_nano=spent,
                                   reserved_nano=held + amount_nano if ok else held,
                                   resets_at=period_bounds(period, datetime.fromtimestamp(now, tz=timezone.utc))[1])
-        return ReserveOutcome(ok=ok, tightest=tightest, room_nano=None if room is None else max(0, room),
-                              reclaimed=reclaimed)
+        outcome = ReserveOutcome(ok=ok != 0, tightest=tightest, room_nano=None if room is None else max(0, room),
+                                 reclaimed=reclaimed)
+        if ok == 2 and lease is not None:
+            self._open_lease(lease[0], a, lease[1], now, lease[2], outcome, amount_nano, has_budgets=len(reply) > 2)
+        return outcome, ok == 2
+
+    # -- leases (leases.py) -----------------------------------------------------------------
+
+    async def _reserve_leasing(self, request_id: str, a: Attribution, amount_nano: int,
+                               deadline_s: float) -> ReserveOutcome:
+        leases = self._leases
+        for _ in range(_LEASE_WAITS):
+            outcome = self._draw(request_id, a, amount_nano, deadline_s)
+            if outcome is not None:
+                return outcome
+            asking = leases.asking.get(a)
+            if asking is None:
+                break
+            await asyncio.shield(asking)
+        leases.undraw(request_id)  # reserved again under the same id: the new hold replaces the draw
+        if leases.wanted(request_id, a, amount_nano):
+            asking = leases.asking[a] = asyncio.get_running_loop().create_future()
+            try:
+                lease_amount = min(amount_nano * leases.requests, MAX_LUA_NANO)
+                lease = (new_lease_id(), lease_amount, self.clock() + deadline_s + LEASE_LIFE_S,
+                         min(lease_amount * LEASE_ROOM_FACTOR, MAX_LUA_NANO))
+                outcome, leased = await self._reserve_in_redis(request_id, a, amount_nano, deadline_s, lease)
+            finally:
+                del leases.asking[a]
+                asking.set_result(None)
+            if leased:
+                drawn = self._draw(request_id, a, amount_nano, deadline_s, granted=True)
+                assert drawn is not None
+                return drawn
+        else:
+            outcome, _ = await self._reserve_in_redis(request_id, a, amount_nano, deadline_s)
+        if not outcome.ok and await self._give_back_leases(a.project):
+            # What this process's leases held but had not lent may be what was missing.
+            outcome, _ = await self._reserve_in_redis(request_id, a, amount_nano, deadline_s)
+        if outcome.ok:
+            leases.began(request_id, a)
+        return outcome
+
+    def _open_lease(self, hold_id: str, a: Attribution, amount: int, now: float, deadline: float,
+                    granted: ReserveOutcome, asked: int, *, has_budgets: bool) -> None:
+        """A lease of ``amount`` was granted when a request of ``asked`` nano-USD asked for it."""
+        leases = self._leases
+        old = leases.open.get(a)
+        if old is not None:
+            self._close_lease(old)
+        view = granted.tightest
+        if view is not None:  # the budget as it was without the lease (and the request that asked)
+            view = BudgetView(scope=view.scope, id=view.id, period=view.period, limit_nano=view.limit_nano,
+                              spent_nano=view.spent_nano, reserved_nano=view.reserved_nano - asked,
+                              resets_at=view.resets_at)
+        lease = Lease(hold_id=hold_id, attribution=a, free=amount, ends=now + LEASE_LIFE_S, deadline=deadline,
+                      tightest=view, room=granted.room_nano, has_budgets=has_budgets)
+        leases.open[a] = lease
+        lease.timer = asyncio.get_running_loop().call_later(LEASE_LIFE_S, self._close_lease, lease)
+
+    def _draw(self, request_id: str, a: Attribution, amount_nano: int, deadline_s: float, *,
+              granted: bool = False) -> ReserveOutcome | None:
+        """Lend ``amount_nano`` from ``a``'s open lease; None when there is none or it cannot
+        (it is closed then). ``granted``: the lease was just granted for this request."""
+        leases = self._leases
+        lease = leases.open.get(a)
+        if lease is None:
+            return None
+        # However long the reply took, the request that asked for the lease draws from it.
+        if not leases.draw(request_id, a, amount_nano, self.clock(), deadline_s, asked=granted):
+            self._close_lease(lease)
+            return None
+        # As a reservation of its own would see the budget: what the lease has lent counts as
+        # held (this request's draw included), the rest of the lease does not.
+        view = lease.tightest
+        if view is not None:
+            view = BudgetView(scope=view.scope, id=view.id, period=view.period, limit_nano=view.limit_nano,
+                              spent_nano=view.spent_nano, reserved_nano=view.reserved_nano + lease.lent,
+                              resets_at=view.resets_at)
+        room = lease.room
+        if room is not None:
+            room = max(0, room - (lease.lent - amount_nano))
+        return ReserveOutcome(ok=True, tightest=view, room_nano=room, reclaimed=0)
+
+    def _close_lease(self, lease: Lease) -> None:
+        free = self._leases.close(lease)
+        if free and lease.has_budgets:
+            self._give_back(lease, free)
+
+    def _give_back(self, lease: Lease, free: int) -> None:
+        """Release ``free`` of ``lease``'s hold in Redis, ahead of anything sent after this call
+        on the pipe. A failure only leaves it held until the lease's deadline."""
+        keys = self._hold_keys(lease.attribution)
+        args = (lease.hold_id, str(free))
+        sent = None
+        if self._pipe is not None:
+            sent = self._pipe.send_now([pack_command(("EVALSHA", self._release.sha, str(len(keys)), *keys, *args))])
+        task = asyncio.ensure_future(self._given_back(sent, keys, args))
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+
+    async def _given_back(self, sent: Awaitable[list[Any]] | None, keys: list[str], args: tuple[str, ...]) -> None:
+        try:
+            if sent is not None:
+                (reply,) = await sent
+                if not isinstance(reply, NoScriptError):
+                    if isinstance(reply, Exception):
+                        raise reply
+                    return
+            await self._release(keys, list(args))
+        except (RedisError, OSError) as exc:
+            log.warning("a budget lease could not give back what it did not lend (held until its deadline): %s",
+                        exc)
+
+    async def _give_back_leases(self, project: str) -> bool:
+        """Close this process's open leases of ``project``; True when they gave anything back."""
+        closing = [lease for lease in self._leases.open.values() if lease.attribution.project == project]
+        gave = False
+        for lease in closing:
+            gave = gave or (lease.free > 0 and lease.has_budgets)
+            self._close_lease(lease)
+        if gave and self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
+        return gave
 
     async def _reserve_ahead(self, a: Attribution, plan: _ReservePlan, buckets: tuple[str, ...],
                              args: tuple[str, ...]) -> list[Any]:
@@ -878,7 +1040,8 @@ class Ledger:
                 count, packed = _NOTHING_QUEUED if pending is None else pending.packed(buckets)
                 n_extra += count
                 extra.append(packed)
-        command = b"".join((b"*%d\r\n" % (7 + len(plan.keys) + n_extra), plan.packed_keys, pack_args(args), *extra))
+        command = b"".join((b"*%d\r\n" % (3 + len(plan.keys) + len(args) + n_extra), plan.packed_keys,
+                            pack_args(args), *extra))
         sent = pipe.send_now([command]) if connected else None
         if sent is not None:
             self._settler.soon()

@@ -285,6 +285,7 @@ def test_upstream_cut_mid_stream_charges_what_arrived_and_cuts_the_client_too(ma
 def test_aggregate_ttls_follow_the_settings(make_stack, key_prefix):
     stack = make_stack(ttl_hour_s=3600, ttl_day_s=0)
     client_for(stack.base_url).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    stack.run(stack.services.settled())  # the settle may still be queued (up to 5 ms) when the answer is out
     redis = stack.services.ledger.redis
     hour_keys = stack.run(_scan(redis, f"{key_prefix}:{{acme}}:u:project:h*"))
     day_keys = stack.run(_scan(redis, f"{key_prefix}:{{acme}}:u:project:d*"))

@@ -7,6 +7,9 @@
 --   +3 amount hash (request id -> nano, "" -> running total)
 --   +4..+8 the budget's usage hashes for the current hour, day, week, month, total buckets
 -- ARGV[1] request id   ARGV[2] amount, nano-USD   ARGV[3] now, epoch ms   ARGV[4] deadline, epoch ms
+-- ARGV[5] lease id ("" = no lease)   ARGV[6] lease amount   ARGV[7] lease deadline, epoch ms
+-- ARGV[8] room a lease needs: the lease is held instead of the request's amount only when every
+--         hard budget has at least this much room (and the request's amount fits, as always)
 -- then, optionally, one segment per candidate budget (all or none) describing the settles the
 -- caller has queued but not sent yet, which will reach Redis after this script:
 --   N, the cost they will add to the budget's hour, day, week, month and total buckets (5
@@ -16,18 +19,21 @@
 --
 -- First reclaims every hold whose deadline < now, then checks that each hard budget has
 -- limit - spent - held >= amount (a previous hold of this same request id is replaced, not
--- counted), and only if all do, holds the amount on every existing budget, soft ones included.
--- Returns {ok 1|0, holds reclaimed, then 6 numbers per existing budget:
+-- counted), and only if all do, holds the amount on every existing budget, soft ones included:
+-- the lease amount under the lease id (ok 2) when a lease was asked for and every hard budget
+-- has the room it needs, else the request's amount under the request id (ok 1).
+-- Returns {ok 2|1|0, holds reclaimed, then 6 numbers per existing budget:
 --          candidate index (0-based), hard 1|0, period index (1 hour .. 5 total), limit, spent, held}
 -- where "held" excludes this request's own previous hold.
 
 local rid, amount, now, deadline = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local leasing, need = ARGV[5] ~= '', tonumber(ARGV[8])
 local period_index = {hour = 1, day = 2, week = 3, month = 4, total = 5}
 local reclaimed = 0
 local found = {}
 local ok = 1
-local queued = #ARGV > 4
-local at = 5  -- this candidate's segment of queued settles
+local queued = #ARGV > 8
+local at = 9  -- this candidate's segment of queued settles
 
 for b = 0, #KEYS / 8 - 1 do
   local base = 8 * b
@@ -63,22 +69,30 @@ for b = 0, #KEYS / 8 - 1 do
     local hard = 0
     if config[3] ~= 'soft' then
       hard = 1
-      if limit - spent - held < amount then ok = 0 end
+      local room = limit - spent - held
+      if room < amount then ok = 0 end
+      if room < need then leasing = false end
     end
     found[#found + 1] = {b, hard, p, limit, spent, held, own}
   end
   if queued then at = at + 6 + tonumber(ARGV[at]) end
 end
 
+local hold, hold_amount, hold_deadline = rid, ARGV[2], deadline
+if ok == 1 and leasing then
+  ok = 2
+  hold, hold_amount, hold_deadline = ARGV[5], ARGV[6], ARGV[7]
+end
 local reply = {ok, reclaimed}
 for _, f in ipairs(found) do
-  if ok == 1 then
+  if ok ~= 0 then
     local amounts = KEYS[8 * f[1] + 3]
-    -- Adjust the running total with the strings themselves: exact at any size.
-    if f[7] and f[7] ~= '0' then redis.call('HINCRBY', amounts, '', '-' .. f[7]) end
-    redis.call('HINCRBY', amounts, '', ARGV[2])
-    redis.call('HSET', amounts, rid, ARGV[2])
-    redis.call('ZADD', KEYS[8 * f[1] + 2], deadline, rid)
+    -- Adjust the running total with the strings themselves: exact at any size. (A lease is
+    -- new: it replaces nothing.)
+    if ok == 1 and f[7] and f[7] ~= '0' then redis.call('HINCRBY', amounts, '', '-' .. f[7]) end
+    redis.call('HINCRBY', amounts, '', hold_amount)
+    redis.call('HSET', amounts, hold, hold_amount)
+    redis.call('ZADD', KEYS[8 * f[1] + 2], hold_deadline, hold)
   end
   for i = 1, 6 do reply[#reply + 1] = f[i] end
 end

@@ -12,9 +12,12 @@
 -- ARGV[3..7]   TTL in seconds of the hour, day, week, month, total keys (0 = never expires)
 -- ARGV[8]      event stream max length, approximate (0 = unbounded)
 -- then one segment per request, its entries (relative to the segment's first, at +0):
---   +0 L, the segment's length   +1 request id
+--   +0 L, the segment's length   +1 hold id: the request id, or the id of the lease the request
+--      drew its reservation from
 --   +2 renew: 1 = renew the TTL of this request's usage keys (else only a key this batch
 --      creates gets one; the caller renews each key about once an hour)
+--   +3 part: the nano-USD to release from the hold ("" = all of it: the request's own hold)
+--   and from here on every offset is one more than written (the request's values start at +4):
 --   +3..+5 R, S, T (key counts below)
 --   +6..+8 model as priced, agent id, session id (breakdown fields, session ranking)
 --   +9..+16 increments: requests, prompt_tokens, completion_tokens, cached_tokens,
@@ -79,38 +82,45 @@ local reply = {}
 local a, k = 9, 1  -- this request's first ARGV and first KEY
 for _ = 1, N do
   local L = tonumber(ARGV[a])
-  local rid = ARGV[a + 1]
+  local hold, part = ARGV[a + 1], ARGV[a + 3]
   local renews = ARGV[a + 2] == '1'
-  local R, S, T = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local v = a + 1  -- the offsets below are those of the table above
+  local R, S, T = tonumber(ARGV[v + 3]), tonumber(ARGV[v + 4]), tonumber(ARGV[v + 5])
   local K = 2 + 2 * R + 5 * S + T + 2 * (S - 1)
   if not redis.call('SET', KEYS[k], '1', 'NX', 'EX', done_ttl) then
     reply[#reply + 1] = 0; reply[#reply + 1] = 0; reply[#reply + 1] = 0
   else
-    -- Release this request's reservation wherever it is still held.
+    -- Release this request's reservation (or its part of a lease) wherever it is still held.
     local released = 0
     for i = 0, R - 1 do
       local zset, amounts = KEYS[k + 2 + 2 * i], KEYS[k + 3 + 2 * i]
-      local amount = redis.call('HGET', amounts, rid)
+      local amount = redis.call('HGET', amounts, hold)
       if amount then
-        redis.call('HDEL', amounts, rid)
-        if amount ~= '0' then redis.call('HINCRBY', amounts, '', '-' .. amount) end  -- Redis refuses "-0"
-        redis.call('ZREM', zset, rid)
-        local n = tonumber(amount)
+        local take = amount
+        if part ~= '' and tonumber(part) < tonumber(amount) then take = part end
+        if take == amount then
+          redis.call('HDEL', amounts, hold)
+          redis.call('ZREM', zset, hold)
+        elseif take ~= '0' then
+          redis.call('HINCRBY', amounts, hold, '-' .. take)
+        end
+        if take ~= '0' then redis.call('HINCRBY', amounts, '', '-' .. take) end  -- Redis refuses "-0"
+        local n = tonumber(take)
         if n > released then released = n end
       end
     end
 
     -- Usage increments, into the sums of this request's plan.
     local values = {}
-    for i = 1, 8 do values[i] = tonumber(ARGV[a + 8 + i]) end
+    for i = 1, 8 do values[i] = tonumber(ARGV[v + 8 + i]) end
     local usage = k + 2 + 2 * R
     local sig = KEYS[usage]
     for s = 1, S - 1 do sig = sig .. '\n' .. KEYS[usage + 5 * s] end
     local plan = plans[sig]
     if not plan then
       local levels = {}
-      for s = 0, S - 1 do levels[s + 1] = tonumber(ARGV[a + 17 + s]) end
-      plan = {usage = usage, S = S, model = ARGV[a + 6], agent = ARGV[a + 7], levels = levels,
+      for s = 0, S - 1 do levels[s + 1] = tonumber(ARGV[v + 17 + s]) end
+      plan = {usage = usage, S = S, model = ARGV[v + 6], agent = ARGV[v + 7], levels = levels,
               values = {0, 0, 0, 0, 0, 0, 0, 0}, renews = false}
       plans[sig] = plan
       plan_order[#plan_order + 1] = plan
@@ -118,7 +128,7 @@ for _ = 1, N do
     local acc = plan.values
     for i = 1, 8 do acc[i] = acc[i] + values[i] end
     if renews then plan.renews = true end
-    local session = ARGV[a + 8]
+    local session = ARGV[v + 8]
     local ranking = usage + 5 * S
     for p = 1, T do
       local key = KEYS[ranking + p - 1]
@@ -164,7 +174,7 @@ for _ = 1, N do
           key_cost[spent_key] = (key_cost[spent_key] or 0) + cost
           local after = stored_cost[spent_key] + key_cost[spent_key]
           local before = after - cost
-          local claims, bucket = KEYS[budgets + 2 * b + 1], ARGV[a + 16 + S + p]
+          local claims, bucket = KEYS[budgets + 2 * b + 1], ARGV[v + 16 + S + p]
           local claimed = false
           for threshold, amount in string.gmatch(config[4], '([^%s=]+)=(%d+)') do
             local level = math.max(tonumber(amount), 1)
@@ -190,7 +200,7 @@ for _ = 1, N do
 
     -- The event.
     local event = {}
-    for i = a + 22 + S, a + L - 1 do event[#event + 1] = ARGV[i] end
+    for i = v + 22 + S, a + L - 1 do event[#event + 1] = ARGV[i] end
     if maxlen ~= '0' then
       redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, '*', unpack(event))
     else
