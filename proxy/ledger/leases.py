@@ -73,10 +73,11 @@ class Leases:
     """The leases of one process and the requests it has in flight, by attribution (local
     state only: ``Ledger`` talks to Redis)."""
 
-    __slots__ = ("requests", "open", "drawn", "in_flight", "holders", "asking")
+    __slots__ = ("requests", "open", "drawn", "in_flight", "holders", "asking", "granted")
 
     def __init__(self, requests: int) -> None:
         self.requests = requests                                # 0: leases are off
+        self.granted = 0                                        # leases granted so far
         self.open: dict[Attribution, Lease] = {}
         self.drawn: dict[str, tuple[Lease, int]] = {}           # request id -> its lease and amount
         self.in_flight: dict[Attribution, int] = {}

@@ -904,6 +904,11 @@ class Ledger:
 
     # -- leases (leases.py) -----------------------------------------------------------------
 
+    @property
+    def leases_granted(self) -> int:
+        """Budget leases this ledger was granted so far."""
+        return self._leases.granted
+
     async def _reserve_leasing(self, request_id: str, a: Attribution, amount_nano: int,
                                deadline_s: float) -> ReserveOutcome:
         leases = self._leases
@@ -954,6 +959,7 @@ class Ledger:
         lease = Lease(hold_id=hold_id, attribution=a, free=amount, ends=now + LEASE_LIFE_S, deadline=deadline,
                       tightest=view, room=granted.room_nano, has_budgets=has_budgets)
         leases.open[a] = lease
+        leases.granted += 1
         lease.timer = asyncio.get_running_loop().call_later(LEASE_LIFE_S, self._close_lease, lease)
 
     def _draw(self, request_id: str, a: Attribution, amount_nano: int, deadline_s: float, *,
