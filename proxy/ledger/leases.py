@@ -19,11 +19,15 @@ What keeps it exact:
   spend and takes its drawn worst case off the lease's hold, exactly as it would take off the
   request's own hold.
 - A lease stops lending when it cannot cover the next request or after ``LEASE_LIFE_S``; what
-  it did not lend is given back to Redis at once (``release.lua`` with a part). A refusal in
-  Redis first gives back what this process's open leases of the project hold, then tries
-  again. ``Ledger.settled`` closes every lease.
+  it did not lend is given back to Redis at once (``release.lua`` with a part). A reservation
+  refused in Redis closes this process's open leases of the project and, if any lease gave
+  room back since it was sent, tries again. ``Ledger.settled`` (and so every budget read
+  through this process) closes every lease.
+- A reservation sent ahead of queued settles (``reserve.lua``) counts the parts that drawn
+  requests will release of their lease, as it counts the holds of the others.
 - Its hold in Redis lasts the lease's life plus a request's reservation deadline, so a process
-  that dies leaves nothing held for longer than a request of its own would.
+  that dies leaves nothing held for more than ``LEASE_LIFE_S`` longer than a request of its
+  own would.
 
 What it changes: a budget's ``reserved`` includes the part of an open lease not yet lent (for
 at most ``LEASE_LIFE_S``), and a budget created or lowered while a lease is open applies to the

@@ -89,6 +89,7 @@ _MAX_CHUNK_COST = 2**50         # nano-USD per settle.lua call, so its sums stay
 # (``Ledger.reserve``); reads, shutdown and a full queue send it at once.
 SETTLE_DELAY_S = 0.005
 _LEASE_WAITS = 3                # times a reservation waits for a lease being asked for before asking itself
+_REFUSAL_RETRIES = 3            # times a refused reservation tries again after leases gave back room
 
 log = logging.getLogger("farebox.ledger")
 
@@ -422,33 +423,42 @@ class _ReservePlan:
 
 class _Queued:
     """The settles queued and not yet sent that touch one budget scope (project, scope, id):
-    their request ids (packed, for reserve.lua to look up their holds) and their costs per
+    the request ids of those with a hold of their own (packed, for reserve.lua to look up
+    their holds), what those that drew from a lease will release of it, and their costs per
     bucket tuple (what they will add to the scope's usage when they are written)."""
 
-    __slots__ = ("count", "packed_ids", "costs")
+    __slots__ = ("count", "packed_ids", "costs", "lease_parts")
 
     def __init__(self) -> None:
         self.count = 0
         self.packed_ids = b""
         self.costs: dict[tuple[str, ...], int] = {}
+        self.lease_parts: dict[str, int] = {}
 
-    def add(self, packed_id: bytes, buckets: tuple[str, ...], cost: int) -> None:
-        self.count += 1
-        self.packed_ids += packed_id
+    def add(self, packed_id: bytes, buckets: tuple[str, ...], cost: int, drawn: tuple[Lease, int] | None) -> None:
+        if drawn is None:
+            self.count += 1
+            self.packed_ids += packed_id
+        else:
+            lease_id = drawn[0].hold_id
+            self.lease_parts[lease_id] = self.lease_parts.get(lease_id, 0) + drawn[1]
         self.costs[buckets] = self.costs.get(buckets, 0) + cost
 
     def packed(self, buckets: tuple[str, ...]) -> tuple[int, bytes]:
         """reserve.lua's segment for this scope: N, the queued cost landing in each of
-        ``buckets`` (hour .. total), then the N request ids; and its number of arguments."""
+        ``buckets`` (hour .. total), the N request ids, then M and M (lease id, part) pairs;
+        and its number of arguments."""
         sums = [0] * len(buckets)
         for theirs, cost in self.costs.items():
             for p, bucket in enumerate(buckets):
                 if theirs[p] == bucket:
                     sums[p] += cost
-        return 1 + len(buckets) + self.count, pack_args((self.count, *sums)) + self.packed_ids
+        parts = [x for pair in self.lease_parts.items() for x in pair]
+        return (2 + len(buckets) + self.count + len(parts),
+                pack_args((self.count, *sums)) + self.packed_ids + pack_args((len(self.lease_parts), *parts)))
 
 
-_NOTHING_QUEUED = (6, pack_args((0, 0, 0, 0, 0, 0)))
+_NOTHING_QUEUED = (7, pack_args((0, 0, 0, 0, 0, 0, 0)))
 
 
 class Ledger:
@@ -489,6 +499,7 @@ class Ledger:
         self._queued: dict[tuple[str, str, str], _Queued] = {}  # by (project, budget scope, id)
         self._leases = Leases(lease_requests)
         self._giving_back: set[asyncio.Future[Any]] = set()
+        self._gave_back = 0  # how many times a lease gave back what it had not lent
 
     # -- recording ------------------------------------------------------------------------
 
@@ -607,7 +618,7 @@ class Ledger:
                 queued = self._queued.get((a.project, scope, scope_id))
                 if queued is None:
                     queued = self._queued[(a.project, scope, scope_id)] = _Queued()
-                queued.add(packed_id, buckets, event.cost_nano)
+                queued.add(packed_id, buckets, event.cost_nano, drawn)
         # A callback rather than a task per request: this runs on every request.
         outcome: asyncio.Future[SettleOutcome] = asyncio.get_running_loop().create_future()
         self._settler.submit(job).add_done_callback(partial(self._settle_outcome, event, plan, outcome))
@@ -912,6 +923,7 @@ class Ledger:
     async def _reserve_leasing(self, request_id: str, a: Attribution, amount_nano: int,
                                deadline_s: float) -> ReserveOutcome:
         leases = self._leases
+        gave_back = self._gave_back
         for _ in range(_LEASE_WAITS):
             outcome = self._draw(request_id, a, amount_nano, deadline_s)
             if outcome is not None:
@@ -937,8 +949,16 @@ class Ledger:
                 return drawn
         else:
             outcome, _ = await self._reserve_in_redis(request_id, a, amount_nano, deadline_s)
-        if not outcome.ok and await self._give_back_leases(a.project):
-            # What this process's leases held but had not lent may be what was missing.
+        for _ in range(_REFUSAL_RETRIES):
+            if outcome.ok:
+                break
+            # What this process's leases held but had not lent may be what was missing: if they
+            # gave anything back since this reservation was sent (this request closing them now,
+            # or another, or their end), try again.
+            await self._give_back_leases(a.project)
+            if self._gave_back == gave_back:
+                break
+            gave_back = self._gave_back
             outcome, _ = await self._reserve_in_redis(request_id, a, amount_nano, deadline_s)
         if outcome.ok:
             leases.began(request_id, a)
@@ -989,6 +1009,7 @@ class Ledger:
     def _close_lease(self, lease: Lease) -> None:
         free = self._leases.close(lease)
         if free and lease.has_budgets:
+            self._gave_back += 1
             self._give_back(lease, free)
 
     def _give_back(self, lease: Lease, free: int) -> None:
@@ -1016,16 +1037,12 @@ class Ledger:
             log.warning("a budget lease could not give back what it did not lend (held until its deadline): %s",
                         exc)
 
-    async def _give_back_leases(self, project: str) -> bool:
-        """Close this process's open leases of ``project``; True when they gave anything back."""
-        closing = [lease for lease in self._leases.open.values() if lease.attribution.project == project]
-        gave = False
-        for lease in closing:
-            gave = gave or (lease.free > 0 and lease.has_budgets)
+    async def _give_back_leases(self, project: str) -> None:
+        """Close this process's open leases of ``project`` and wait for every give-back under way."""
+        for lease in [lease for lease in self._leases.open.values() if lease.attribution.project == project]:
             self._close_lease(lease)
-        if gave and self._giving_back:
+        if self._giving_back:
             await asyncio.gather(*self._giving_back, return_exceptions=True)
-        return gave
 
     async def _reserve_ahead(self, a: Attribution, plan: _ReservePlan, buckets: tuple[str, ...],
                              args: tuple[str, ...]) -> list[Any]:

@@ -91,6 +91,45 @@ async def test_200_concurrent_requests_never_overspend(make_stack):
     assert usd_to_nano(status["spent_usd"]) == 57 * actual
 
 
+async def _burst_beside_one_in_flight(base_url: str, count: int):
+    """One slow request first (a second at the upstream), then ``count`` at once: each of them
+    is reserved while another of the same attribution is in flight, as under steady load."""
+    slow = asyncio.ensure_future(_burst(base_url, 1, headers={**HEADERS, "X-Fake-Latency-Ms": "1000"}))
+    await asyncio.sleep(0.3)
+    results = await _burst(base_url, count)
+    return [*(await slow), *results]
+
+
+async def test_concurrent_requests_draw_from_budget_leases_and_are_recorded_exactly(make_stack):
+    stack = make_stack(admin_token="admin-secret")
+    worst, actual = per_request_cost(stack)
+    put_budget(stack, "project", "acme", nano_to_usd(10_000 * worst))
+    results = await _burst_beside_one_in_flight(stack.base_url, 199)
+    allowed, refused = _check_burst(results, stack.received, 10_000 * worst, spent(stack),
+                                    stack.services.catalog.resolve(MODEL))
+    assert len(allowed) == 200 and not refused
+    assert stack.services.ledger.leases_granted > 0
+    # Reading a budget through the proxy first gives back what its leases did not lend.
+    status = httpx.get(f"{stack.url}/admin/budgets/project/acme", headers=ADMIN).json()
+    assert status["reserved_usd"] == "0.00"
+    assert usd_to_nano(status["spent_usd"]) == 200 * actual
+
+
+async def test_with_leases_a_burst_still_gets_exactly_what_the_budget_pays_for(make_stack):
+    stack = make_stack(admin_token="admin-secret", budget_lease_requests=4)
+    worst, actual = per_request_cost(stack)
+    assert worst == actual
+    # Room for 150: leases of 4 worst cases while they are at most a quarter of the room left
+    # (down to 16 worst cases of room), then every request on its own.
+    limit_nano = 150 * worst + worst // 2
+    put_budget(stack, "project", "acme", nano_to_usd(limit_nano))
+    results = await _burst_beside_one_in_flight(stack.base_url, 199)
+    allowed, refused = _check_burst(results, stack.received, limit_nano, spent(stack),
+                                    stack.services.catalog.resolve(MODEL))
+    assert len(allowed) == 150 and len(refused) == 50
+    assert stack.services.ledger.leases_granted > 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -209,3 +209,21 @@ async def test_two_processes_with_leases_never_overspend_a_hard_budget(make_ledg
     assert planner_reserved == 0 and planner_spent == sum(c for a, c in charged if a == "planner") <= limit // 2
     assert sum(ledger.leases_granted for ledger in ledgers) > 0
     assert spent > limit * 0.8  # the budgets were used up, not refused early
+
+
+async def test_a_reservation_ahead_of_queued_settles_of_drawn_requests_counts_them_once(make_ledger):
+    # On the pipe a reservation goes to Redis ahead of the settles still queued, counting their
+    # cost as spent and their holds as released: for drawn requests, their part of the lease.
+    ledger = make_ledger(8)
+    await ledger.set_budget("project", "acme", 10_000, "day")
+    await ledger.reserve("r0", PLANNER, 100, deadline_s=DEADLINE_S)
+    for n in range(1, 5):
+        await ledger.reserve(f"r{n}", PLANNER, 100, deadline_s=DEADLINE_S)    # a lease of 800, 400 lent
+    await asyncio.sleep(LEASE_LIFE_S + 0.1)                                    # closed: 400 given back
+    assert await _reserved(make_ledger.reader) == (500, 0)
+    queued = [ledger.queue_settle(event(f"r{n}", PLANNER, ts=T0, cost_nano=100)) for n in range(1, 5)]
+    # Exactly what is left once they are written: 10,000 - 400 spent - 100 held by r0.
+    outcome = await ledger.reserve("big", CODER, 9_500, deadline_s=DEADLINE_S)
+    assert outcome.ok and outcome.room_nano == 9_500
+    assert all(o.recorded for o in await asyncio.gather(*queued))
+    assert await _reserved(make_ledger.reader) == (100 + 9_500, 400)

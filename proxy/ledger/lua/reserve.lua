@@ -13,9 +13,11 @@
 -- then, optionally, one segment per candidate budget (all or none) describing the settles the
 -- caller has queued but not sent yet, which will reach Redis after this script:
 --   N, the cost they will add to the budget's hour, day, week, month and total buckets (5
---   values), then their N request ids.
+--   values), then the N request ids of those holding a reservation of their own, then M and
+--   M pairs (lease id, nano-USD) for those that drew from a lease: what they will release of it.
 -- The budget is then checked as if they had been settled first: their cost counts as spent,
--- and their holds on this budget (those still held) no longer count as held.
+-- and their holds on this budget (those still held; of a lease still held, at most all of it)
+-- no longer count as held.
 --
 -- First reclaims every hold whose deadline < now, then checks that each hard budget has
 -- limit - spent - held >= amount (a previous hold of this same request id is replaced, not
@@ -65,6 +67,11 @@ for b = 0, #KEYS / 8 - 1 do
           if h then held = held - tonumber(h) end
         end
       end
+      local m_at = at + 6 + n
+      for j = m_at + 1, m_at + 2 * tonumber(ARGV[m_at]), 2 do
+        local h = redis.call('HGET', amounts, ARGV[j])
+        if h then held = held - math.min(tonumber(h), tonumber(ARGV[j + 1])) end
+      end
     end
     local hard = 0
     if config[3] ~= 'soft' then
@@ -75,7 +82,10 @@ for b = 0, #KEYS / 8 - 1 do
     end
     found[#found + 1] = {b, hard, p, limit, spent, held, own}
   end
-  if queued then at = at + 6 + tonumber(ARGV[at]) end
+  if queued then
+    local m_at = at + 6 + tonumber(ARGV[at])
+    at = m_at + 1 + 2 * tonumber(ARGV[m_at])
+  end
 end
 
 local hold, hold_amount, hold_deadline = rid, ARGV[2], deadline
