@@ -86,7 +86,7 @@ class Leases:
         self.drawn: dict[str, tuple[Lease, int]] = {}           # request id -> its lease and amount
         self.in_flight: dict[Attribution, int] = {}
         self.holders: dict[str, Attribution] = {}               # request ids reserved and not yet settled
-        self.asking: dict[Attribution, asyncio.Future[None]] = {}  # a lease being asked for
+        self.asking: dict[Attribution, asyncio.Future[bool]] = {}  # a lease being asked for: granted?
 
     def wanted(self, request_id: str, a: Attribution, amount: int) -> bool:
         """Whether a reservation of ``a`` should ask for a lease: another of its requests is in

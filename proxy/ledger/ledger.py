@@ -88,7 +88,7 @@ _MAX_CHUNK_COST = 2**50         # nano-USD per settle.lua call, so its sums stay
 # How long a queued settle may wait on the pipe for the next reservation to go ahead of it
 # (``Ledger.reserve``); reads, shutdown and a full queue send it at once.
 SETTLE_DELAY_S = 0.005
-_LEASE_WAITS = 3                # times a reservation waits for a lease being asked for before asking itself
+_LEASE_WAITS = 16               # leases a reservation may wait for (each lends to many) before going alone
 _REFUSAL_RETRIES = 3            # times a refused reservation tries again after leases gave back room
 
 log = logging.getLogger("farebox.ledger")
@@ -931,10 +931,14 @@ class Ledger:
             asking = leases.asking.get(a)
             if asking is None:
                 break
-            await asyncio.shield(asking)
+            # Another request is asking for a lease: draw from it if it is granted (and not all
+            # lent by the time this one runs, then it may ask for the next); else go on alone.
+            if not await asyncio.shield(asking):
+                break
         leases.undraw(request_id)  # reserved again under the same id: the new hold replaces the draw
         if leases.wanted(request_id, a, amount_nano):
             asking = leases.asking[a] = asyncio.get_running_loop().create_future()
+            leased = False
             try:
                 lease_amount = min(amount_nano * leases.requests, MAX_LUA_NANO)
                 lease = (new_lease_id(), lease_amount, self.clock() + deadline_s + LEASE_LIFE_S,
@@ -942,7 +946,7 @@ class Ledger:
                 outcome, leased = await self._reserve_in_redis(request_id, a, amount_nano, deadline_s, lease)
             finally:
                 del leases.asking[a]
-                asking.set_result(None)
+                asking.set_result(leased)
             if leased:
                 drawn = self._draw(request_id, a, amount_nano, deadline_s, granted=True)
                 assert drawn is not None
