@@ -119,7 +119,6 @@ class Leases:
         lease = self.open.get(a)
         if lease is None:
             return False
-        self.undraw(request_id)  # reserved again under the same id: the new amount replaces the old
         if amount > lease.free or (not asked and (now >= lease.ends or now + deadline_s > lease.deadline)):
             return False
         lease.free -= amount

@@ -280,6 +280,11 @@ class BudgetView:
     def remaining_nano(self) -> int:
         return max(0, self.limit_nano - self.spent_nano - self.reserved_nano)
 
+    def with_reserved(self, reserved_nano: int) -> "BudgetView":
+        """This view with another amount held (``dataclasses.replace`` costs more, per request)."""
+        return BudgetView(scope=self.scope, id=self.id, period=self.period, limit_nano=self.limit_nano,
+                          spent_nano=self.spent_nano, reserved_nano=reserved_nano, resets_at=self.resets_at)
+
 
 @dataclass(frozen=True, slots=True)
 class ReserveOutcome:
@@ -924,6 +929,7 @@ class Ledger:
                                deadline_s: float) -> ReserveOutcome:
         leases = self._leases
         gave_back = self._gave_back
+        leases.undraw(request_id)  # reserved again under the same id: the new reservation replaces the draw
         for _ in range(_LEASE_WAITS):
             outcome = self._draw(request_id, a, amount_nano, deadline_s)
             if outcome is not None:
@@ -935,7 +941,6 @@ class Ledger:
             # lent by the time this one runs, then it may ask for the next); else go on alone.
             if not await asyncio.shield(asking):
                 break
-        leases.undraw(request_id)  # reserved again under the same id: the new hold replaces the draw
         if leases.wanted(request_id, a, amount_nano):
             asking = leases.asking[a] = asyncio.get_running_loop().create_future()
             leased = False
@@ -977,9 +982,7 @@ class Ledger:
             self._close_lease(old)
         view = granted.tightest
         if view is not None:  # the budget as it was without the lease (and the request that asked)
-            view = BudgetView(scope=view.scope, id=view.id, period=view.period, limit_nano=view.limit_nano,
-                              spent_nano=view.spent_nano, reserved_nano=view.reserved_nano - asked,
-                              resets_at=view.resets_at)
+            view = view.with_reserved(view.reserved_nano - asked)
         lease = Lease(hold_id=hold_id, attribution=a, free=amount, ends=now + LEASE_LIFE_S, deadline=deadline,
                       tightest=view, room=granted.room_nano, has_budgets=has_budgets)
         leases.open[a] = lease
@@ -1002,9 +1005,7 @@ class Ledger:
         # held (this request's draw included), the rest of the lease does not.
         view = lease.tightest
         if view is not None:
-            view = BudgetView(scope=view.scope, id=view.id, period=view.period, limit_nano=view.limit_nano,
-                              spent_nano=view.spent_nano, reserved_nano=view.reserved_nano + lease.lent,
-                              resets_at=view.resets_at)
+            view = view.with_reserved(view.reserved_nano + lease.lent)
         room = lease.room
         if room is not None:
             room = max(0, room - (lease.lent - amount_nano))

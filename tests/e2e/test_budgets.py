@@ -63,7 +63,10 @@ async def _burst(base_url: str | list[str], count: int, headers=HEADERS, max_tok
             await c.close()
 
 
-def _check_burst(results, stack_received, limit_nano, recorded_nano, price):
+def _check_burst(stack, results, limit_nano):
+    """Every refusal a 402 of the project budget, nothing refused forwarded, and what was
+    recorded within the limit and equal to what the allowed answers cost."""
+    stack_received, recorded_nano, price = stack.received, spent(stack), stack.services.catalog.resolve(MODEL)
     allowed = [r for r in results if not isinstance(r, openai.APIStatusError)]
     refused = [r for r in results if isinstance(r, openai.APIStatusError)]
     assert all(r.status_code == 402 for r in refused)
@@ -76,6 +79,13 @@ def _check_burst(results, stack_received, limit_nano, recorded_nano, price):
     return allowed, refused
 
 
+def _check_settled(stack, spent_nano):
+    """The project budget as the admin API shows it: nothing held any more, ``spent_nano`` spent."""
+    status = httpx.get(f"{stack.url}/admin/budgets/project/acme", headers=ADMIN).json()
+    assert status["reserved_usd"] == "0.00"
+    assert usd_to_nano(status["spent_usd"]) == spent_nano
+
+
 async def test_200_concurrent_requests_never_overspend(make_stack):
     stack = make_stack(admin_token="admin-secret")
     worst, actual = per_request_cost(stack)
@@ -83,12 +93,9 @@ async def test_200_concurrent_requests_never_overspend(make_stack):
     limit_nano = 57 * worst + worst // 2
     put_budget(stack, "project", "acme", nano_to_usd(limit_nano))
     results = await _burst(stack.base_url, 200)
-    allowed, refused = _check_burst(results, stack.received, limit_nano, spent(stack),
-                                    stack.services.catalog.resolve(MODEL))
+    allowed, refused = _check_burst(stack, results, limit_nano)
     assert len(allowed) == 57 and len(refused) == 143
-    status = httpx.get(f"{stack.url}/admin/budgets/project/acme", headers=ADMIN).json()
-    assert status["reserved_usd"] == "0.00"
-    assert usd_to_nano(status["spent_usd"]) == 57 * actual
+    _check_settled(stack, 57 * actual)
 
 
 async def _burst_beside_one_in_flight(base_url: str, count: int):
@@ -105,14 +112,11 @@ async def test_concurrent_requests_draw_from_budget_leases_and_are_recorded_exac
     worst, actual = per_request_cost(stack)
     put_budget(stack, "project", "acme", nano_to_usd(10_000 * worst))
     results = await _burst_beside_one_in_flight(stack.base_url, 199)
-    allowed, refused = _check_burst(results, stack.received, 10_000 * worst, spent(stack),
-                                    stack.services.catalog.resolve(MODEL))
+    allowed, refused = _check_burst(stack, results, 10_000 * worst)
     assert len(allowed) == 200 and not refused
     assert stack.services.ledger.leases_granted > 0
     # Reading a budget through the proxy first gives back what its leases did not lend.
-    status = httpx.get(f"{stack.url}/admin/budgets/project/acme", headers=ADMIN).json()
-    assert status["reserved_usd"] == "0.00"
-    assert usd_to_nano(status["spent_usd"]) == 200 * actual
+    _check_settled(stack, 200 * actual)
 
 
 async def test_with_leases_a_burst_still_gets_exactly_what_the_budget_pays_for(make_stack):
@@ -124,8 +128,7 @@ async def test_with_leases_a_burst_still_gets_exactly_what_the_budget_pays_for(m
     limit_nano = 150 * worst + worst // 2
     put_budget(stack, "project", "acme", nano_to_usd(limit_nano))
     results = await _burst_beside_one_in_flight(stack.base_url, 199)
-    allowed, refused = _check_burst(results, stack.received, limit_nano, spent(stack),
-                                    stack.services.catalog.resolve(MODEL))
+    allowed, refused = _check_burst(stack, results, limit_nano)
     assert len(allowed) == 150 and len(refused) == 50
     assert stack.services.ledger.leases_granted > 0
 
@@ -169,8 +172,7 @@ async def test_two_proxy_processes_sharing_one_redis_never_overspend(make_stack,
         for proc in procs:
             proc.terminate()
             proc.wait(10)
-    allowed, refused = _check_burst(results, stack.received, limit_nano, spent(stack),
-                                    stack.services.catalog.resolve(MODEL))
+    allowed, refused = _check_burst(stack, results, limit_nano)
     assert len(allowed) == 40 and len(refused) == 160
 
 
