@@ -200,7 +200,15 @@ async def test_two_processes_with_leases_never_overspend_a_hard_budget(make_ledg
         await ledger.settle(event(rid, who, ts=T0, cost_nano=cost))
         charged.append((who.agent, cost))
 
+    # One request of each attribution in flight in each process throughout, as under steady
+    # load: the random ones are then reserved beside it, and may ask for leases.
+    steady = [(ledger, who, f"steady{i}{j}") for i, ledger in enumerate(ledgers) for j, who in enumerate(people)]
+    for ledger, who, rid in steady:
+        assert (await ledger.reserve(rid, who, 500, deadline_s=DEADLINE_S)).ok
     await asyncio.gather(*(one(n) for n in range(300)))
+    for ledger, who, rid in steady:
+        await ledger.settle(event(rid, who, ts=T0, cost_nano=400))
+        charged.append((who.agent, 400))
     for ledger in ledgers:
         await ledger.settled()
     reserved, spent = await _reserved(make_ledger.reader)
