@@ -1,9 +1,10 @@
 """Budget leases: one reservation in Redis that the requests of one attribution draw from.
 
-Under concurrent load, a reservation per request is most of what metering costs (a script call
-in Redis and a round trip per request). So when a request of an attribution (project, agent,
-session, key) is reserved while another of the same attribution is still in flight in this
-process, ``reserve.lua`` is asked to hold a *lease* instead: ``lease_requests`` times the
+Under load, a reservation per request is most of what metering costs (a script call in Redis
+and a round trip per request). So when a request of an attribution (project, agent, session,
+key) is reserved while another of the same attribution is still in flight in this process, or
+less than ``LEASE_LIFE_S`` after the last one was reserved here, ``reserve.lua`` is asked to
+hold a *lease* instead: ``lease_requests`` times the
 request's worst case, under a lease id, on every budget that applies, checked like any other
 reservation. The requests that follow draw their worst case from it here, without Redis, as
 long as it has room, for at most ``LEASE_LIFE_S``.
@@ -29,6 +30,10 @@ What keeps it exact:
   that dies leaves nothing held for more than ``LEASE_LIFE_S`` longer than a request of its
   own would.
 
+A drawn request sees the budget as a reservation of its own would have: the lease's view at
+grant, plus the costs of the requests it lent to that settled since, plus what it has lent and
+not got back.
+
 What it changes: a budget's ``reserved`` includes the part of an open lease not yet lent (for
 at most ``LEASE_LIFE_S``), and a budget created or lowered while a lease is open applies to the
 requests that lease lends to from its end on (at most ``LEASE_LIFE_S`` later).
@@ -50,6 +55,7 @@ __all__ = ["Lease", "Leases", "LEASE_LIFE_S", "LEASE_ROOM_FACTOR", "DEFAULT_LEAS
 DEFAULT_LEASE_REQUESTS = 32     # a lease holds this many times the worst case of the request that asked
 LEASE_LIFE_S = 0.25             # a lease lends for at most this long
 LEASE_ROOM_FACTOR = 4           # a lease is granted only while it is at most 1/4 of every hard budget's room
+_PRUNE_AT = 4096                # attributions remembered before the quiet ones are forgotten
 
 
 @dataclass(slots=True, eq=False)
@@ -65,6 +71,8 @@ class Lease:
     room: int | None                    # its room then, the lease not counted
     has_budgets: bool                   # False: no budget applied, the lease holds nothing in Redis
     lent: int = 0
+    settled_parts: int = 0              # of what was lent: the parts of requests settled since
+    settled_cost: int = 0               # what those requests cost
     open: bool = True
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -77,7 +85,7 @@ class Leases:
     """The leases of one process and the requests it has in flight, by attribution (local
     state only: ``Ledger`` talks to Redis)."""
 
-    __slots__ = ("requests", "open", "drawn", "in_flight", "holders", "asking", "granted")
+    __slots__ = ("requests", "open", "drawn", "in_flight", "holders", "asking", "granted", "last", "_prune_at")
 
     def __init__(self, requests: int) -> None:
         self.requests = requests                                # 0: leases are off
@@ -87,18 +95,34 @@ class Leases:
         self.in_flight: dict[Attribution, int] = {}
         self.holders: dict[str, Attribution] = {}               # request ids reserved and not yet settled
         self.asking: dict[Attribution, asyncio.Future[bool]] = {}  # a lease being asked for: granted?
+        self.last: dict[Attribution, float] = {}                # when a request of it last began here
+        self._prune_at = _PRUNE_AT
 
-    def wanted(self, request_id: str, a: Attribution, amount: int) -> bool:
+    def wanted(self, request_id: str, a: Attribution, amount: int, now: float) -> bool:
         """Whether a reservation of ``a`` should ask for a lease: another of its requests is in
-        flight here, and nobody is asking already."""
-        return (self.requests > 0 and amount > 0 and self.in_flight.get(a, 0) > 0
+        flight here or began less than a lease's life ago, and nobody is asking already."""
+        return (self.requests > 0 and amount > 0
+                and (self.in_flight.get(a, 0) > 0 or now - self.last.get(a, -LEASE_LIFE_S) < LEASE_LIFE_S)
                 and request_id not in self.holders and a not in self.asking)
 
-    def began(self, request_id: str, a: Attribution) -> None:
+    def began(self, request_id: str, a: Attribution, now: float) -> None:
         """A reservation of ``request_id`` was granted (held on its own or drawn)."""
         if self.requests and request_id not in self.holders:
             self.holders[request_id] = a
             self.in_flight[a] = self.in_flight.get(a, 0) + 1
+            last = self.last
+            last[a] = now
+            if len(last) >= self._prune_at:  # forget attributions quiet for longer than a lease's life
+                for quiet in [b for b, t in last.items() if now - t >= LEASE_LIFE_S]:
+                    del last[quiet]
+                self._prune_at = max(_PRUNE_AT, 2 * len(last))
+
+    @staticmethod
+    def settling(drawn: tuple[Lease, int], cost: int) -> None:
+        """A request that drew ``drawn`` (its lease and part) is settled at ``cost``."""
+        lease = drawn[0]
+        lease.settled_parts += drawn[1]
+        lease.settled_cost += cost
 
     def ended(self, request_id: str) -> tuple[Lease, int] | None:
         """``request_id`` was settled or released: its lease and drawn amount, if it drew."""
@@ -124,7 +148,7 @@ class Leases:
         lease.free -= amount
         lease.lent += amount
         self.drawn[request_id] = (lease, amount)
-        self.began(request_id, a)
+        self.began(request_id, a, now)
         return True
 
     def undraw(self, request_id: str) -> None:

@@ -281,9 +281,13 @@ class BudgetView:
         return max(0, self.limit_nano - self.spent_nano - self.reserved_nano)
 
     def with_reserved(self, reserved_nano: int) -> "BudgetView":
-        """This view with another amount held (``dataclasses.replace`` costs more, per request)."""
+        """This view with another amount held."""
+        return self.with_usage(self.spent_nano, reserved_nano)
+
+    def with_usage(self, spent_nano: int, reserved_nano: int) -> "BudgetView":
+        """This view with other amounts spent and held (``dataclasses.replace`` costs more, per request)."""
         return BudgetView(scope=self.scope, id=self.id, period=self.period, limit_nano=self.limit_nano,
-                          spent_nano=self.spent_nano, reserved_nano=reserved_nano, resets_at=self.resets_at)
+                          spent_nano=spent_nano, reserved_nano=reserved_nano, resets_at=self.resets_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,6 +611,8 @@ class Ledger:
         # The segment settle.lua reads: length, hold id, renew, part, then plan, increments, plan, fields.
         size = 4 + len(plan.head) + len(increments) + len(plan.tail) + len(fields)
         drawn = self._leases.ended(rid) if self._leases.requests else None
+        if drawn is not None:
+            Leases.settling(drawn, event.cost_nano)
         # A plan lives for one hour bucket, so each key's TTL is renewed about once an hour
         # rather than on every write (and set whenever a write creates the key).
         renew = "0" if plan.renewed else "1"
@@ -941,7 +947,7 @@ class Ledger:
             # lent by the time this one runs, then it may ask for the next); else go on alone.
             if not await asyncio.shield(asking):
                 break
-        if leases.wanted(request_id, a, amount_nano):
+        if leases.wanted(request_id, a, amount_nano, self.clock()):
             asking = leases.asking[a] = asyncio.get_running_loop().create_future()
             leased = False
             try:
@@ -970,7 +976,7 @@ class Ledger:
             gave_back = self._gave_back
             outcome, _ = await self._reserve_in_redis(request_id, a, amount_nano, deadline_s)
         if outcome.ok:
-            leases.began(request_id, a)
+            leases.began(request_id, a, self.clock())
         return outcome
 
     def _open_lease(self, hold_id: str, a: Attribution, amount: int, now: float, deadline: float,
@@ -1001,14 +1007,16 @@ class Ledger:
         if not leases.draw(request_id, a, amount_nano, self.clock(), deadline_s, asked=granted):
             self._close_lease(lease)
             return None
-        # As a reservation of its own would see the budget: what the lease has lent counts as
-        # held (this request's draw included), the rest of the lease does not.
+        # As a reservation of its own would see the budget: what the lease lent to requests
+        # settled since counts at their cost, what it lent to the others (this one included) as
+        # held, and the rest of the lease not at all.
+        held = lease.lent - lease.settled_parts
         view = lease.tightest
         if view is not None:
-            view = view.with_reserved(view.reserved_nano + lease.lent)
+            view = view.with_usage(view.spent_nano + lease.settled_cost, view.reserved_nano + held)
         room = lease.room
         if room is not None:
-            room = max(0, room - (lease.lent - amount_nano))
+            room = max(0, room - lease.settled_cost - (held - amount_nano))
         return ReserveOutcome(ok=True, tightest=view, room_nano=room, reclaimed=0)
 
     def _close_lease(self, lease: Lease) -> None:

@@ -1,9 +1,10 @@
 """Budget leases: under concurrent load, requests draw their worst case from one hold in Redis.
 
 Each test runs on the pipe (the server's path) and on redis-py. What must hold: a lease is
-only taken while another request of the same attribution is in flight and the budget has
-four times the lease's room; drawn requests settle their part exactly; what a lease did not
-lend goes back; a refusal first takes back this process's leases; and hard budgets are never
+only taken while another request of the same attribution is in flight, or began less than a
+lease's life ago, and the budget has four times the lease's room; drawn requests settle their
+part exactly and see the budget as their own reservation would; what a lease did not lend
+goes back; a refusal first takes back this process's leases; and hard budgets are never
 overspent, whatever the interleaving of two processes.
 """
 
@@ -14,7 +15,7 @@ import random
 
 import pytest
 
-from proxy.ledger.leases import LEASE_LIFE_S
+from proxy.ledger.leases import LEASE_LIFE_S, Leases
 from proxy.ledger.ledger import Attribution, Ledger
 from proxy.ledger.pipe import RedisPipe
 from tests.ledger.helpers import FakeClock, epoch, event
@@ -52,14 +53,36 @@ async def _reserved(reader: Ledger, scope: str = "project", scope_id: str = "acm
     return state.reserved_nano, state.spent_nano
 
 
-async def test_a_lone_request_is_reserved_on_its_own(make_ledger):
+async def test_a_request_after_a_quiet_spell_is_reserved_on_its_own(make_ledger):
     ledger = make_ledger()
     await ledger.set_budget("project", "acme", 1_000_000, "day")
     for n in range(3):
+        make_ledger.clock.advance(LEASE_LIFE_S)  # the last request of PLANNER began a lease's life ago
         assert (await ledger.reserve(f"r{n}", PLANNER, 100, deadline_s=DEADLINE_S)).ok
         assert await _reserved(make_ledger.reader) == (100, n * 70)
         await ledger.settle(event(f"r{n}", PLANNER, ts=T0, cost_nano=70))
     assert ledger.leases_granted == 0
+
+
+async def test_requests_one_after_another_draw_from_a_lease_and_see_the_budget_exactly(make_ledger):
+    ledger = make_ledger(8)
+    await ledger.set_budget("project", "acme", 1_000_000, "day")
+    seen = []
+    for n in range(6):
+        outcome = await ledger.reserve(f"r{n}", PLANNER, 100, deadline_s=DEADLINE_S)
+        assert outcome.ok
+        seen.append((outcome.tightest.spent_nano, outcome.tightest.reserved_nano, outcome.room_nano))
+        await ledger.settle(event(f"r{n}", PLANNER, ts=T0, cost_nano=70))
+        make_ledger.clock.advance(LEASE_LIFE_S / 10)
+    # r0 was alone; r1 began less than a lease's life after it and asked for a lease of 8 x 100,
+    # which r2..r5 drew from. Each saw the spend of those before it and its own hold, as a
+    # reservation of its own would have.
+    assert ledger.leases_granted == 1
+    assert seen == [(70 * n, 100, 1_000_000 - 70 * n) for n in range(6)]
+    # In Redis: the lease less the parts of the five requests settled against it.
+    assert await _reserved(make_ledger.reader) == (800 - 500, 6 * 70)
+    await ledger.settled()
+    assert await _reserved(make_ledger.reader) == (0, 6 * 70)
 
 
 async def test_requests_in_flight_together_draw_from_one_lease(make_ledger):
@@ -235,3 +258,12 @@ async def test_a_reservation_ahead_of_queued_settles_of_drawn_requests_counts_th
     assert outcome.ok and outcome.room_nano == 9_500
     assert all(o.recorded for o in await asyncio.gather(*queued))
     assert await _reserved(make_ledger.reader) == (100 + 9_500, 400)
+
+
+def test_attributions_quiet_for_a_lease_life_are_forgotten():
+    leases = Leases(8)
+    for n in range(5000):  # one request of each of 5,000 attributions, a millisecond apart
+        leases.began(f"r{n}", Attribution("acme", f"agent-{n}"), n / 1000)
+        leases.ended(f"r{n}")
+    assert 250 <= len(leases.last) < 5000 - 3000 and not leases.in_flight and not leases.holders
+    assert min(leases.last.values()) >= 4.095 - LEASE_LIFE_S  # pruned once, at the 4,096th
