@@ -82,6 +82,10 @@ _ID_RULE = "1-128 characters of letters, digits and . _ - @"
 
 # Breakdown levels of the usage scopes in settle.lua: 2 = by model and agent, 1 = by model.
 _LEVEL = {"project": 2, "agent": 1, "session": 1, "key": 1, "model": 0}
+# A usage event's stream fields (``UsageEvent.to_fields``): a head of _EVENT_HEAD values, then
+# the attribution's _EVENT_PLAN (the same for every request of a settle plan: sent once per
+# settle.lua call), then the rest.
+_EVENT_HEAD, _EVENT_PLAN = 4, 8
 _MAX_PLANS = 4096               # cached key plans (per attribution, model and hour); then start afresh
 _MAX_CHUNK = 128                # requests per settle.lua call
 _MAX_CHUNK_COST = 2**50         # nano-USD per settle.lua call, so its sums stay exact doubles
@@ -142,6 +146,11 @@ class Attribution:
     key_id: str | None = None
 
 
+def _attribution_fields(a: Attribution) -> tuple[str, ...]:
+    """The attribution's fields of a usage event in the stream (_EVENT_PLAN values)."""
+    return ("project", a.project, "agent", a.agent, "session", a.session or "", "key_id", a.key_id or "")
+
+
 @dataclass(frozen=True, slots=True)
 class UsageEvent:
     """One finished request as the ledger records it. Token counts follow the OpenAI
@@ -168,10 +177,8 @@ class UsageEvent:
 
     def to_fields(self) -> list[str]:
         """The stream entry: field, value, field, value, ..."""
-        a = self.attribution
         fields = [
-            "request_id", self.request_id, "ts", f"{self.ts:.3f}", "project", a.project,
-            "agent", a.agent, "session", a.session or "", "key_id", a.key_id or "",
+            "request_id", self.request_id, "ts", f"{self.ts:.3f}", *_attribution_fields(self.attribution),
             "model", self.model, "priced_model", self.priced_model, "endpoint", self.endpoint,
             "upstream", self.upstream, "status", str(self.status), "stream", "1" if self.stream else "0",
             "estimated", "1" if self.estimated else "0", "prompt_tokens", str(self.prompt_tokens),
@@ -393,31 +400,32 @@ def _alert_at(limit_nano: int, thresholds: tuple[float, ...]) -> str:
         for t in thresholds)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _SettlePlan:
-    """The part of a settle that depends only on who, which model and which hour: built once.
+    """The part of a settle that depends only on who, which model and which hour: built once,
+    and sent once per settle.lua call for all its requests there (its keys and its segment).
     ``renewed``: a settle of this plan already asked for the TTLs of its keys to be renewed."""
 
     project: str
     scopes: tuple[tuple[str, str], ...]     # usage scopes in settle.lua's order, the model last
-    keys: tuple[str, ...]                   # every key but the done-marker
-    head: tuple[str, ...]                   # R, S, T, model, agent, session
-    tail: tuple[str, ...]                   # breakdown levels, bucket ids
+    keys: tuple[str, ...]                   # every key of its requests but their done-markers
+    segment: tuple[str, ...]                # L, R, S, T, model, agent, session, levels, buckets, event fields
+    buckets: tuple[str, ...]                # hour .. total bucket ids
     packed_keys: bytes
-    packed_head: bytes
-    packed_tail: bytes
+    packed_segment: bytes
     renewed: bool = False
 
 
 @dataclass(slots=True)
 class _SettleJob:
-    """One request's settle, waiting for its batch. ``packed_*`` are set for the pipe."""
+    """One request's settle, waiting for its batch: its segment of settle.lua's arguments
+    after its length and plan index (which its call sets). ``packed_*`` are set for the pipe."""
 
     plan: _SettlePlan
     done_key: str
     cost: int
     args: tuple[str, ...]
-    packed_keys: bytes = b""
+    packed_done: bytes = b""
     packed_args: bytes = b""
 
 
@@ -560,11 +568,12 @@ class Ledger:
             keys += [k.top_sessions(p, bucket) for bucket in buckets]
         for scope, scope_id in scopes[:-1]:  # budget scopes: config and alert claims
             keys += [k.budget(p, scope, scope_id), k.alerted(p, scope, scope_id)]
-        head = (str(len(holds) // 2), str(len(scopes)), "5" if a.session is not None else "0",
-                model, a.agent, a.session or "")
-        tail = (*(str(_LEVEL[scope]) for scope, _ in scopes), *buckets)
-        plan = _SettlePlan(project=p, scopes=tuple(scopes), keys=tuple(keys), head=head, tail=tail,
-                           packed_keys=pack_args(keys), packed_head=pack_args(head), packed_tail=pack_args(tail))
+        segment = (str(len(holds) // 2), str(len(scopes)), "5" if a.session is not None else "0",
+                   model, a.agent, a.session or "", *(str(_LEVEL[scope]) for scope, _ in scopes), *buckets,
+                   *_attribution_fields(a))
+        segment = (str(1 + len(segment)), *segment)
+        plan = _SettlePlan(project=p, scopes=tuple(scopes), keys=tuple(keys), segment=segment, buckets=buckets,
+                           packed_keys=pack_args(keys), packed_segment=pack_args(segment))
         self._remember(cache_key, plan)
         return plan
 
@@ -608,23 +617,22 @@ class Ledger:
         if event.cost_nano > MAX_LUA_NANO:
             raise ValueError(f"cost_nano must be at most {MAX_LUA_NANO}, not {event.cost_nano}")
         fields = event.to_fields()
-        # The segment settle.lua reads: length, hold id, renew, part, then plan, increments, plan, fields.
-        size = 4 + len(plan.head) + len(increments) + len(plan.tail) + len(fields)
+        # The event's fields are its head, its plan's (the attribution) and its tail.
+        head, tail = fields[:_EVENT_HEAD], fields[_EVENT_HEAD + _EVENT_PLAN:]
         drawn = self._leases.ended(rid) if self._leases.requests else None
         if drawn is not None:
             Leases.settling(drawn, event.cost_nano)
         # A plan lives for one hour bucket, so each key's TTL is renewed about once an hour
         # rather than on every write (and set whenever a write creates the key).
         renew = "0" if plan.renewed else "1"
-        own = (str(size), rid, renew, "") if drawn is None else (str(size), drawn[0].hold_id, renew, str(drawn[1]))
+        own = (rid, renew, "") if drawn is None else (drawn[0].hold_id, renew, str(drawn[1]))
         plan.renewed = True
         job = _SettleJob(plan=plan, done_key=self.keys.done(a.project, rid), cost=event.cost_nano,
-                         args=(*own, *plan.head, *increments, *plan.tail, *fields))
+                         args=(*own, *increments, str(len(head)), *head, *tail))
         if self._pipe is not None:
-            job.packed_keys = pack_args((job.done_key,)) + plan.packed_keys
-            job.packed_args = b"".join((pack_args(own), plan.packed_head, pack_args(increments), plan.packed_tail,
-                                        pack_args(fields)))
-            packed_id, buckets = pack_args((rid,)), plan.tail[-len(PERIODS):]
+            job.packed_done = pack_args((job.done_key,))
+            job.packed_args = pack_args(job.args)
+            packed_id, buckets = pack_args((rid,)), plan.buckets
             for scope, scope_id in plan.scopes[:-1]:  # the budget scopes
                 queued = self._queued.get((a.project, scope, scope_id))
                 if queued is None:
@@ -693,14 +701,31 @@ class Ledger:
             open_chunk[project] = (chunk, cost + job.cost)
         return chunks
 
+    @staticmethod
+    def _plans_of(jobs: list[_SettleJob]) -> tuple[list[_SettlePlan], list[int]]:
+        """The plans of one settle.lua call's ``jobs`` in first-seen order, and each job's plan
+        index there (1-based, as settle.lua reads it)."""
+        plans: list[_SettlePlan] = []
+        index: dict[int, int] = {}
+        numbers = []
+        for job in jobs:
+            n = index.get(id(job.plan))
+            if n is None:
+                plans.append(job.plan)
+                n = index[id(job.plan)] = len(plans)
+            numbers.append(n)
+        return plans, numbers
+
     def _settle_call(self, jobs: list[_SettleJob]) -> tuple[list[str], list[str]]:
         """KEYS and ARGV of one settle.lua call for ``jobs``."""
-        keys: list[str] = []
-        args = [str(len(jobs)), self._done_ttl, *self._ttl_args, self._stream_maxlen]
-        for job in jobs:
-            keys.append(job.done_key)
-            keys += job.plan.keys
-            args += job.args
+        plans, numbers = self._plans_of(jobs)
+        keys: list[str] = [key for plan in plans for key in plan.keys]
+        keys += [job.done_key for job in jobs]
+        args = [str(len(jobs)), self._done_ttl, *self._ttl_args, self._stream_maxlen, str(len(plans))]
+        for plan in plans:
+            args += plan.segment
+        for job, n in zip(jobs, numbers):
+            args += (str(2 + len(job.args)), str(n), *job.args)
         return keys, args
 
     def _write_settles(self, jobs: list[_SettleJob]) -> Awaitable[list[list[Any] | BaseException]]:
@@ -714,12 +739,17 @@ class Ledger:
             packed = []
             for chunk in chunks:
                 members = [jobs[i] for i in chunk]
-                n_keys = sum(1 + len(job.plan.keys) for job in members)
-                n_args = 8 + sum(len(job.args) for job in members)
+                plans, numbers = self._plans_of(members)
+                n_keys = len(members) + sum(len(plan.keys) for plan in plans)
+                n_args = 9 + sum(len(plan.segment) for plan in plans) + sum(2 + len(job.args) for job in members)
                 head = b"*%d\r\n" % (3 + n_keys + n_args) + pack_args(("EVALSHA", self._settle.sha, str(n_keys)))
-                common = pack_args((str(len(members)), self._done_ttl, *self._ttl_args, self._stream_maxlen))
-                packed.append(b"".join((head, *(job.packed_keys for job in members), common,
-                                        *(job.packed_args for job in members))))
+                common = pack_args((str(len(members)), self._done_ttl, *self._ttl_args, self._stream_maxlen,
+                                    str(len(plans))))
+                parts = [head, *(plan.packed_keys for plan in plans), *(job.packed_done for job in members), common,
+                         *(plan.packed_segment for plan in plans)]
+                for job, n in zip(members, numbers):
+                    parts += (pack_args((str(2 + len(job.args)), str(n))), job.packed_args)
+                packed.append(b"".join(parts))
             packed.append(pack_command(("SADD", self.keys.projects(), *projects)))
             sent = self._pipe.send_now(packed)
             replies = sent if sent is not None else self._pipe.execute_packed(*packed)

@@ -28,7 +28,7 @@ def _events(prefix: str) -> list:
 
 
 async def _dump(client: aioredis.Redis, prefix: str) -> dict[str, object]:
-    """Every usage hash and ranking under ``prefix``, keyed without the prefix; stream lengths."""
+    """Every usage hash, ranking and event stream under ``prefix``, keyed without the prefix."""
     out: dict[str, object] = {}
     async for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
         key = raw.decode()
@@ -38,8 +38,8 @@ async def _dump(client: aioredis.Redis, prefix: str) -> dict[str, object]:
             out[name] = {f.decode(): int(v) for f, v in (await client.hgetall(key)).items()}
         elif kind == "zset":
             out[name] = {m.decode(): s for m, s in await client.zrange(key, 0, -1, withscores=True)}
-        elif kind == "stream":
-            out[name] = await client.xlen(key)
+        elif kind == "stream":  # the entries' fields and values, in order (without their ids)
+            out[name] = [list(fields.items()) for _, fields in await client.xrange(key)]
     return out
 
 
@@ -71,7 +71,9 @@ async def test_a_batch_leaves_what_settling_one_by_one_leaves(ledgers, redis_cli
     batched = await _dump(redis_client, together.keys.prefix)
     assert alone and batched == alone
     assert batched[":{acme}:u:project:d20261123:acme"]["requests"] == 30
-    assert batched[":{beta}:events"] == 10
+    assert len(batched[":{beta}:events"]) == 10
+    assert batched[":{acme}:events"][0][:6] == [(b"request_id", b"r0"), (b"ts", b"%.3f" % T0), (b"project", b"acme"),
+                                               (b"agent", b"planner"), (b"session", b"run-1"), (b"key_id", b"k1")]
 
 
 async def test_a_request_id_twice_in_one_batch_is_recorded_once(ledgers, redis_client):

@@ -11,27 +11,31 @@
 -- ARGV[2]      done-marker TTL, seconds
 -- ARGV[3..7]   TTL in seconds of the hour, day, week, month, total keys (0 = never expires)
 -- ARGV[8]      event stream max length, approximate (0 = unbounded)
--- then one segment per request, its entries (relative to the segment's first, at +0):
---   +0 L, the segment's length   +1 hold id: the request id, or the id of the lease the request
---      drew its reservation from
---   +2 renew: 1 = renew the TTL of this request's usage keys (else only a key this batch
+-- ARGV[9]      P, the number of plans: what requests of the same attribution, model and hour
+--              share (their keys, and these values), sent once for all of them
+-- then one segment per plan, its entries relative to the segment's first:
+--   +0 L, the segment's length   +1..+3 R, S, T (key counts below)
+--   +4..+6 model as priced, agent id, session id (breakdown fields, session ranking)
+--   +7 .. +6+S          breakdown level of each scope: 2 = by model and agent, 1 = by model, 0 = none
+--   +7+S .. +11+S       bucket ids of the hour, day, week, month, total periods
+--   +12+S .. +L-1       event fields and values of the attribution (between each event's head and tail)
+-- then one segment per request:
+--   +0 L, the segment's length   +1 its plan (1-based)
+--   +2 hold id: the request id, or the id of the lease the request drew its reservation from
+--   +3 renew: 1 = renew the TTL of this request's usage keys (else only a key this batch
 --      creates gets one; the caller renews each key about once an hour)
---   +3 part: the nano-USD to release from the hold ("" = all of it: the request's own hold)
---   and from here on every offset is one more than written (the request's values start at +4):
---   +3..+5 R, S, T (key counts below)
---   +6..+8 model as priced, agent id, session id (breakdown fields, session ranking)
---   +9..+16 increments: requests, prompt_tokens, completion_tokens, cached_tokens,
+--   +4 part: the nano-USD to release from the hold ("" = all of it: the request's own hold)
+--   +5..+12 increments: requests, prompt_tokens, completion_tokens, cached_tokens,
 --           cache_creation_tokens, reasoning_tokens, cost (nano-USD), estimated
---   +17 .. +16+S        breakdown level of each scope: 2 = by model and agent, 1 = by model, 0 = none
---   +17+S .. +21+S      this request's bucket ids of the hour, day, week, month, total periods
---   +22+S .. +L-1       event fields and values
--- KEYS: the requests' keys one after the other, each request's in this order:
---   done-marker (string; its presence means "already settled"), the project's event stream,
+--   +13 H; +14 .. +13+H the event's head (fields and values), +14+H .. +L-1 its tail
+-- KEYS: each plan's keys one after the other, in this order:
+--   the project's event stream,
 --   2*R: per budget that may hold the reservation: reservation zset, amount hash
 --   5*S: usage hashes, scope by scope, each in period order hour, day, week, month, total
 --   T (0|5): sessions-by-cost zsets, in the same period order
 --   2*(S-1): per budget scope (every usage scope but the last, the model): budget config hash,
 --            alert claims hash ("<bucket>|<threshold>" -> 1)
+-- then each request's done-marker (string; its presence means "already settled"), in order.
 --
 -- Returns, per request in order: recorded 1|0, released nano, A, then six values per alert
 -- threshold it crossed (A of them): budget scope index (0-based), threshold as written in the
@@ -68,9 +72,24 @@ local function add(key, p, field, value)
   end
 end
 
--- Plans of the batch: requests whose usage keys are the same (the hour key of every scope
--- names them all) share one plan, and their increments are summed there first.
-local plans, plan_order = {}, {}
+-- Plans of the batch: requests whose usage keys are the same share one plan, and their
+-- increments are summed there first.
+local plans = {}
+local a, k = 10, 1  -- the current segment's first ARGV and first KEY
+for i = 1, tonumber(ARGV[9]) do
+  local L = tonumber(ARGV[a])
+  local R, S, T = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local levels, event = {}, {}
+  for s = 0, S - 1 do levels[s + 1] = tonumber(ARGV[a + 7 + s]) end
+  for j = a + 12 + S, a + L - 1 do event[#event + 1] = ARGV[j] end
+  local usage = k + 1 + 2 * R
+  plans[i] = {R = R, S = S, T = T, model = ARGV[a + 4], agent = ARGV[a + 5], session = ARGV[a + 6],
+              levels = levels, buckets = a + 6 + S, event = event, stream = KEYS[k], holds = k + 1,
+              usage = usage, ranking = usage + 5 * S, budgets = usage + 5 * S + T,
+              values = {0, 0, 0, 0, 0, 0, 0, 0}, renews = false}
+  a, k = a + L, k + 1 + 2 * R + 5 * S + T + 2 * (S - 1)
+end
+
 -- Cost this batch adds to a budget's usage key, kept for the keys alert checks read.
 local key_cost = {}
 
@@ -79,21 +98,18 @@ local ranks, rank_order, rank_ttl = {}, {}, {}
 local stored_cost, configs = {}, {}
 local reply = {}
 
-local a, k = 9, 1  -- this request's first ARGV and first KEY
-for _ = 1, N do
+for n = 1, N do
   local L = tonumber(ARGV[a])
-  local hold, part = ARGV[a + 1], ARGV[a + 3]
-  local renews = ARGV[a + 2] == '1'
-  local v = a + 1  -- the offsets below are those of the table above
-  local R, S, T = tonumber(ARGV[v + 3]), tonumber(ARGV[v + 4]), tonumber(ARGV[v + 5])
-  local K = 2 + 2 * R + 5 * S + T + 2 * (S - 1)
-  if not redis.call('SET', KEYS[k], '1', 'NX', 'EX', done_ttl) then
+  local plan = plans[tonumber(ARGV[a + 1])]
+  local hold, renews, part = ARGV[a + 2], ARGV[a + 3] == '1', ARGV[a + 4]
+  local R, S, T = plan.R, plan.S, plan.T
+  if not redis.call('SET', KEYS[k + n - 1], '1', 'NX', 'EX', done_ttl) then
     reply[#reply + 1] = 0; reply[#reply + 1] = 0; reply[#reply + 1] = 0
   else
     -- Release this request's reservation (or its part of a lease) wherever it is still held.
     local released = 0
     for i = 0, R - 1 do
-      local zset, amounts = KEYS[k + 2 + 2 * i], KEYS[k + 3 + 2 * i]
+      local zset, amounts = KEYS[plan.holds + 2 * i], KEYS[plan.holds + 1 + 2 * i]
       local amount = redis.call('HGET', amounts, hold)
       if amount then
         local take = amount
@@ -112,26 +128,13 @@ for _ = 1, N do
 
     -- Usage increments, into the sums of this request's plan.
     local values = {}
-    for i = 1, 8 do values[i] = tonumber(ARGV[v + 8 + i]) end
-    local usage = k + 2 + 2 * R
-    local sig = KEYS[usage]
-    for s = 1, S - 1 do sig = sig .. '\n' .. KEYS[usage + 5 * s] end
-    local plan = plans[sig]
-    if not plan then
-      local levels = {}
-      for s = 0, S - 1 do levels[s + 1] = tonumber(ARGV[v + 17 + s]) end
-      plan = {usage = usage, S = S, model = ARGV[v + 6], agent = ARGV[v + 7], levels = levels,
-              values = {0, 0, 0, 0, 0, 0, 0, 0}, renews = false}
-      plans[sig] = plan
-      plan_order[#plan_order + 1] = plan
-    end
+    for i = 1, 8 do values[i] = tonumber(ARGV[a + 4 + i]) end
     local acc = plan.values
     for i = 1, 8 do acc[i] = acc[i] + values[i] end
     if renews then plan.renews = true end
-    local session = ARGV[v + 8]
-    local ranking = usage + 5 * S
+    local session = plan.session
     for p = 1, T do
-      local key = KEYS[ranking + p - 1]
+      local key = KEYS[plan.ranking + p - 1]
       local entry = ranks[key]
       if not entry then
         entry = {members = {}, scores = {}}
@@ -156,7 +159,7 @@ for _ = 1, N do
     -- as long as the period's usage aggregates.
     local alerts = {}
     local cost = values[7]
-    local budgets = ranking + T
+    local usage, budgets = plan.usage, plan.budgets
     if cost > 0 then
       for b = 0, S - 2 do
         local config_key = KEYS[budgets + 2 * b]
@@ -174,7 +177,7 @@ for _ = 1, N do
           key_cost[spent_key] = (key_cost[spent_key] or 0) + cost
           local after = stored_cost[spent_key] + key_cost[spent_key]
           local before = after - cost
-          local claims, bucket = KEYS[budgets + 2 * b + 1], ARGV[v + 16 + S + p]
+          local claims, bucket = KEYS[budgets + 2 * b + 1], ARGV[plan.buckets + p]
           local claimed = false
           for threshold, amount in string.gmatch(config[4], '([^%s=]+)=(%d+)') do
             local level = math.max(tonumber(amount), 1)
@@ -198,13 +201,16 @@ for _ = 1, N do
       end
     end
 
-    -- The event.
+    -- The event: its head, its attribution, its tail.
     local event = {}
-    for i = v + 22 + S, a + L - 1 do event[#event + 1] = ARGV[i] end
+    local H = tonumber(ARGV[a + 13])
+    for i = a + 14, a + 13 + H do event[#event + 1] = ARGV[i] end
+    for _, v in ipairs(plan.event) do event[#event + 1] = v end
+    for i = a + 14 + H, a + L - 1 do event[#event + 1] = ARGV[i] end
     if maxlen ~= '0' then
-      redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, '*', unpack(event))
+      redis.call('XADD', plan.stream, 'MAXLEN', '~', maxlen, '*', unpack(event))
     else
-      redis.call('XADD', KEYS[k + 1], '*', unpack(event))
+      redis.call('XADD', plan.stream, '*', unpack(event))
     end
 
     reply[#reply + 1] = 1
@@ -212,11 +218,11 @@ for _ = 1, N do
     reply[#reply + 1] = #alerts / 6
     for _, v in ipairs(alerts) do reply[#reply + 1] = v end
   end
-  a, k = a + L, k + K
+  a = a + L
 end
 
 -- The plans' sums, into the batch's sums per key and field.
-for _, plan in ipairs(plan_order) do
+for _, plan in ipairs(plans) do
   local values = plan.values
   local by_model, by_agent = {}, {}
   for j, i in ipairs(picked) do
