@@ -43,7 +43,7 @@ from proxy.ledger.keys import DEFAULT_PREFIX, Keys
 from proxy.ledger.periods import PERIODS, bucket_ids, check_period, period_bounds, to_utc
 from proxy.ledger.batch import TurnBatcher
 from proxy.ledger.leases import LEASE_LIFE_S, LEASE_ROOM_FACTOR, Lease, Leases, new_lease_id
-from proxy.ledger.pipe import RedisPipe, pack_args, pack_command
+from proxy.ledger.pipe import RedisPipe, pack_args, pack_command, pack_strs
 
 __all__ = [
     "Attribution",
@@ -630,9 +630,9 @@ class Ledger:
         job = _SettleJob(plan=plan, done_key=self.keys.done(a.project, rid), cost=event.cost_nano,
                          args=(*own, *increments, str(len(head)), *head, *tail))
         if self._pipe is not None:
-            job.packed_done = pack_args((job.done_key,))
-            job.packed_args = pack_args(job.args)
-            packed_id, buckets = pack_args((rid,)), plan.buckets
+            job.packed_done = pack_strs((job.done_key,))
+            job.packed_args = pack_strs(job.args)
+            packed_id, buckets = pack_strs((rid,)), plan.buckets
             for scope, scope_id in plan.scopes[:-1]:  # the budget scopes
                 queued = self._queued.get((a.project, scope, scope_id))
                 if queued is None:
@@ -748,7 +748,7 @@ class Ledger:
                 parts = [head, *(plan.packed_keys for plan in plans), *(job.packed_done for job in members), common,
                          *(plan.packed_segment for plan in plans)]
                 for job, n in zip(members, numbers):
-                    parts += (pack_args((str(2 + len(job.args)), str(n))), job.packed_args)
+                    parts += (pack_strs((str(2 + len(job.args)), str(n))), job.packed_args)
                 packed.append(b"".join(parts))
             packed.append(pack_command(("SADD", self.keys.projects(), *projects)))
             sent = self._pipe.send_now(packed)

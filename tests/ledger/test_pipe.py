@@ -13,7 +13,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from proxy.errors import LedgerUnavailable
 from proxy.ledger.embedded import EmbeddedRedis
 from proxy.ledger.ledger import Attribution, Ledger
-from proxy.ledger.pipe import RedisPipe, pack_command
+from proxy.ledger.pipe import RedisPipe, pack_args, pack_command, pack_strs
 from tests.ledger.helpers import event
 
 
@@ -150,3 +150,19 @@ async def test_ledger_on_a_dead_pipe_reports_the_ledger_unavailable(tmp_path, ke
     finally:
         await pipe.close()
         await client.aclose()
+
+
+@pytest.mark.parametrize("args", [("EVALSHA", "", "1", "req-0123"), ("modèle", "x"), ("日本", "", "é" * 40), ()])
+def test_strings_pack_as_bulk_strings_of_their_utf8_bytes(args):
+    assert pack_strs(args) == pack_args(args) == b"".join(
+        b"$%d\r\n%b\r\n" % (len(a.encode()), a.encode()) for a in args)
+
+
+async def test_packed_strings_reach_redis_as_sent(pipe, key_prefix):
+    key = f"{key_prefix}:pack-strs"
+    (reply,) = await pipe.execute_packed(b"*3\r\n" + pack_strs(("SET", key, "modèle 日本")))
+    assert reply == "OK" or reply == b"OK"
+    (value,) = await pipe.execute_packed(b"*2\r\n" + pack_strs(("GET", key)))
+    await pipe.execute_packed(pack_command(("DEL", key)))
+    assert value == "modèle 日本".encode()
+
