@@ -180,6 +180,19 @@ async def test_a_lease_stops_lending_after_its_life_and_gives_back_the_rest(make
     assert ledger.leases_granted == 2
 
 
+async def test_a_budget_lowered_through_this_process_applies_to_its_next_request_at_once(make_ledger):
+    ledger = make_ledger(8)
+    await ledger.set_budget("project", "acme", 1_000_000, "day")
+    for n in range(3):  # back to back: r1 asks for a lease, r2 draws from it
+        assert (await ledger.reserve(f"r{n}", PLANNER, 100, deadline_s=DEADLINE_S)).ok
+        await ledger.settle(event(f"r{n}", PLANNER, ts=T0, cost_nano=70))
+    assert ledger.leases_granted == 1
+    await ledger.set_budget("project", "acme", 250, "day")  # 210 spent: room for 40
+    refused = await ledger.reserve("r3", PLANNER, 100, deadline_s=DEADLINE_S)
+    assert not refused.ok and refused.tightest.limit_nano == 250 and refused.room_nano == 40
+    assert await _reserved(make_ledger.reader) == (0, 210)
+
+
 async def test_a_lease_left_by_a_dead_process_is_reclaimed_after_its_deadline(make_ledger):
     dead, alive = make_ledger(8), make_ledger(8)
     await dead.set_budget("project", "acme", 1_000_000, "day")
