@@ -14,8 +14,9 @@
     └── UpstreamTimeout               504 upstream_timeout
 
 Each class carries its HTTP status and OpenAI ``type``/``code``; ``error_response_parts``
-renders one for both servers (``proxy.app``'s middleware, ``proxy.front``). The upstream client's errors are mapped to these
-in ``proxy.upstream.relay``, ``redis.RedisError`` in ``proxy.ledger``, nowhere else.
+renders one for both servers (``proxy.app``'s middleware, ``proxy.front``). The upstream
+client's errors are mapped to these in ``proxy.upstream.relay``, ``redis.RedisError`` in
+``proxy.ledger``, nowhere else.
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ Under load, a reservation per request is most of what metering costs (a script c
 and a round trip per request). So when a request of an attribution (project, agent, session,
 key) is reserved while another of the same attribution is still in flight in this process, or
 less than ``LEASE_LIFE_S`` after the last one was reserved here, ``reserve.lua`` is asked to
-hold a *lease* instead: ``lease_requests`` times the
-request's worst case, under a lease id, on every budget that applies, checked like any other
-reservation. The requests that follow draw their worst case from it here, without Redis, as
+hold a *lease* instead: ``lease_requests`` times the request's worst case, under a lease id,
+on every budget that applies, checked like any other reservation. The requests that follow draw their worst case from it here, without Redis, as
 long as it has room, for at most ``LEASE_LIFE_S``.
 
 What keeps it exact:
@@ -117,15 +116,9 @@ class Leases:
                     del last[quiet]
                 self._prune_at = max(_PRUNE_AT, 2 * len(last))
 
-    @staticmethod
-    def settling(drawn: tuple[Lease, int], cost: int) -> None:
-        """A request that drew ``drawn`` (its lease and part) is settled at ``cost``."""
-        lease = drawn[0]
-        lease.settled_parts += drawn[1]
-        lease.settled_cost += cost
-
-    def ended(self, request_id: str) -> tuple[Lease, int] | None:
-        """``request_id`` was settled or released: its lease and drawn amount, if it drew."""
+    def ended(self, request_id: str, *, settled_cost: int | None = None) -> tuple[Lease, int] | None:
+        """``request_id`` was settled at ``settled_cost`` (None: released): its lease and drawn
+        amount, if it drew."""
         a = self.holders.pop(request_id, None)
         if a is not None:
             left = self.in_flight[a] - 1
@@ -133,7 +126,11 @@ class Leases:
                 self.in_flight[a] = left
             else:
                 del self.in_flight[a]
-        return self.drawn.pop(request_id, None)
+        drawn = self.drawn.pop(request_id, None)
+        if drawn is not None and settled_cost is not None:
+            drawn[0].settled_parts += drawn[1]
+            drawn[0].settled_cost += settled_cost
+        return drawn
 
     def draw(self, request_id: str, a: Attribution, amount: int, now: float, deadline_s: float, *,
              asked: bool = False) -> bool:

@@ -82,10 +82,6 @@ _ID_RULE = "1-128 characters of letters, digits and . _ - @"
 
 # Breakdown levels of the usage scopes in settle.lua: 2 = by model and agent, 1 = by model.
 _LEVEL = {"project": 2, "agent": 1, "session": 1, "key": 1, "model": 0}
-# A usage event's stream fields (``UsageEvent.to_fields``): a head of _EVENT_HEAD values, then
-# the attribution's _EVENT_PLAN (the same for every request of a settle plan: sent once per
-# settle.lua call), then the rest.
-_EVENT_HEAD, _EVENT_PLAN = 4, 8
 _MAX_PLANS = 4096               # cached key plans (per attribution, model and hour); then start afresh
 _MAX_CHUNK = 128                # requests per settle.lua call
 _MAX_CHUNK_COST = 2**50         # nano-USD per settle.lua call, so its sums stay exact doubles
@@ -147,7 +143,8 @@ class Attribution:
 
 
 def _attribution_fields(a: Attribution) -> tuple[str, ...]:
-    """The attribution's fields of a usage event in the stream (_EVENT_PLAN values)."""
+    """The attribution's fields of a usage event in the stream, between its head and tail
+    (``UsageEvent.head_and_tail``): the same for every request of a settle plan."""
     return ("project", a.project, "agent", a.agent, "session", a.session or "", "key_id", a.key_id or "")
 
 
@@ -177,8 +174,13 @@ class UsageEvent:
 
     def to_fields(self) -> list[str]:
         """The stream entry: field, value, field, value, ..."""
+        head, tail = self.head_and_tail()
+        return [*head, *_attribution_fields(self.attribution), *tail]
+
+    def head_and_tail(self) -> tuple[list[str], list[str]]:
+        """The stream entry's fields before and after its attribution's."""
+        head = ["request_id", self.request_id, "ts", f"{self.ts:.3f}"]
         fields = [
-            "request_id", self.request_id, "ts", f"{self.ts:.3f}", *_attribution_fields(self.attribution),
             "model", self.model, "priced_model", self.priced_model, "endpoint", self.endpoint,
             "upstream", self.upstream, "status", str(self.status), "stream", "1" if self.stream else "0",
             "estimated", "1" if self.estimated else "0", "prompt_tokens", str(self.prompt_tokens),
@@ -189,7 +191,7 @@ class UsageEvent:
         ]
         if self.clamped_max_tokens is not None:
             fields += ["clamped_max_tokens", str(self.clamped_max_tokens)]
-        return fields
+        return head, fields
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> "UsageEvent":
@@ -428,6 +430,10 @@ class _SettleJob:
     packed_done: bytes = b""
     packed_args: bytes = b""
 
+    def segment_head(self, plan_index: int) -> tuple[str, str]:
+        """What settle.lua reads before ``args``: the segment's length and its plan's index."""
+        return str(2 + len(self.args)), str(plan_index)
+
 
 @dataclass(frozen=True, slots=True)
 class _ReservePlan:
@@ -616,12 +622,9 @@ class Ledger:
         )
         if event.cost_nano > MAX_LUA_NANO:
             raise ValueError(f"cost_nano must be at most {MAX_LUA_NANO}, not {event.cost_nano}")
-        fields = event.to_fields()
-        # The event's fields are its head, its plan's (the attribution) and its tail.
-        head, tail = fields[:_EVENT_HEAD], fields[_EVENT_HEAD + _EVENT_PLAN:]
-        drawn = self._leases.ended(rid) if self._leases.requests else None
-        if drawn is not None:
-            Leases.settling(drawn, event.cost_nano)
+        # The event's attribution fields are its plan's, sent once per call.
+        head, tail = event.head_and_tail()
+        drawn = self._leases.ended(rid, settled_cost=event.cost_nano) if self._leases.requests else None
         # A plan lives for one hour bucket, so each key's TTL is renewed about once an hour
         # rather than on every write (and set whenever a write creates the key).
         renew = "0" if plan.renewed else "1"
@@ -705,15 +708,9 @@ class Ledger:
     def _plans_of(jobs: list[_SettleJob]) -> tuple[list[_SettlePlan], list[int]]:
         """The plans of one settle.lua call's ``jobs`` in first-seen order, and each job's plan
         index there (1-based, as settle.lua reads it)."""
-        plans: list[_SettlePlan] = []
-        index: dict[int, int] = {}
-        numbers = []
-        for job in jobs:
-            n = index.get(id(job.plan))
-            if n is None:
-                plans.append(job.plan)
-                n = index[id(job.plan)] = len(plans)
-            numbers.append(n)
+        index: dict[_SettlePlan, int] = {}
+        numbers = [index.setdefault(job.plan, len(index) + 1) for job in jobs]
+        plans = list(index)
         return plans, numbers
 
     def _settle_call(self, jobs: list[_SettleJob]) -> tuple[list[str], list[str]]:
@@ -725,7 +722,7 @@ class Ledger:
         for plan in plans:
             args += plan.segment
         for job, n in zip(jobs, numbers):
-            args += (str(2 + len(job.args)), str(n), *job.args)
+            args += (*job.segment_head(n), *job.args)
         return keys, args
 
     def _write_settles(self, jobs: list[_SettleJob]) -> Awaitable[list[list[Any] | BaseException]]:
@@ -748,7 +745,7 @@ class Ledger:
                 parts = [head, *(plan.packed_keys for plan in plans), *(job.packed_done for job in members), common,
                          *(plan.packed_segment for plan in plans)]
                 for job, n in zip(members, numbers):
-                    parts += (pack_strs((str(2 + len(job.args)), str(n))), job.packed_args)
+                    parts += (pack_strs(job.segment_head(n)), job.packed_args)
                 packed.append(b"".join(parts))
             packed.append(pack_command(("SADD", self.keys.projects(), *projects)))
             sent = self._pipe.send_now(packed)
