@@ -76,7 +76,8 @@ async def _reserve_settle(redis_url: str | None, data_dir: Path, rounds: int) ->
     from pricing.catalog import Catalog  # noqa: PLC0415
     from pricing.cost import Usage, cost_nano, worst_case_nano  # noqa: PLC0415
     from proxy.ledger.connection import RedisHandle  # noqa: PLC0415
-    from proxy.ledger.ledger import Attribution, Ledger, UsageEvent  # noqa: PLC0415
+    from proxy.domain import Attribution, UsageEvent  # noqa: PLC0415
+    from proxy.ledger.ledger import Ledger  # noqa: PLC0415
     from proxy.settings import Settings  # noqa: PLC0415
 
     prefix = f"fbbench{uuid.uuid4().hex[:8]}"
@@ -136,7 +137,7 @@ async def _server_time(redis: Any, ledger: Any, who: Any, amount: int, price: An
                        rounds: int) -> dict[str, Any]:
     """Redis's own time per reserve and per settle script (INFO commandstats), each run alone."""
     from pricing.cost import cost_nano  # noqa: PLC0415
-    from proxy.ledger.ledger import UsageEvent  # noqa: PLC0415
+    from proxy.domain import UsageEvent  # noqa: PLC0415
 
     async def evalsha_usec() -> float:
         stats = await redis.info("commandstats")
@@ -191,7 +192,7 @@ def _stream_bytes(chunks: int) -> list[bytes]:
 
 
 def time_sse_per_chunk(streams: int) -> dict[str, Any]:
-    """The relay's per-event work (see ``_Call.relay_stream`` in proxy/handlers.py), one event per read."""
+    """The relay's per-event work (see ``_Call.relay_stream`` in proxy/flow.py), one event per read."""
     from proxy.pipeline.measure import StreamMeter  # noqa: PLC0415
     from proxy.upstream.sse import SSESplitter  # noqa: PLC0415
 

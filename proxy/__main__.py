@@ -1,5 +1,5 @@
 """``python -m proxy`` is the ``farebox`` command."""
-from proxy.cli import main
+from proxy.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -18,7 +18,8 @@ from pricing.catalog import ModelPrice
 from pricing.cost import max_output_for_budget, worst_case_nano
 from pricing.money import nano_to_usd
 from proxy.errors import BudgetExceeded
-from proxy.ledger.ledger import Attribution, BudgetView, Ledger
+from proxy.domain import Attribution, BudgetView, iso_utc
+from proxy.ledger.ledger import Ledger
 from proxy.pipeline.parse import ChatRequest
 from proxy.settings import Settings
 
@@ -85,7 +86,7 @@ def budget_exceeded(view: BudgetView | None, amount_nano: int, *, now: float | N
     """The 402 for a refused reservation, naming the tightest budget."""
     if view is None:  # the ledger refused without naming a budget: should not happen
         return BudgetExceeded("Budget exceeded.", extra={"scope": None, "scope_id": None})
-    resets = view.resets_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if view.resets_at else None
+    resets = iso_utc(view.resets_at)
     spent = nano_to_usd(view.spent_nano)
     held = f" (plus ${_human(view.reserved_nano)} held by requests in flight)" if view.reserved_nano else ""
     message = (f"Budget exceeded for {_label(view)}: {_ADJECTIVE.get(view.period, view.period)} limit "

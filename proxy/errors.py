@@ -14,7 +14,7 @@
     └── UpstreamTimeout               504 upstream_timeout
 
 Each class carries its HTTP status and OpenAI ``type``/``code``; ``error_response_parts``
-renders one for both servers (``proxy.app``'s middleware, ``proxy.front``). The upstream
+renders one for both servers (``proxy.http.app``'s middleware, ``proxy.http.front``). The upstream
 client's errors are mapped to these in ``proxy.upstream.relay``, ``redis.RedisError`` in
 ``proxy.ledger``, nowhere else.
 """

@@ -15,9 +15,10 @@ from functools import partial
 from typing import Any
 
 from pricing.catalog import Catalog, ModelPrice
-from proxy.alerts import AlertDispatcher
+from proxy.control.alerts import AlertDispatcher
 from proxy.errors import LedgerUnavailable, UnknownModel
-from proxy.ledger.ledger import Attribution, Ledger, SettleOutcome, UsageEvent
+from proxy.domain import Attribution, SettleOutcome, UsageEvent
+from proxy.ledger.ledger import Ledger
 from proxy.ledger.spool import Spool
 from proxy.metrics import Metrics
 from proxy.settings import Settings

@@ -17,15 +17,15 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from proxy.ledger.leases import DEFAULT_LEASE_REQUESTS
+from proxy.domain import ID_PATTERN
 
-__all__ = ["Settings", "SettingsError", "load_settings", "DEFAULT_UPSTREAM", "ID_PATTERN"]
+__all__ = ["Settings", "SettingsError", "load_settings", "DEFAULT_UPSTREAM"]
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # 10 MiB
 # Ids are safe inside Redis keys, metric labels and the PROJECT/AGENT form.
-ID_PATTERN = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+DEFAULT_LEASE_REQUESTS = 32  # a budget lease holds this many times the worst case of the request that asked
 
 
 class SettingsError(ValueError):

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from proxy.app import create_app
-from proxy.appkeys import SERVICES
+from proxy.http.app import create_app
+from proxy.http.appkeys import SERVICES
 from proxy.fake_upstream import RECEIVED, create_fake_app
-from proxy.front import FrontSite
+from proxy.http.front import FrontSite
 from proxy.services import Services
 from proxy.settings import Settings
 

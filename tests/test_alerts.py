@@ -19,9 +19,9 @@ import pytest
 from aiohttp import web
 
 from pricing.money import nano_to_usd, usd_to_nano
-from proxy.alerts import AlertDispatcher
+from proxy.control.alerts import AlertDispatcher
 from proxy.ledger.embedded import EmbeddedRedis
-from proxy.ledger.ledger import Attribution, Crossing
+from proxy.domain import Attribution, Crossing
 from proxy.metrics import Metrics
 from proxy.settings import SettingsError, load_settings
 from tests.harness import LoopThread
@@ -127,7 +127,7 @@ def alerts_metric(metrics: Metrics, threshold: str, outcome: str, scope: str = "
     return value or 0.0
 
 
-def _iso(at: datetime) -> str:
+def iso_utc(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -154,7 +154,7 @@ def test_a_request_crossing_two_thresholds_posts_two_signed_alerts(make_stack, r
         assert body == {
             "event": "budget.threshold_crossed", "alert_id": body["alert_id"], "scope": "project", "id": "acme",
             "mode": "hard", "threshold": threshold, "percent": percent, "spent_usd": nano_to_usd(cost),
-            "limit_usd": nano_to_usd(limit), "period": "month", "period_start": _iso(start), "resets_at": _iso(end),
+            "limit_usd": nano_to_usd(limit), "period": "month", "period_start": iso_utc(start), "resets_at": iso_utc(end),
             "occurred_at": bodies[0]["occurred_at"],
         }
     assert bodies[0]["alert_id"] != bodies[1]["alert_id"]
@@ -170,7 +170,7 @@ def test_a_request_crossing_two_thresholds_posts_two_signed_alerts(make_stack, r
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "crossed" in r.getMessage()]
     assert sorted(warnings) == [
         f"budget project 'acme' crossed {p}% of its monthly limit: spent ${nano_to_usd(cost)} of "
-        f"${nano_to_usd(limit)}; resets {_iso(end)}" for p in (50, 80)]
+        f"${nano_to_usd(limit)}; resets {iso_utc(end)}" for p in (50, 80)]
     delivered = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "delivered to" in r.getMessage()]
     assert len(delivered) == 2 and all(receiver.url.rpartition("/hooks")[0] in m for m in delivered)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from proxy import app as app_module
-from proxy.app import create_app, new_request_id
-from proxy.serve import GC_YOUNG_THRESHOLD, _settle_garbage_collector
+from proxy.http import app as app_module
+from proxy.http.app import create_app, new_request_id
+from proxy.cli.serve import GC_YOUNG_THRESHOLD, _settle_garbage_collector
 from proxy.settings import Settings
 from proxy.tokens import EncodingDataError
 
@@ -138,7 +138,7 @@ async def test_once_loaded_the_collector_is_on_with_start_up_frozen():
 
 FAILED_START = """
 import gc, sys
-from proxy.serve import _run
+from proxy.cli.serve import _run
 from proxy.settings import Settings
 settings = Settings(data_dir=sys.argv[1], price_files=[sys.argv[2]], upstream="http://127.0.0.1:9", port=0)
 try:

@@ -12,7 +12,8 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.ledger.ledger import Attribution, Ledger
+from proxy.domain import Attribution
+from proxy.ledger.ledger import Ledger
 from tests.ledger.helpers import epoch, event
 from tests.test_cli import run
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.forecast import HOUR_MS, project, runs_out_ms
+from proxy.control.forecast import HOUR_MS, project, runs_out_ms
 
 DAY_MS = 24 * HOUR_MS
 

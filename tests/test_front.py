@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from proxy import front as front_module
+from proxy.http import front as front_module
 
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}).encode()
 

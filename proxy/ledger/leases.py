@@ -47,11 +47,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncio
 
-    from proxy.ledger.ledger import Attribution, BudgetView
+    from proxy.domain import Attribution, BudgetView
 
-__all__ = ["Lease", "Leases", "LEASE_LIFE_S", "LEASE_ROOM_FACTOR", "DEFAULT_LEASE_REQUESTS"]
+__all__ = ["Lease", "Leases", "LEASE_LIFE_S", "LEASE_ROOM_FACTOR"]
 
-DEFAULT_LEASE_REQUESTS = 32     # a lease holds this many times the worst case of the request that asked
 LEASE_LIFE_S = 0.25             # a lease lends for at most this long
 LEASE_ROOM_FACTOR = 4           # a lease is granted only while it is at most 1/4 of every hard budget's room
 _PRUNE_AT = 4096                # attributions remembered before the quiet ones are forgotten

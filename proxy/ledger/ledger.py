@@ -38,6 +38,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from pricing.money import nano_to_usd
+from proxy.domain import (BUDGET_SCOPES, DEFAULT_THRESHOLDS, MAX_MODEL_LENGTH, MODES, USAGE_SCOPES, Attribution,
+                          BudgetState, BudgetView, Crossing, ReserveOutcome, SettleOutcome, UsageEvent,
+                          attribution_fields, check_id, check_thresholds, iso_utc, public_id, split_scope_id)
 from proxy.errors import LedgerUnavailable
 from proxy.ledger.keys import DEFAULT_PREFIX, Keys
 from proxy.ledger.periods import PERIODS, bucket_ids, check_period, period_bounds, to_utc
@@ -45,27 +48,8 @@ from proxy.ledger.batch import TurnBatcher
 from proxy.ledger.leases import LEASE_LIFE_S, LEASE_ROOM_FACTOR, Lease, Leases, new_lease_id
 from proxy.ledger.pipe import RedisPipe, pack_args, pack_command, pack_strs
 
-__all__ = [
-    "Attribution",
-    "UsageEvent",
-    "Ttls",
-    "SettleOutcome",
-    "Crossing",
-    "BudgetView",
-    "BudgetState",
-    "ReserveOutcome",
-    "Ledger",
-    "BUDGET_SCOPES",
-    "USAGE_SCOPES",
-    "MODES",
-    "DEFAULT_THRESHOLDS",
-    "check_id",
-]
+__all__ = ["Ledger", "Ttls"]
 
-BUDGET_SCOPES: tuple[str, ...] = ("project", "agent", "session", "key")
-USAGE_SCOPES: tuple[str, ...] = BUDGET_SCOPES + ("model",)
-MODES: tuple[str, ...] = ("hard", "soft")
-DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.8, 0.9, 1.0)
 
 HOUR_S = 3600
 DAY_S = 24 * HOUR_S
@@ -73,12 +57,8 @@ DEFAULT_DONE_TTL_S = 7 * DAY_S      # how long a settled request id is remembere
 DEFAULT_STREAM_MAXLEN = 1_000_000   # approximate; 0 keeps every event
 # Lua numbers are doubles: amounts a script compares must stay below 2**53 (about 9 million USD).
 MAX_LUA_NANO = 2**53 - 1
-MAX_THRESHOLD = 10.0                # an alert at 1000 % of a (soft) budget is the most we accept
 MAX_REQUEST_ID_LENGTH = 256
-MAX_MODEL_LENGTH = 256
 
-_ID = re.compile(r"[A-Za-z0-9._@-]{1,128}")
-_ID_RULE = "1-128 characters of letters, digits and . _ - @"
 
 # Breakdown levels of the usage scopes in settle.lua: 2 = by model and agent, 1 = by model.
 _LEVEL = {"project": 2, "agent": 1, "session": 1, "key": 1, "model": 0}
@@ -92,17 +72,6 @@ _LEASE_WAITS = 16               # leases a reservation may wait for (each lends 
 _REFUSAL_RETRIES = 3            # times a refused reservation tries again after leases gave back room
 
 log = logging.getLogger("farebox.ledger")
-
-
-def check_id(value: object, what: str) -> str:
-    """``value`` when it is a valid project/agent/session/key id, else ValueError saying why."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise ValueError(f"invalid {what} id {value!r}: ids are {_ID_RULE}")
-    return value
-
-
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _text(value: bytes | str) -> str:
@@ -133,93 +102,6 @@ def _redis_errors() -> Iterator[None]:
 
 
 @dataclass(frozen=True, slots=True)
-class Attribution:
-    """Who a request is charged to. ``key_id`` is the proxy's short fingerprint of the API key."""
-
-    project: str
-    agent: str = "default"
-    session: str | None = None
-    key_id: str | None = None
-
-
-def _attribution_fields(a: Attribution) -> tuple[str, ...]:
-    """The attribution's fields of a usage event in the stream, between its head and tail
-    (``UsageEvent.head_and_tail``): the same for every request of a settle plan."""
-    return ("project", a.project, "agent", a.agent, "session", a.session or "", "key_id", a.key_id or "")
-
-
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
-    """One finished request as the ledger records it. Token counts follow the OpenAI
-    convention (cached within prompt, reasoning within completion); ``cost_nano`` is nano-USD."""
-
-    request_id: str
-    ts: float                       # epoch seconds; decides the buckets the usage lands in
-    attribution: Attribution
-    model: str                      # as the client asked
-    priced_model: str               # as the catalog priced it; the model scope and breakdowns use this
-    endpoint: str
-    upstream: str
-    status: int
-    stream: bool
-    estimated: bool
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    cache_creation_tokens: int
-    reasoning_tokens: int
-    cost_nano: int
-    latency_ms: int
-    clamped_max_tokens: int | None = None
-
-    def to_fields(self) -> list[str]:
-        """The stream entry: field, value, field, value, ..."""
-        head, tail = self.head_and_tail()
-        return [*head, *_attribution_fields(self.attribution), *tail]
-
-    def head_and_tail(self) -> tuple[list[str], list[str]]:
-        """The stream entry's fields before and after its attribution's."""
-        head = ["request_id", self.request_id, "ts", f"{self.ts:.3f}"]
-        fields = [
-            "model", self.model, "priced_model", self.priced_model, "endpoint", self.endpoint,
-            "upstream", self.upstream, "status", str(self.status), "stream", "1" if self.stream else "0",
-            "estimated", "1" if self.estimated else "0", "prompt_tokens", str(self.prompt_tokens),
-            "completion_tokens", str(self.completion_tokens), "cached_tokens", str(self.cached_tokens),
-            "cache_creation_tokens", str(self.cache_creation_tokens),
-            "reasoning_tokens", str(self.reasoning_tokens), "cost_nano", str(self.cost_nano),
-            "latency_ms", str(self.latency_ms),
-        ]
-        if self.clamped_max_tokens is not None:
-            fields += ["clamped_max_tokens", str(self.clamped_max_tokens)]
-        return head, fields
-
-    @classmethod
-    def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> "UsageEvent":
-        """Read back a stream entry written by ``to_fields``."""
-        f = {_text(k): _text(v) for k, v in fields.items()}
-        clamp = f.get("clamped_max_tokens", "")
-        return cls(
-            request_id=f["request_id"], ts=float(f["ts"]),
-            attribution=Attribution(f["project"], f["agent"], f["session"] or None, f["key_id"] or None),
-            model=f["model"], priced_model=f["priced_model"], endpoint=f["endpoint"], upstream=f["upstream"],
-            status=int(f["status"]), stream=f["stream"] == "1", estimated=f["estimated"] == "1",
-            prompt_tokens=int(f["prompt_tokens"]), completion_tokens=int(f["completion_tokens"]),
-            cached_tokens=int(f["cached_tokens"]), cache_creation_tokens=int(f["cache_creation_tokens"]),
-            reasoning_tokens=int(f["reasoning_tokens"]), cost_nano=int(f["cost_nano"]),
-            latency_ms=int(f["latency_ms"]), clamped_max_tokens=int(clamp) if clamp else None,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "UsageEvent":
-        values = dict(data)
-        values["attribution"] = Attribution(**values["attribution"])
-        return cls(**values)
-
-
-@dataclass(frozen=True, slots=True)
 class Ttls:
     """Seconds a usage aggregate of each period lives after its last write; None = forever.
     (Each process renews a key's TTL on the first write of each hour, so "last write" is
@@ -240,157 +122,6 @@ class Ttls:
                 raise ValueError(f"TTL for {period} must be a positive number of seconds or None, not {ttl!r}")
             out.append(str(ttl or 0))
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class Crossing:
-    """A budget's alert threshold crossed by a settled request, claimed by that settle alone:
-    one per threshold per period per budget. ``spent_nano`` is the period's spend right after
-    the request; ``threshold`` a fraction of the limit (0.8 = 80 %)."""
-
-    scope: str
-    id: str
-    threshold: float
-    spent_nano: int
-    limit_nano: int
-    period: str
-    mode: str
-    period_start: datetime | None
-    resets_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class SettleOutcome:
-    """``recorded`` is False for a request id settled before (nothing changed).
-    ``reserved_nano``: the hold released (0 when none was left: no budget applied, or it was
-    reclaimed after its deadline). ``overrun_nano``: cost beyond that hold (0 when no hold was
-    released). ``alerts``: the thresholds this request crossed."""
-
-    recorded: bool
-    reserved_nano: int
-    overrun_nano: int
-    alerts: tuple[Crossing, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetView:
-    """A budget as a reservation saw it. ``reserved_nano`` includes the request's own hold after
-    a granted reservation; after a refusal nothing was held."""
-
-    scope: str
-    id: str
-    period: str
-    limit_nano: int
-    spent_nano: int
-    reserved_nano: int
-    resets_at: datetime | None
-
-    @property
-    def remaining_nano(self) -> int:
-        return max(0, self.limit_nano - self.spent_nano - self.reserved_nano)
-
-    def with_reserved(self, reserved_nano: int) -> "BudgetView":
-        """This view with another amount held."""
-        return self.with_usage(self.spent_nano, reserved_nano)
-
-    def with_usage(self, spent_nano: int, reserved_nano: int) -> "BudgetView":
-        """This view with other amounts spent and held (``dataclasses.replace`` costs more, per request)."""
-        return BudgetView(scope=self.scope, id=self.id, period=self.period, limit_nano=self.limit_nano,
-                          spent_nano=spent_nano, reserved_nano=reserved_nano, resets_at=self.resets_at)
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveOutcome:
-    """``ok``: the amount is held on every applicable budget (or none applies).
-    ``tightest``: the hard budget with the least room (None without hard budgets).
-    ``room_nano``: the least room among hard budgets before this reservation, never below 0
-    (None without hard budgets); a refused request whose worst case is lowered to fit it can
-    try again. ``reclaimed``: holds past their deadline that this call released."""
-
-    ok: bool
-    tightest: BudgetView | None
-    room_nano: int | None
-    reclaimed: int
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetState:
-    """A budget's config and current standing, amounts in nano-USD."""
-
-    scope: str
-    id: str
-    limit_nano: int
-    period: str
-    mode: str
-    thresholds: tuple[float, ...]
-    spent_nano: int
-    reserved_nano: int
-    created_at: float | None
-    period_start: datetime | None
-    resets_at: datetime | None
-
-    @property
-    def remaining_nano(self) -> int:
-        return max(0, self.limit_nano - self.spent_nano - self.reserved_nano)
-
-    @property
-    def percent(self) -> float:
-        """Spent as a percentage of the limit, 0-100 (a zero limit counts as used up)."""
-        if self.limit_nano <= 0:
-            return 100.0
-        return min(100.0, round(self.spent_nano * 100 / self.limit_nano, 2))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "scope": self.scope,
-            "id": self.id,
-            "limit_usd": nano_to_usd(self.limit_nano),
-            "period": self.period,
-            "mode": self.mode,
-            "alert_thresholds": list(self.thresholds),
-            "spent_usd": nano_to_usd(self.spent_nano),
-            "reserved_usd": nano_to_usd(self.reserved_nano),
-            "remaining_usd": nano_to_usd(self.remaining_nano),
-            "percent": self.percent,
-            "period_start": _iso(self.period_start),
-            "resets_at": _iso(self.resets_at),
-        }
-
-
-def _split_id(scope: str, scope_id: str, *, scopes: tuple[str, ...]) -> tuple[str, str]:
-    """``(project, id inside the project)`` for a scope id: ``acme`` or ``acme/planner``."""
-    if scope not in scopes:
-        raise ValueError(f"unknown scope {scope!r}: use one of {', '.join(scopes)}")
-    if not isinstance(scope_id, str):
-        raise ValueError(f"invalid {scope} id {scope_id!r}")
-    if scope == "project":
-        return check_id(scope_id, "project"), scope_id
-    project, slash, local = scope_id.partition("/")
-    if not slash:
-        raise ValueError(f"invalid {scope} id {scope_id!r}: write it as PROJECT/{scope.upper()}, e.g. acme/planner")
-    check_id(project, "project")
-    if scope == "model":
-        if not local or len(local) > MAX_MODEL_LENGTH:
-            raise ValueError(f"invalid model id {scope_id!r}: write it as PROJECT/MODEL")
-    else:
-        check_id(local, scope)
-    return project, local
-
-
-def _public_id(scope: str, project: str, local: str) -> str:
-    return project if scope == "project" else f"{project}/{local}"
-
-
-def _check_thresholds(thresholds: object) -> tuple[float, ...]:
-    if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__iter__"):
-        raise ValueError(f"alert thresholds must be a list of fractions such as [0.5, 0.8, 1.0], not {thresholds!r}")
-    out = set()
-    for t in thresholds:  # type: ignore[union-attr]
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= MAX_THRESHOLD:
-            raise ValueError(f"invalid alert threshold {t!r}: use fractions of the limit above 0 "
-                             f"and at most {MAX_THRESHOLD:g} (0.8 = 80 %)")
-        out.add(float(t))
-    return tuple(sorted(out))
 
 
 def _alert_at(limit_nano: int, thresholds: tuple[float, ...]) -> str:
@@ -576,7 +307,7 @@ class Ledger:
             keys += [k.budget(p, scope, scope_id), k.alerted(p, scope, scope_id)]
         segment = (str(len(holds) // 2), str(len(scopes)), "5" if a.session is not None else "0",
                    model, a.agent, a.session or "", *(str(_LEVEL[scope]) for scope, _ in scopes), *buckets,
-                   *_attribution_fields(a))
+                   *attribution_fields(a))
         segment = (str(1 + len(segment)), *segment)
         plan = _SettlePlan(project=p, scopes=tuple(scopes), keys=tuple(keys), segment=segment, buckets=buckets,
                            packed_keys=pack_args(keys), packed_segment=pack_args(segment))
@@ -683,7 +414,7 @@ class Ledger:
             index, threshold, spent, limit, period, mode = raw[i:i + 6]
             scope, local = scopes[int(index)]
             start, end = period_bounds(_text(period), at)
-            out.append(Crossing(scope=scope, id=_public_id(scope, event.attribution.project, local),
+            out.append(Crossing(scope=scope, id=public_id(scope, event.attribution.project, local),
                                 threshold=float(_text(threshold)), spent_nano=int(spent), limit_nano=int(limit),
                                 period=_text(period), mode=_text(mode), period_start=start, resets_at=end))
         return tuple(out)
@@ -817,7 +548,7 @@ class Ledger:
         key, and model as priced). ``by_agent`` appears only in project reports.
         """
         await self.settled()  # what this process recorded so far is part of the answer
-        project, local = _split_id(scope, scope_id, scopes=USAGE_SCOPES)
+        project, local = split_scope_id(scope, scope_id, scopes=USAGE_SCOPES)
         check_period(period)
         at = to_utc(at) if at is not None else datetime.fromtimestamp(self.clock(), tz=timezone.utc)
         bucket = bucket_ids(at.timestamp())[PERIODS.index(period)]
@@ -827,10 +558,10 @@ class Ledger:
         start, end = period_bounds(period, at)
         report: dict[str, Any] = {
             "scope": scope,
-            "id": _public_id(scope, project, local),
+            "id": public_id(scope, project, local),
             "period": period,
-            "period_start": _iso(start),
-            "period_end": _iso(end),
+            "period_start": iso_utc(start),
+            "period_end": iso_utc(end),
             "requests": values.get("requests", 0),
             "prompt_tokens": values.get("prompt_tokens", 0),
             "completion_tokens": values.get("completion_tokens", 0),
@@ -941,7 +672,7 @@ class Ledger:
             room = budget_room
             scope, local = candidates[index]
             period = PERIODS[period_index - 1]
-            tightest = BudgetView(scope=scope, id=_public_id(scope, a.project, local), period=period,
+            tightest = BudgetView(scope=scope, id=public_id(scope, a.project, local), period=period,
                                   limit_nano=limit, spent_nano=spent,
                                   reserved_nano=held + amount_nano if ok else held,
                                   resets_at=period_bounds(period, datetime.fromtimestamp(now, tz=timezone.utc))[1])
@@ -1124,7 +855,7 @@ class Ledger:
     async def set_budget(self, scope: str, scope_id: str, limit_nano: int, period: str, mode: str = "hard",
                          thresholds: tuple[float, ...] | list[float] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
         """Create or replace a budget; returns its status (as ``get_budget``)."""
-        project, local = _split_id(scope, scope_id, scopes=BUDGET_SCOPES)
+        project, local = split_scope_id(scope, scope_id, scopes=BUDGET_SCOPES)
         if isinstance(limit_nano, bool) or not isinstance(limit_nano, int):
             raise ValueError(f"budget limit must be an integer amount of nano-USD, not {limit_nano!r}")
         if limit_nano < 0:
@@ -1134,7 +865,7 @@ class Ledger:
         check_period(period)
         if mode not in MODES:
             raise ValueError(f"unknown budget mode {mode!r}: use hard (refuse with 402) or soft (alerts only)")
-        levels = _check_thresholds(thresholds)
+        levels = check_thresholds(thresholds)
         k = self.keys
         config = k.budget(project, scope, local)
         with _redis_errors():
@@ -1153,7 +884,7 @@ class Ledger:
     async def budget_state(self, scope: str, scope_id: str) -> BudgetState | None:
         """A budget's config and standing in nano-USD, or None when it does not exist."""
         await self.settled()  # what this process recorded so far is part of the answer
-        project, local = _split_id(scope, scope_id, scopes=BUDGET_SCOPES)
+        project, local = split_scope_id(scope, scope_id, scopes=BUDGET_SCOPES)
         now = self.clock()
         with _redis_errors():
             reply = await self._status(self._budget_keys(project, scope, local, bucket_ids(now)), [str(int(now * 1000))])
@@ -1163,7 +894,7 @@ class Ledger:
                                                                    for x in reply)
         start, end = period_bounds(period, datetime.fromtimestamp(now, tz=timezone.utc))
         return BudgetState(
-            scope=scope, id=_public_id(scope, project, local), limit_nano=int(limit), period=period, mode=mode,
+            scope=scope, id=public_id(scope, project, local), limit_nano=int(limit), period=period, mode=mode,
             thresholds=tuple(json.loads(thresholds)) if thresholds else DEFAULT_THRESHOLDS,
             spent_nano=int(spent), reserved_nano=int(held), created_at=float(created_at) if created_at else None,
             period_start=start, resets_at=end,
@@ -1189,7 +920,7 @@ class Ledger:
                 for member in await self.redis.smembers(k.budget_index(p)):
                     s, _, local = _text(member).partition(":")
                     if scope is None or s == scope:
-                        wanted.append((s, _public_id(s, p, local)))
+                        wanted.append((s, public_id(s, p, local)))
         states = await asyncio.gather(*(self.budget_state(s, i) for s, i in wanted))
         order = {s: n for n, s in enumerate(BUDGET_SCOPES)}
         found = [st for st in states if st is not None]
@@ -1198,7 +929,7 @@ class Ledger:
 
     async def delete_budget(self, scope: str, scope_id: str) -> bool:
         """Remove a budget and its holds (its recorded spend stays); False when there was none."""
-        project, local = _split_id(scope, scope_id, scopes=BUDGET_SCOPES)
+        project, local = split_scope_id(scope, scope_id, scopes=BUDGET_SCOPES)
         k = self.keys
         with _redis_errors():
             pipe = self.redis.pipeline(transaction=False)

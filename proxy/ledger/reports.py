@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from pricing.money import nano_to_usd
-from proxy.ledger.ledger import (MAX_MODEL_LENGTH, USAGE_SCOPES, Ledger, _iso, _public_id, _redis_errors,
-                                 _split_id, _text)
+from proxy.domain import MAX_MODEL_LENGTH, USAGE_SCOPES, iso_utc, public_id, split_scope_id
+from proxy.ledger.ledger import Ledger, _redis_errors, _text
 from proxy.ledger.periods import PERIODS, bucket_id, bucket_ids, check_period, period_bounds, to_utc
 
 __all__ = ["Target", "target", "usage_report", "top_sessions", "read_series", "known_projects",
@@ -47,8 +47,8 @@ def target(scope: str, scope_id: str) -> Target:
         if not model or len(model) > MAX_MODEL_LENGTH:
             raise ValueError(f"invalid model id {scope_id!r}: write PROJECT/MODEL, or MODEL for every project")
         return Target("model", model if "/" not in model else f"{ALL_PROJECTS}/{model}", None, model)
-    project, local = _split_id(scope, scope_id, scopes=USAGE_SCOPES)
-    return Target(scope, _public_id(scope, project, local), project, local)
+    project, local = split_scope_id(scope, scope_id, scopes=USAGE_SCOPES)
+    return Target(scope, public_id(scope, project, local), project, local)
 
 
 def _now(ledger: Ledger, at: datetime | None) -> datetime:
@@ -93,7 +93,7 @@ async def usage_report(ledger: Ledger, scope: str, scope_id: str, period: str, a
             totals[name] = totals.get(name, 0) + value
     start, end = period_bounds(period, at)
     return {
-        "scope": "model", "id": t.id, "period": period, "period_start": _iso(start), "period_end": _iso(end),
+        "scope": "model", "id": t.id, "period": period, "period_start": iso_utc(start), "period_end": iso_utc(end),
         "requests": totals.get("requests", 0),
         "prompt_tokens": totals.get("prompt_tokens", 0),
         "completion_tokens": totals.get("completion_tokens", 0),

@@ -26,7 +26,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from proxy.ledger.ledger import Ledger, SettleOutcome, UsageEvent
+from proxy.domain import SettleOutcome, UsageEvent
+from proxy.ledger.ledger import Ledger
 
 __all__ = ["Spool"]
 

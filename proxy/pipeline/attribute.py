@@ -6,8 +6,9 @@ import hashlib
 from typing import Mapping
 
 from proxy.errors import BadRequest, InvalidId
-from proxy.ledger.ledger import Attribution
-from proxy.settings import ID_PATTERN, Settings
+from proxy.domain import Attribution
+from proxy.domain import ID_PATTERN
+from proxy.settings import Settings
 
 __all__ = ["attribute", "key_fingerprint"]
 

@@ -152,7 +152,7 @@ def test_stream_reaches_the_client_before_the_upstream_finishes(make_stack, redi
         upstream = web.Application()
         upstream.router.add_post("/v1/chat/completions", gated)
         upstream_url = threads.serve(upstream)
-        from proxy.app import create_app
+        from proxy.http.app import create_app
         from proxy.settings import Settings
         app = create_app(Settings(upstream=f"{upstream_url}/v1", redis_url=redis_url, redis_prefix=key_prefix,
                                   data_dir=str(tmp_path)))

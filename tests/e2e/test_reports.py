@@ -16,9 +16,9 @@ import time
 import httpx
 import pytest
 
-from proxy.app import create_app
-from proxy.appkeys import SERVICES
-from proxy.ledger.ledger import Attribution
+from proxy.http.app import create_app
+from proxy.http.appkeys import SERVICES
+from proxy.domain import Attribution
 from proxy.settings import Settings
 from tests.harness import LoopThread
 from tests.ledger.helpers import FakeClock, epoch, event

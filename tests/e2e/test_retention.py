@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from proxy.retention import MAX_INTERVAL_S, interval_for
+from proxy.control.retention import MAX_INTERVAL_S, interval_for
 from proxy.settings import SettingsError, load_settings
 
 ADMIN = {"Authorization": "Bearer admin-secret"}

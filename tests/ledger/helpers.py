@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from proxy.ledger.ledger import Attribution, UsageEvent
+from proxy.domain import Attribution, UsageEvent
 
 
 def epoch(text: str) -> float:

@@ -10,7 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.ledger.keys import Keys
-from proxy.ledger.ledger import Attribution, Crossing, Ledger, Ttls
+from proxy.domain import Attribution, Crossing
+from proxy.ledger.ledger import Ledger, Ttls
 from tests.ledger.helpers import FakeClock, epoch, event
 
 T0 = epoch("2026-11-23T18:30:00")

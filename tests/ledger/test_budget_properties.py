@@ -20,7 +20,8 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  run_state_machine_as_test)
 
 from proxy.ledger.keys import Keys
-from proxy.ledger.ledger import Attribution, Ledger, SettleOutcome
+from proxy.domain import Attribution, SettleOutcome
+from proxy.ledger.ledger import Ledger
 from proxy.ledger.periods import PERIODS, bucket_ids
 from tests.ledger.helpers import FakeClock, epoch, event
 

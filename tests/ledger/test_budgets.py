@@ -9,7 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.ledger.keys import Keys
-from proxy.ledger.ledger import Attribution, BudgetView, Ledger, ReserveOutcome, SettleOutcome
+from proxy.domain import Attribution, BudgetView, ReserveOutcome, SettleOutcome
+from proxy.ledger.ledger import Ledger
 from tests.ledger.helpers import FakeClock, epoch, event
 
 T0 = epoch("2026-11-23T18:30:00")

@@ -16,7 +16,8 @@ import random
 import pytest
 
 from proxy.ledger.leases import LEASE_LIFE_S, Leases
-from proxy.ledger.ledger import Attribution, Ledger
+from proxy.domain import Attribution
+from proxy.ledger.ledger import Ledger
 from proxy.ledger.pipe import RedisPipe
 from tests.ledger.helpers import FakeClock, epoch, event
 

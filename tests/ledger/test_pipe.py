@@ -12,7 +12,8 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from proxy.errors import LedgerUnavailable
 from proxy.ledger.embedded import EmbeddedRedis
-from proxy.ledger.ledger import Attribution, Ledger
+from proxy.domain import Attribution
+from proxy.ledger.ledger import Ledger
 from proxy.ledger.pipe import RedisPipe, pack_args, pack_command, pack_strs
 from tests.ledger.helpers import event
 

@@ -7,8 +7,9 @@ import time
 import pytest
 
 from proxy.ledger import events as streams
-from proxy.ledger.ledger import Attribution, Ledger, UsageEvent
-from proxy.retention import trim_once
+from proxy.domain import Attribution, UsageEvent
+from proxy.ledger.ledger import Ledger
+from proxy.control.retention import trim_once
 from tests.ledger.helpers import FakeClock, epoch, event
 
 T0 = epoch("2026-11-23T18:30:00")

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from pricing.money import usd_to_nano
 from proxy.ledger import reports
-from proxy.ledger.ledger import Attribution, Ledger
+from proxy.domain import Attribution
+from proxy.ledger.ledger import Ledger
 from tests.ledger.helpers import FakeClock, epoch, event
 
 T0 = epoch("2026-11-23T18:30:00")

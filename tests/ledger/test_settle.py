@@ -11,7 +11,8 @@ from redis.backoff import NoBackoff
 
 from proxy.errors import LedgerUnavailable
 from proxy.ledger.keys import Keys
-from proxy.ledger.ledger import Attribution, Ledger, SettleOutcome, Ttls, UsageEvent
+from proxy.domain import Attribution, SettleOutcome, UsageEvent
+from proxy.ledger.ledger import Ledger, Ttls
 from tests.ledger.helpers import FakeClock, epoch, event
 
 T0 = epoch("2026-11-23T18:30:00")  # a Monday, ISO week 48

@@ -9,7 +9,8 @@ import redis.asyncio as aioredis
 
 from proxy.ledger.batch import TurnBatcher
 from proxy.ledger.keys import Keys
-from proxy.ledger.ledger import Attribution, Ledger
+from proxy.domain import Attribution
+from proxy.ledger.ledger import Ledger
 from proxy.ledger.pipe import RedisPipe
 from tests.ledger.helpers import FakeClock, epoch, event
 

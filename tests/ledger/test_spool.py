@@ -8,7 +8,8 @@ import json
 import pytest
 
 from proxy.errors import LedgerUnavailable
-from proxy.ledger.ledger import Attribution, Ledger, SettleOutcome, UsageEvent
+from proxy.domain import Attribution, SettleOutcome, UsageEvent
+from proxy.ledger.ledger import Ledger
 from proxy.ledger.spool import Spool
 from tests.ledger.helpers import FakeClock, epoch, event
 

@@ -12,11 +12,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from pricing.money import nano_to_usd
-from proxy.control import parse_at
+from proxy.control.budgets import parse_at
 from proxy.errors import BadRequest
-from proxy.forecast import FORECAST_PERIODS, TREND_WINDOWS, Projection, project, runs_out_ms
+from proxy.control.forecast import FORECAST_PERIODS, TREND_WINDOWS, Projection, project, runs_out_ms
 from proxy.ledger import reports as stored
-from proxy.ledger.ledger import BUDGET_SCOPES, Ledger
+from proxy.domain import BUDGET_SCOPES, iso_utc
+from proxy.ledger.ledger import Ledger
 from proxy.ledger.periods import period_bounds
 
 __all__ = ["usage_report", "usage_series", "forecast", "check_params", "parse_top",
@@ -54,10 +55,6 @@ def _target(scope: str, scope_id: str) -> stored.Target:
 
 def _now(ledger: Ledger) -> datetime:
     return datetime.fromtimestamp(ledger.clock(), tz=timezone.utc)
-
-
-def _iso(at: datetime) -> str:
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_top(value: str | int | None) -> int:
@@ -99,7 +96,7 @@ def series_starts(granularity: str, start: str | None, end: str | None, now: dat
         if start:
             since = parse_at(start, param="from")
             if since >= to:
-                raise BadRequest(f"Invalid range: from ({_iso(since)}) must be before to ({_iso(to)}).",
+                raise BadRequest(f"Invalid range: from ({iso_utc(since)}) must be before to ({iso_utc(to)}).",
                                  param="from", code="invalid_value")
             first = period_bounds(granularity, since)[0]
         else:
@@ -136,8 +133,8 @@ async def usage_series(ledger: Ledger, scope: str, scope_id: str, granularity: s
     step = GRANULARITIES[granularity]
     return {
         "scope": t.scope, "id": t.id, "granularity": granularity,
-        "from": _iso(starts[0]), "to": _iso(starts[-1] + step),
-        "points": [{"start": _iso(s), **_point(v)} for s, v in zip(starts, values)],
+        "from": iso_utc(starts[0]), "to": iso_utc(starts[-1] + step),
+        "points": [{"start": iso_utc(s), **_point(v)} for s, v in zip(starts, values)],
         "totals": _point(totals),
     }
 
@@ -150,7 +147,7 @@ def _ms(at: datetime) -> int:
 
 
 def _iso_ms(ms: int | None) -> str | None:
-    return None if ms is None else _iso(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
+    return None if ms is None else iso_utc(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
 
 
 async def forecast(ledger: Ledger, scope: str, scope_id: str, period: str = "month") -> dict[str, Any]:
@@ -179,10 +176,10 @@ async def forecast(ledger: Ledger, scope: str, scope_id: str, period: str = "mon
     trend_cost = sum(p["cost"] for p in trend_points)
     projections = [
         (project("run_rate", spent, _ms(start), spent, now_ms, _ms(end)),
-         f"the average rate of this {period} so far, since {_iso(start)}"),
+         f"the average rate of this {period} so far, since {iso_utc(start)}"),
         (project("trend", spent, _ms(window_start), trend_cost, now_ms, _ms(end)),
          f"the average rate of the last {buckets} {granularity}s and this {granularity} so far, "
-         f"since {_iso(window_start)}"),
+         f"since {iso_utc(window_start)}"),
     ]
     budget_info = None
     remaining = resets_ms = None
@@ -203,8 +200,8 @@ async def forecast(ledger: Ledger, scope: str, scope_id: str, period: str = "mon
         return out
 
     return {
-        "scope": t.scope, "id": t.id, "period": period, "period_start": _iso(start), "period_end": _iso(end),
-        "now": _iso(now), "spent_usd": nano_to_usd(spent),
+        "scope": t.scope, "id": t.id, "period": period, "period_start": iso_utc(start), "period_end": iso_utc(end),
+        "now": iso_utc(now), "spent_usd": nano_to_usd(spent),
         "forecasts": {p.method: shown(p, basis) for p, basis in projections},
         "budget": budget_info,
     }

@@ -12,8 +12,12 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from proxy import control, export, reports
-from proxy.appkeys import SERVICES
+from proxy.control import budgets as control
+
+from proxy.control import export
+
+from proxy.control import reports
+from proxy.http.appkeys import SERVICES
 from proxy.errors import BadRequest, NotFound
 from proxy.pipeline.parse import parse_json_object
 

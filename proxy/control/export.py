@@ -16,10 +16,11 @@ from typing import Any
 import orjson
 
 from pricing.money import nano_to_usd
-from proxy.control import parse_at
+from proxy.control.budgets import parse_at
 from proxy.errors import BadRequest
 from proxy.ledger import events as streams
-from proxy.ledger.ledger import Ledger, UsageEvent, check_id
+from proxy.domain import UsageEvent, check_id
+from proxy.ledger.ledger import Ledger
 from proxy.ledger.reports import known_projects
 
 __all__ = ["Page", "export_page", "parse_since", "parse_limit", "parse_format", "to_ndjson", "to_csv",

@@ -78,7 +78,7 @@ def _run(settings: Settings, *, worker: int | None = None) -> int:
 
 def _run_app(settings: Settings, worker: int | None) -> int:
     # Imported here, not at the top: a --workers supervisor never loads the application.
-    from proxy.app import create_app  # noqa: PLC0415
+    from proxy.http.app import create_app  # noqa: PLC0415
 
     loop = _new_loop()
     asyncio.set_event_loop(loop)
@@ -96,11 +96,11 @@ def _run_app(settings: Settings, worker: int | None) -> int:
 
 
 async def _serve_until_stopped(app: web.Application, settings: Settings, who: str, *, reuse_port: bool) -> int:
-    """Start the application, listen (``proxy.front.FrontSite``) until SIGINT or SIGTERM, then
+    """Start the application, listen (``proxy.http.front.FrontSite``) until SIGINT or SIGTERM, then
     stop listening, let requests in flight finish (up to ``SHUTDOWN_TIMEOUT_S``) and clean up."""
     from aiohttp import web  # noqa: PLC0415
 
-    from proxy.front import IDLE_TIMEOUT_S, FrontSite  # noqa: PLC0415
+    from proxy.http.front import IDLE_TIMEOUT_S, FrontSite  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -1,4 +1,4 @@
-"""The ``farebox`` command: serve, fake-upstream, budget, and (in ``proxy.cli_reports``) usage,
+"""The ``farebox`` command: serve, fake-upstream, budget, and (in ``proxy.cli.reports``) usage,
 forecast and events export.
 
 Every command reads the same settings (flags, ``FAREBOX_*`` / ``REDIS_URL``, ``--config``),
@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from proxy import cli_reports
+from proxy.cli import reports as cli_reports
 from proxy.errors import FareboxError
 from proxy.settings import Settings, SettingsError, load_settings
 
@@ -118,7 +118,7 @@ def _print_budget(status: dict[str, Any]) -> None:
 
 
 def _run_budget(args: argparse.Namespace, settings: Settings) -> int:
-    from proxy import control  # noqa: PLC0415
+    from proxy.control import budgets as control  # noqa: PLC0415
 
     async def act(ledger: Any) -> Any:
         if args.action == "set":
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "key-id":
             return _run_key_id(args)
         if args.command == "serve":
-            from proxy.serve import serve  # noqa: PLC0415
+            from proxy.cli.serve import serve  # noqa: PLC0415
 
             return serve(_settings(args, _SERVE_KEYS))
         settings = _settings(args, _STORE_KEYS)

@@ -11,16 +11,14 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import orjson
-from aiohttp import web
 from multidict import CIMultiDict
 
 from pricing.catalog import ModelPrice
 from pricing.cost import cost_nano
 from pricing.money import nano_to_usd
 from proxy.budgets import Grant, reserve_budget
-from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable, NotFound, PayloadTooLarge
-from proxy.appkeys import REQUEST_ID, SERVICES
-from proxy.ledger.ledger import Attribution, UsageEvent
+from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable
+from proxy.domain import Attribution, UsageEvent
 from proxy.pipeline.attribute import attribute
 from proxy.pipeline.measure import Measured, StreamMeter, choices_text, estimate_usage, usage_from_object
 from proxy.pipeline.parse import ChatRequest, parse_chat
@@ -29,25 +27,11 @@ from proxy.tokens import count_chat_prompt_async
 from proxy.upstream.relay import response_headers
 from proxy.upstream.sse import SSESplitter
 
-__all__ = ["Exchange", "serve_chat", "chat_completions", "models", "not_found", "read_body"]
+__all__ = ["Exchange", "serve_chat"]
 
 log = logging.getLogger("farebox")
 
 ENDPOINT_CHAT = "chat.completions"
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"Request body of {request.content_length} bytes exceeds the limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _forward_body(raw: bytes, chat: ChatRequest, grant: Grant | None) -> bytes:
@@ -76,8 +60,8 @@ def _budget_headers(grant: Grant | None) -> list[tuple[str, str]]:
 
 class Exchange(Protocol):
     """One client request to a metered endpoint, as the server in front of ``serve_chat`` hands it
-    over: its id, headers and whole body, and the ways to answer it. ``proxy.front`` serves
-    well-formed requests itself; ``chat_completions`` below adapts aiohttp's for the rest."""
+    over: its id, headers and whole body, and the ways to answer it. ``proxy.http.front`` serves
+    well-formed requests itself; ``proxy.http.routes`` adapts aiohttp's for the rest."""
 
     request_id: str
     headers: Mapping[str, str]
@@ -125,43 +109,6 @@ async def serve_chat(fb: Services, ex: Exchange) -> None:
         raise
     finally:
         await meter.release_if_unsettled()
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/chat/completions`` as aiohttp serves it: the requests ``proxy.front`` hands
-    over (chunked bodies, ``Expect: 100-continue``, HTTP/1.0, unusual headers)."""
-    fb = request.app[SERVICES]
-    ex = _AiohttpExchange(request, await read_body(request, fb.settings.max_body_bytes))
-    await serve_chat(fb, ex)
-    assert ex.response is not None, "serve_chat answered nothing"
-    return ex.response
-
-
-class _AiohttpExchange:
-    __slots__ = ("request", "request_id", "headers", "body", "response")
-
-    def __init__(self, request: web.Request, body: bytes) -> None:
-        self.request, self.request_id, self.headers, self.body = request, request[REQUEST_ID], request.headers, body
-        self.response: web.StreamResponse | None = None
-
-    def reply(self, status: int, headers: CIMultiDict[str], body: bytes) -> None:
-        self.response = web.Response(status=status, body=body, headers=headers)
-
-    async def start(self, status: int, headers: CIMultiDict[str]) -> None:
-        self.response = web.StreamResponse(status=status, headers=headers)
-        await self.response.prepare(self.request)
-
-    async def write(self, data: bytes) -> None:
-        assert self.response is not None
-        await self.response.write(data)
-
-    async def finish(self) -> None:
-        assert self.response is not None
-        await self.response.write_eof()
-
-    def cut(self) -> None:
-        if self.request.transport is not None:
-            self.request.transport.close()
 
 
 async def _reserve(fb: Services, request_id: str, who: Attribution, price: ModelPrice, prompt_tokens: int,
@@ -302,17 +249,3 @@ class _Call:
         if not self.settled and self.grant is not None:
             self.settled = True
             await self.fb.release(self.request_id, self.who)
-
-
-async def models(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/models`` passes through unmetered."""
-    fb = request.app[SERVICES]
-    async with fb.upstream.send("GET", "/models", request.headers, query=request.rel_url.raw_query_string) as upstream:
-        payload = await fb.upstream.read(upstream)
-        headers = response_headers(upstream.headers, [("X-Request-Id", request[REQUEST_ID])])
-        return web.Response(status=upstream.status, body=payload, headers=headers)
-
-
-async def not_found(request: web.Request) -> web.StreamResponse:
-    raise NotFound(f"farebox does not serve {request.method} {request.path}: metered endpoints are "
-                   "POST /v1/chat/completions; GET /v1/models passes through.", code="unknown_endpoint")

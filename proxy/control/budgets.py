@@ -11,13 +11,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pricing.money import usd_to_nano
+from proxy.domain import DEFAULT_THRESHOLDS
 from proxy.errors import BadRequest
 from proxy.ledger.ledger import Ledger
 
-__all__ = ["parse_at", "set_budget", "get_budget", "delete_budget", "list_budgets",
-           "DEFAULT_THRESHOLDS"]
-
-DEFAULT_THRESHOLDS = (0.5, 0.8, 0.9, 1.0)
+__all__ = ["parse_at", "set_budget", "get_budget", "delete_budget", "list_budgets"]
 
 
 def parse_at(value: str | None, *, param: str = "at") -> datetime:

@@ -5,7 +5,7 @@ Every connection starts here. A request in the well-formed common shape, the one
     POST /v1/chat/completions HTTP/1.1, printable-ASCII header fields, one Content-Length,
     a head of at most 8 KB, no Transfer-Encoding, Expect or Upgrade
 
-is read, answered and kept alive here: ``proxy.handlers.serve_chat`` runs on the parsed head and
+is read, answered and kept alive here: ``proxy.flow.serve_chat`` runs on the parsed head and
 the whole body, and the answer is written straight to the socket. aiohttp's per-request
 machinery (its request and response objects, middleware and router) was about a third of
 farebox's CPU per request.
@@ -31,10 +31,10 @@ from http import HTTPStatus
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.appkeys import SERVICES
-from proxy.app import new_request_id
+from proxy.http.appkeys import SERVICES
+from proxy.http.app import new_request_id
 from proxy.errors import FareboxError, error_response_parts
-from proxy.handlers import serve_chat
+from proxy.flow import serve_chat
 from proxy.services import Services
 
 __all__ = ["FrontSite", "IDLE_TIMEOUT_S", "MAX_HEAD_BYTES", "MAX_FIELDS"]
@@ -353,7 +353,7 @@ class _Connection(asyncio.Protocol):
 
 
 class _Exchange:
-    """``proxy.handlers.Exchange`` for a request this server answers itself."""
+    """``proxy.flow.Exchange`` for a request this server answers itself."""
 
     __slots__ = ("conn", "request_id", "headers", "body", "keep_alive", "started", "answered")
 

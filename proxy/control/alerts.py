@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from pricing.money import nano_to_usd
-from proxy.ledger.ledger import Crossing
+from proxy.domain import Crossing, iso_utc
 from proxy.metrics import Metrics
 
 __all__ = ["AlertDispatcher", "EVENT", "describe", "payload", "percent_label", "sign"]
@@ -66,10 +66,6 @@ FLUSH_S = 2.0                   # how long closing waits for pending deliveries
 _ADJECTIVE = {"hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly", "total": "total"}
 
 
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _percent(threshold: float) -> int | float:
     value = round(threshold * 100, 6)
     return int(value) if value == int(value) else value
@@ -83,7 +79,7 @@ def percent_label(threshold: float) -> str:
 def describe(c: Crossing) -> str:
     """One line for the log: ``budget project 'acme' crossed 80% of its monthly limit: ...``."""
     kind = "soft budget" if c.mode == "soft" else "budget"
-    resets = f"resets {_iso(c.resets_at)}" if c.resets_at is not None else "never resets"
+    resets = f"resets {iso_utc(c.resets_at)}" if c.resets_at is not None else "never resets"
     return (f"{kind} {c.scope} '{c.id}' crossed {percent_label(c.threshold)}% of its {_ADJECTIVE[c.period]} limit: "
             f"spent ${nano_to_usd(c.spent_nano)} of ${nano_to_usd(c.limit_nano)}; {resets}")
 
@@ -101,9 +97,9 @@ def payload(c: Crossing, *, alert_id: str, occurred_at: float) -> dict[str, Any]
         "spent_usd": nano_to_usd(c.spent_nano),
         "limit_usd": nano_to_usd(c.limit_nano),
         "period": c.period,
-        "period_start": _iso(c.period_start),
-        "resets_at": _iso(c.resets_at),
-        "occurred_at": _iso(datetime.fromtimestamp(occurred_at, tz=timezone.utc)),
+        "period_start": iso_utc(c.period_start),
+        "resets_at": iso_utc(c.resets_at),
+        "occurred_at": iso_utc(datetime.fromtimestamp(occurred_at, tz=timezone.utc)),
     }
 
 

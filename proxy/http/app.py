@@ -14,14 +14,15 @@ from aiohttp import web
 
 from pricing.catalog import Catalog, ModelPrice
 from pricing.money import usd_to_nano
-from proxy import admin, handlers
-from proxy.alerts import AlertDispatcher
-from proxy.appkeys import REQUEST_ID, SERVICES, SETTINGS
+from proxy.control import admin
+from proxy.http import routes
+from proxy.control.alerts import AlertDispatcher
+from proxy.http.appkeys import REQUEST_ID, SERVICES, SETTINGS
 from proxy.errors import FareboxError, NotFound, PayloadTooLarge, Unauthorized, error_response_parts
 from proxy.ledger.ledger import Ledger, Ttls
 from proxy.ledger.spool import Spool
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
-from proxy.retention import trim_forever
+from proxy.control.retention import trim_forever
 from proxy.ledger.connection import RedisHandle
 from proxy.services import Services
 from proxy.settings import Settings
@@ -215,12 +216,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     app.cleanup_ctx.append(services_ctx)
     app.add_routes([
-        web.post("/v1/chat/completions", handlers.chat_completions),
-        web.get("/v1/models", handlers.models),
+        web.post("/v1/chat/completions", routes.chat_completions),
+        web.get("/v1/models", routes.models),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),
         *admin.routes(),
-        web.route("*", "/{tail:.*}", handlers.not_found),
+        web.route("*", "/{tail:.*}", routes.not_found),
     ])
     return app

@@ -1,6 +1,6 @@
 """The reading commands of ``farebox``: ``usage`` (a report or ``--series``), ``forecast`` and
 ``events export``. Each prints text, or with ``--json`` the same JSON as the admin API; bad
-input raises ``BadRequest``, which ``proxy.cli`` prints before exiting with status 2.
+input raises ``BadRequest``, which ``proxy.cli.main`` prints before exiting with status 2.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from pricing.money import usd_to_nano
-from proxy import export, reports
+from proxy.control import export
+from proxy.control import reports
 from proxy.settings import Settings
 
 __all__ = ["COMMANDS", "add_commands", "run"]

@@ -1,0 +1,1 @@
+"""The farebox command."""

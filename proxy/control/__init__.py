@@ -1,0 +1,1 @@
+"""What the admin API and the CLI share: budgets, reports, forecasts, export, alerts."""

@@ -1,0 +1,79 @@
+"""The data-plane routes aiohttp serves: the requests ``proxy.http.front`` hands over for chat
+completions (adapted to an ``Exchange``), ``GET /v1/models`` passed through, and 404 for the rest."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.errors import NotFound, PayloadTooLarge
+from proxy.flow import serve_chat
+from proxy.http.appkeys import REQUEST_ID, SERVICES
+from proxy.upstream.relay import response_headers
+
+__all__ = ["chat_completions", "models", "not_found", "read_body"]
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"Request body of {request.content_length} bytes exceeds the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions`` as aiohttp serves it: the requests ``proxy.http.front`` hands
+    over (chunked bodies, ``Expect: 100-continue``, HTTP/1.0, unusual headers)."""
+    fb = request.app[SERVICES]
+    ex = _AiohttpExchange(request, await read_body(request, fb.settings.max_body_bytes))
+    await serve_chat(fb, ex)
+    assert ex.response is not None, "serve_chat answered nothing"
+    return ex.response
+
+
+class _AiohttpExchange:
+    __slots__ = ("request", "request_id", "headers", "body", "response")
+
+    def __init__(self, request: web.Request, body: bytes) -> None:
+        self.request, self.request_id, self.headers, self.body = request, request[REQUEST_ID], request.headers, body
+        self.response: web.StreamResponse | None = None
+
+    def reply(self, status: int, headers: CIMultiDict[str], body: bytes) -> None:
+        self.response = web.Response(status=status, body=body, headers=headers)
+
+    async def start(self, status: int, headers: CIMultiDict[str]) -> None:
+        self.response = web.StreamResponse(status=status, headers=headers)
+        await self.response.prepare(self.request)
+
+    async def write(self, data: bytes) -> None:
+        assert self.response is not None
+        await self.response.write(data)
+
+    async def finish(self) -> None:
+        assert self.response is not None
+        await self.response.write_eof()
+
+    def cut(self) -> None:
+        if self.request.transport is not None:
+            self.request.transport.close()
+
+
+async def models(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/models`` passes through unmetered."""
+    fb = request.app[SERVICES]
+    async with fb.upstream.send("GET", "/models", request.headers, query=request.rel_url.raw_query_string) as upstream:
+        payload = await fb.upstream.read(upstream)
+        headers = response_headers(upstream.headers, [("X-Request-Id", request[REQUEST_ID])])
+        return web.Response(status=upstream.status, body=payload, headers=headers)
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    raise NotFound(f"farebox does not serve {request.method} {request.path}: metered endpoints are "
+                   "POST /v1/chat/completions; GET /v1/models passes through.", code="unknown_endpoint")
