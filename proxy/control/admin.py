@@ -17,6 +17,7 @@ from proxy.control import budgets as control
 from proxy.control import export
 
 from proxy.control import reports
+from proxy.control.params import check_params
 from proxy.http.appkeys import SERVICES
 from proxy.errors import BadRequest, NotFound
 from proxy.pipeline.parse import parse_json_object
@@ -37,7 +38,7 @@ async def usage(request: web.Request) -> web.Response:
     if "scope" not in q or "id" not in q:
         raise BadRequest("Query parameters 'scope' and 'id' are required, e.g. ?scope=project&id=acme&period=day.",
                          param="scope" if "scope" not in q else "id")
-    reports.check_params(q, ("scope", "id", "period", "at", "top"))
+    check_params(q, ("scope", "id", "period", "at", "top"))
     report = await reports.usage_report(request.app[SERVICES].ledger, q["scope"], q["id"],
                                         q.get("period", "day"), q.get("at"), q.get("top"))
     return _json(report)
@@ -45,7 +46,7 @@ async def usage(request: web.Request) -> web.Response:
 
 async def usage_series(request: web.Request) -> web.Response:
     q = request.query
-    reports.check_params(q, ("scope", "id", "granularity", "from", "to"))
+    check_params(q, ("scope", "id", "granularity", "from", "to"))
     series = await reports.usage_series(request.app[SERVICES].ledger, q["scope"], q["id"],
                                         q.get("granularity", "hour"), q.get("from"), q.get("to"))
     return _json(series)
@@ -53,14 +54,14 @@ async def usage_series(request: web.Request) -> web.Response:
 
 async def forecast(request: web.Request) -> web.Response:
     q = request.query
-    reports.check_params(q, ("scope", "id", "period"))
+    check_params(q, ("scope", "id", "period"))
     return _json(await reports.forecast(request.app[SERVICES].ledger, q["scope"], q["id"], q.get("period", "month")))
 
 
 async def events(request: web.Request) -> web.Response:
     """A page of recorded events, NDJSON (or CSV); ``X-Next-Since`` is the next page's cursor."""
     q = request.query
-    reports.check_params(q, ("project", "since", "limit", "format"), required=())
+    check_params(q, ("project", "since", "limit", "format"), required=())
     fmt = export.parse_format(q.get("format"), request.headers.get("Accept", ""))
     page = await export.export_page(request.app[SERVICES].ledger, q.get("project"), q.get("since"), q.get("limit"))
     body, content_type = ((export.to_csv(page.rows), "text/csv") if fmt == "csv"

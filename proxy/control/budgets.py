@@ -6,37 +6,16 @@ message that says what to fix; the API renders that as 400, the CLI prints it.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pricing.money import usd_to_nano
-from proxy.domain import DEFAULT_THRESHOLDS
+from proxy.control.params import invalid
+from proxy.domain import DEFAULT_THRESHOLDS, check_thresholds
 from proxy.errors import BadRequest
 from proxy.ledger.ledger import Ledger
 
-__all__ = ["parse_at", "set_budget", "get_budget", "delete_budget", "list_budgets"]
-
-
-def parse_at(value: str | None, *, param: str = "at") -> datetime:
-    """A UTC instant from ``YYYY-MM-DD``, ``YYYY-MM-DDTHH[:MM[:SS]]`` (Z or offset), or now."""
-    if value is None or value == "":
-        return datetime.now(timezone.utc)
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"Invalid {param} '{value}': use a date such as 2026-11-22 or a time such as "
-                         "2026-11-22T13:00:00Z.", param=param, code="invalid_date") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
-
-
-def _bad(exc: ValueError, param: str | None = None) -> BadRequest:
-    return BadRequest(str(exc), param=param, code="invalid_value")
+__all__ = ["parse_limit", "set_budget", "get_budget", "delete_budget", "list_budgets"]
 
 
 def parse_limit(value: Any) -> int:
@@ -62,11 +41,13 @@ def parse_limit(value: Any) -> int:
 def _thresholds(value: Any) -> tuple[float, ...]:
     if value is None:
         return DEFAULT_THRESHOLDS
-    if (not isinstance(value, list) or not value
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 10 for v in value)):
+    if not isinstance(value, list) or not value:
         raise BadRequest("Invalid alert_thresholds: a list of fractions of the limit such as [0.5, 0.8, 0.9, 1.0].",
                          param="alert_thresholds", code="invalid_value")
-    return tuple(sorted(set(float(v) for v in value)))
+    try:
+        return check_thresholds(value)
+    except ValueError as exc:
+        raise invalid(exc, "alert_thresholds") from None
 
 
 async def set_budget(ledger: Ledger, scope: str, scope_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -84,25 +65,25 @@ async def set_budget(ledger: Ledger, scope: str, scope_id: str, body: dict[str, 
     try:
         return await ledger.set_budget(scope, scope_id, limit, period, mode, _thresholds(body.get("alert_thresholds")))
     except ValueError as exc:
-        raise _bad(exc) from None
+        raise invalid(exc) from None
 
 
 async def get_budget(ledger: Ledger, scope: str, scope_id: str) -> dict[str, Any] | None:
     try:
         return await ledger.get_budget(scope, scope_id)
     except ValueError as exc:
-        raise _bad(exc) from None
+        raise invalid(exc) from None
 
 
 async def delete_budget(ledger: Ledger, scope: str, scope_id: str) -> bool:
     try:
         return await ledger.delete_budget(scope, scope_id)
     except ValueError as exc:
-        raise _bad(exc) from None
+        raise invalid(exc) from None
 
 
 async def list_budgets(ledger: Ledger, scope: str | None) -> list[dict[str, Any]]:
     try:
         return await ledger.list_budgets(scope or None)
     except ValueError as exc:
-        raise _bad(exc) from None
+        raise invalid(exc) from None

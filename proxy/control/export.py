@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from pricing.money import nano_to_usd
-from proxy.control.budgets import parse_at
+from proxy.control.params import parse_at
 from proxy.errors import BadRequest
 from proxy.ledger import events as streams
 from proxy.domain import UsageEvent, check_id

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from pricing.money import nano_to_usd
-from proxy.control.budgets import parse_at
+from proxy.control.params import invalid, parse_at
 from proxy.errors import BadRequest
 from proxy.control.forecast import FORECAST_PERIODS, TREND_WINDOWS, Projection, project, runs_out_ms
 from proxy.ledger import reports as stored
@@ -20,7 +20,7 @@ from proxy.domain import BUDGET_SCOPES, iso_utc
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.periods import period_bounds
 
-__all__ = ["usage_report", "usage_series", "forecast", "check_params", "parse_top",
+__all__ = ["usage_report", "usage_series", "forecast", "parse_top",
            "MAX_POINTS", "DEFAULT_POINTS", "MAX_TOP"]
 
 GRANULARITIES: dict[str, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
@@ -30,27 +30,11 @@ DEFAULT_TOP = 10
 MAX_TOP = 100
 
 
-def check_params(query: Mapping[str, str], allowed: tuple[str, ...], required: tuple[str, ...] = ("scope", "id")) -> None:
-    """400 for a missing required or an unknown query parameter (a typo must not be ignored)."""
-    for name in query:
-        if name not in allowed:
-            raise BadRequest(f"Unknown query parameter '{name}': use {', '.join(allowed)}.", param=name,
-                             code="invalid_value")
-    for name in required:
-        if not query.get(name):
-            raise BadRequest(f"Query parameter '{name}' is required ({', '.join(required)}), e.g. "
-                             "?scope=project&id=acme.", param=name, code="invalid_value")
-
-
-def _bad(exc: ValueError, param: str | None = None) -> BadRequest:
-    return BadRequest(str(exc), param=param, code="invalid_value")
-
-
 def _target(scope: str, scope_id: str) -> stored.Target:
     try:
         return stored.target(scope, scope_id)
     except ValueError as exc:
-        raise _bad(exc, "scope" if "scope" in str(exc) else "id") from None
+        raise invalid(exc, "scope" if "scope" in str(exc) else "id") from None
 
 
 def _now(ledger: Ledger) -> datetime:
@@ -77,7 +61,7 @@ async def usage_report(ledger: Ledger, scope: str, scope_id: str, period: str = 
     try:
         return await stored.usage_report(ledger, scope, scope_id, period, when, top=count)
     except ValueError as exc:
-        raise _bad(exc, "period") from None
+        raise invalid(exc, "period") from None
 
 
 # -- series ----------------------------------------------------------------------------------
