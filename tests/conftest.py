@@ -2,7 +2,8 @@
 
 ``REDIS_URL`` set → that server (CI's second pass points it at a dedicated database);
 otherwise an embedded redis-server in a temporary directory. Every test gets its own key
-prefix, so runs and tests never see each other's data.
+prefix, so runs and tests never see each other's data, and the keys under it are deleted
+when the test ends (a shared server keeps nothing of a run).
 """
 
 from __future__ import annotations
@@ -32,6 +33,25 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def key_prefix() -> str:
     return f"fbt{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+def _delete_test_keys(request: pytest.FixtureRequest):
+    """After a test that used a key prefix, delete every key under it."""
+    if "key_prefix" not in request.fixturenames:
+        yield
+        return
+    prefix, url = request.getfixturevalue("key_prefix"), request.getfixturevalue("redis_url")
+    yield
+    import redis  # noqa: PLC0415 - synchronous: this runs after the test's event loop is gone
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i:i + 500])
+    finally:
+        client.close()
 
 
 @pytest.fixture
