@@ -72,8 +72,8 @@ RESOLVE_CACHE_SIZE = 4096
 
 FINE_TUNE_PREFIX = "ft:"
 # A snapshot date at the end of a name: -YYYY-MM-DD, or OpenAI's older four-digit -MMDD.
-_FULL_DATE = re.compile(r"-(?P<year>20\d\d)-(?P<month>\d\d)-(?P<day>\d\d)$")
-_MONTH_DAY = re.compile(r"-(?P<month>\d\d)(?P<day>\d\d)$")
+_FULL_DATE = re.compile(r"-(?P<year>20\d\d)-(?P<month>\d\d)-(?P<day>\d\d)\Z")
+_MONTH_DAY = re.compile(r"-(?P<month>\d\d)(?P<day>\d\d)\Z")
 # ft:BASE then the owner, suffix, job id and checkpoint parts (the suffix may be empty).
 _FINE_TUNE = re.compile(r"ft:(?P<base>[A-Za-z0-9._-]+)(?::[A-Za-z0-9._-]*){1,4}")
 
