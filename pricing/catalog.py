@@ -9,22 +9,29 @@ the earlier entry as a whole.
 
 1. **Exact name** (``gpt-4o``); names are matched case-sensitively first, then ignoring case.
 2. **Configured alias**: ``{"our-gpt": "gpt-4o-mini"}`` resolves ``our-gpt`` as ``gpt-4o-mini``
-   (with all these rules). Aliases come before the guessing rules below, so they can correct
-   them; an alias whose name the catalog prices itself never applies.
+   (with all these rules). Aliases come before the rules below, so they can correct them; an
+   alias whose name the catalog prices itself never applies.
 3. **Provider prefix**, both ways. A prefix naming a provider (``STRIPPED_PREFIXES``) is
    dropped: ``openai/gpt-4o`` → ``gpt-4o``, ``anthropic/claude-opus-4-5`` → ``claude-opus-4-5``.
    A name the catalog only knows with its provider in front gets it, trying ``ADDED_PREFIXES``
    in their order: ``gemini-2.5-pro`` → ``gemini/gemini-2.5-pro``, ``grok-4.3`` →
    ``xai/grok-4.3``, ``openai/gpt-oss-120b`` → ``groq/openai/gpt-oss-120b`` (see ``spellings``).
-4. **Dated snapshot**: a date at the end of the name (``-2024-08-06``, ``-20241022``,
-   ``-0613``, ``-2411``, ``-09-2025``, also after ``@``) is dropped when the dated name itself
-   is not priced: ``gpt-4o-2099-01-01`` → ``gpt-4o``. Applies to every spelling of step 3.
-5. **Longest prefix** ending at a name boundary (``- . : @ /``):
-   ``gpt-4o-mini-custom-ft`` → ``gpt-4o-mini``; ``gpt-4ox`` does not match ``gpt-4o``.
-   Tried on the name as given, then on each spelling of step 3.
+4. **Dated snapshot**: a trailing ``-YYYY-MM-DD`` (``gpt-4o-2024-08-06``) or four-digit
+   ``-MMDD`` (``gpt-4-0613``, ``gpt-4-1106``) that is a real month and day is dropped when the
+   dated name is not priced and the name without it is: ``gpt-4o-2099-01-01`` → ``gpt-4o``.
+   Nothing else is dropped: ``gpt-4o-audio-preview`` is not ``gpt-4o``. Applies to every
+   spelling of step 3.
+5. **Fine-tune**: ``ft:BASE:org:suffix:id`` (one to four ``:`` parts after the base, so
+   checkpoints too) costs what the catalog asks for fine-tunes of ``BASE``: ``ft:BASE``
+   (``ft:gpt-4o-mini-2024-07-18``); for a dated base, else ``ft:`` and the base without its
+   date; for an undated base, else the most recent ``-YYYY-MM-DD`` snapshot of ``ft:BASE``
+   (``ft:gpt-4o-mini:org::id`` → ``ft:gpt-4o-mini-2024-07-18``). Never the base model's own
+   price, which is lower than a fine-tune's. Applies to every spelling of step 3.
 
-Otherwise the configured fallback price (named ``FALLBACK_NAME``) or None: an unknown model
-must never silently cost nothing. Results are cached per requested name.
+No looser match: a name that only starts like a priced model (``gpt-4.5-preview`` is not
+``gpt-4``, ``gpt-4o-mini-x`` is not ``gpt-4o-mini``) is unknown. Then the configured fallback
+price (named ``FALLBACK_NAME``) or None: an unknown model must never silently cost nothing.
+Results are cached per requested name.
 """
 
 from __future__ import annotations
@@ -44,7 +51,6 @@ __all__ = [
     "FALLBACK_NAME",
     "STRIPPED_PREFIXES",
     "ADDED_PREFIXES",
-    "NAME_BOUNDARIES",
 ]
 
 FALLBACK_NAME = "fallback"
@@ -59,18 +65,17 @@ STRIPPED_PREFIXES = frozenset({
 # bare name: model makers first, then hosts of open models. Azure is not tried: a bare name
 # means the maker's own API, an Azure deployment is named with its prefix.
 ADDED_PREFIXES = ("gemini", "mistral", "deepseek", "xai", "groq", "together_ai", "fireworks_ai")
-NAME_BOUNDARIES = frozenset("-.:@/")
 
 # Distinct names resolved before the cache starts over; bounds memory when clients send
 # many different unknown names.
 RESOLVE_CACHE_SIZE = 4096
 
-_DATE_SUFFIXES = (
-    re.compile(r"[-@](?P<year>20\d\d)-(?P<month>\d\d)-(?P<day>\d\d)$"),    # -2024-08-06
-    re.compile(r"[-@](?P<year>20\d\d)(?P<month>\d\d)(?P<day>\d\d)$"),      # -20241022
-    re.compile(r"[-@](?P<month>\d\d)-(?P<year>20\d\d)$"),                  # -09-2025
-    re.compile(r"[-@](?P<first>\d\d)(?P<second>\d\d)$"),                   # -0613 or -2411
-)
+FINE_TUNE_PREFIX = "ft:"
+# A snapshot date at the end of a name: -YYYY-MM-DD, or OpenAI's older four-digit -MMDD.
+_FULL_DATE = re.compile(r"-(?P<year>20\d\d)-(?P<month>\d\d)-(?P<day>\d\d)\Z")
+_MONTH_DAY = re.compile(r"-(?P<month>\d\d)(?P<day>\d\d)\Z")
+# ft:BASE then the owner, suffix, job id and checkpoint parts (the suffix may be empty).
+_FINE_TUNE = re.compile(r"ft:(?P<base>[A-Za-z0-9._-]+)(?::[A-Za-z0-9._-]*){1,4}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +83,12 @@ class ModelPrice:
     """A model's prices, in integer nano-dollars (1e-9 USD) per million tokens.
 
     ``cached_input`` (prompt tokens read from the provider's cache), ``cache_creation_input``
-    (prompt tokens written to it) and ``reasoning_output`` are None when the model has no
-    separate price for them: the input or output price applies.
+    (prompt tokens written to it), ``cache_creation_input_1h`` (written to it for an hour, where
+    the provider prices that apart) and ``reasoning_output`` are None when the model has no
+    separate price for them: the input, cache-write or output price applies.
+    ``web_search_call`` is per call, not per token: nano-dollars for one web search the model
+    makes (the highest the provider asks for any search context size); None when the catalog
+    has no such price.
     """
 
     name: str
@@ -92,12 +101,14 @@ class ModelPrice:
     reasoning_output: int | None = None
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
+    cache_creation_input_1h: int | None = None
+    web_search_call: int | None = None
 
     def __post_init__(self) -> None:
         for field in ("input", "output"):
             _check_count(self, field, getattr(self, field), optional=False)
         for field in ("cached_input", "cache_creation_input", "reasoning_output",
-                      "max_input_tokens", "max_output_tokens"):
+                      "max_input_tokens", "max_output_tokens", "cache_creation_input_1h", "web_search_call"):
             _check_count(self, field, getattr(self, field), optional=True)
 
 
@@ -108,25 +119,25 @@ def _check_count(price: ModelPrice, field: str, value: object, *, optional: bool
         raise ValueError(f"ModelPrice {price.name!r}: {field} must be a non-negative int, not {value!r}")
 
 
-def _valid_date(match: re.Match[str]) -> bool:
-    parts = match.groupdict()
-    if "first" in parts:
-        first, second = int(parts["first"]), int(parts["second"])
-        month_day = 1 <= first <= 12 and 1 <= second <= 31        # OpenAI's -0613
-        year_month = 23 <= first <= 49 and 1 <= second <= 12      # Mistral's -2411
-        return month_day or year_month
-    if not 1 <= int(parts["month"]) <= 12:
-        return False
-    return parts.get("day") is None or 1 <= int(parts["day"]) <= 31
+def snapshot_date(name: str) -> re.Match[str] | None:
+    """The snapshot date ending ``name`` (``-2024-08-06`` or ``-0613``), when it is a real date."""
+    for pattern in (_FULL_DATE, _MONTH_DAY):
+        match = pattern.search(name)
+        if match and match.start() > 0 and 1 <= int(match["month"]) <= 12 and 1 <= int(match["day"]) <= 31:
+            return match
+    return None
 
 
 def undated(name: str) -> str | None:
-    """``name`` without a snapshot date at its end, or None when it does not end in one."""
-    for pattern in _DATE_SUFFIXES:
-        match = pattern.search(name)
-        if match and match.start() > 0 and _valid_date(match):
-            return name[: match.start()]
-    return None
+    """``name`` without the snapshot date at its end, or None when it does not end in one."""
+    match = snapshot_date(name)
+    return None if match is None else name[: match.start()]
+
+
+def fine_tune_base(name: str) -> str | None:
+    """The base model of a fine-tune name (``ft:gpt-4o-mini:org::id`` → ``gpt-4o-mini``), else None."""
+    match = _FINE_TUNE.fullmatch(name)
+    return None if match is None else match["base"]
 
 
 def spellings(model: str) -> list[str]:
@@ -152,8 +163,16 @@ class Catalog:
                  generated_at: str = "", files: Sequence[str] = ()) -> None:
         self._models: dict[str, ModelPrice] = dict(models)
         self._folded: dict[str, str] = {}
+        # "ft:base" (folded) → the catalog's fine-tune names for -YYYY-MM-DD snapshots of base,
+        # most recent first.
+        self._dated_fine_tunes: dict[str, list[str]] = {}
         for name in sorted(self._models):
             self._folded.setdefault(name.lower(), name)
+            date = snapshot_date(name) if name.startswith(FINE_TUNE_PREFIX) else None
+            if date is not None and date.re is _FULL_DATE:
+                self._dated_fine_tunes.setdefault(name[: date.start()].lower(), []).append(name)
+        for names in self._dated_fine_tunes.values():
+            names.sort(key=lambda name: name[-10:], reverse=True)
         self._aliases: dict[str, str] = {}
         for alias, target in (aliases or {}).items():
             if not isinstance(alias, str) or not isinstance(target, str) or not alias or not target:
@@ -239,15 +258,17 @@ class Catalog:
         names = spellings(model)
         return (_first(self._lookup(name) for name in names[1:])
                 or _first(self._lookup(base) for name in names if (base := undated(name)))
-                or _first(self._longest_prefix(name) for name in names))
+                or _first(self._fine_tune(base) for name in names if (base := fine_tune_base(name))))
 
-    def _longest_prefix(self, name: str) -> ModelPrice | None:
-        for end in range(len(name) - 1, 0, -1):
-            if name[end] in NAME_BOUNDARIES:
-                found = self._lookup(name[:end])
-                if found is not None:
-                    return found
-        return None
+    def _fine_tune(self, base: str) -> ModelPrice | None:
+        found = self._lookup(FINE_TUNE_PREFIX + base)
+        if found is not None:
+            return found
+        base_undated = undated(base)
+        if base_undated is not None:
+            return self._lookup(FINE_TUNE_PREFIX + base_undated)
+        dated = self._dated_fine_tunes.get((FINE_TUNE_PREFIX + base).lower())
+        return self._models[dated[0]] if dated else None
 
 
 def _first(candidates: Iterable[ModelPrice | None]) -> ModelPrice | None:

@@ -12,15 +12,18 @@
     }
 
 Prices are decimal strings of USD per million tokens: ``input``, ``output`` (required),
-``cached_input``, ``cache_creation_input``, ``reasoning_output`` (optional; absent means the
-input or output price). ``provider`` (default ``"custom"``), ``mode`` (default ``"chat"``),
-``max_input_tokens`` and ``max_output_tokens`` are optional. Only ``models`` is required in
-a user file.
+``cached_input``, ``cache_creation_input``, ``cache_creation_input_1h`` (cache writes kept for
+an hour), ``reasoning_output`` (optional; absent means the input, cache-write or output price).
+``web_search_call`` (optional) is USD per web search call, not per token. ``provider`` (default
+``"custom"``), ``mode`` (default ``"chat"``), ``max_input_tokens`` and ``max_output_tokens``
+are optional. Only ``models`` is required in a user file.
 
 **Community format** (the ``model_prices.json`` many tools keep, keyed by model name): USD per
 token as JSON numbers in ``input_cost_per_token``, ``output_cost_per_token``,
-``cache_read_input_token_cost``, ``cache_creation_input_token_cost`` and
-``output_cost_per_reasoning_token``; ``litellm_provider``, ``mode``, ``max_input_tokens``,
+``cache_read_input_token_cost``, ``cache_creation_input_token_cost``,
+``cache_creation_input_token_cost_above_1hr`` and ``output_cost_per_reasoning_token``;
+``search_context_cost_per_query`` (USD per web search call by search context size: the highest
+is read, so no size costs more); ``litellm_provider``, ``mode``, ``max_input_tokens``,
 ``max_output_tokens``. Entries for token-priced endpoints (``mode`` chat, completion, responses
 or embedding; no ``mode`` counts as chat) with an input and an output price are read; an
 embedding without an output price costs nothing for output; other entries (images, audio,
@@ -45,6 +48,7 @@ __all__ = [
     "PRICED_MODES",
     "PriceRecord",
     "per_token_to_per_million",
+    "highest_per_call",
     "community_entry_to_record",
     "record_to_fields",
     "parse_file",
@@ -57,7 +61,8 @@ PRICED_MODES = frozenset({"chat", "completion", "responses", "embedding"})
 # A model's entry in the farebox format: JSON-ready, prices as decimal strings.
 PriceRecord = dict[str, Any]
 
-_OUR_PRICES = ("input", "output", "cached_input", "cache_creation_input", "reasoning_output")
+_OUR_PRICES = ("input", "output", "cached_input", "cache_creation_input", "cache_creation_input_1h",
+               "reasoning_output", "web_search_call")
 _OUR_LIMITS = ("max_input_tokens", "max_output_tokens")
 # community field → farebox field
 _COMMUNITY_PRICES = {
@@ -65,6 +70,7 @@ _COMMUNITY_PRICES = {
     "output_cost_per_token": "output",
     "cache_read_input_token_cost": "cached_input",
     "cache_creation_input_token_cost": "cache_creation_input",
+    "cache_creation_input_token_cost_above_1hr": "cache_creation_input_1h",
     "output_cost_per_reasoning_token": "reasoning_output",
 }
 _PER_MILLION = 6  # decimal places between "per token" and "per million tokens"
@@ -96,6 +102,16 @@ def per_token_to_per_million(value: float | int | str | Decimal) -> str:
         return _decimal_text(amount.scaleb(_PER_MILLION))
 
 
+def highest_per_call(prices: Any) -> str:
+    """The highest of the community file's USD-per-call prices by size, as a decimal string."""
+    if not isinstance(prices, Mapping) or not prices:
+        raise ValueError(f"expected an object of USD prices per call, not {prices!r}")
+    amounts = [_exact_decimal(value) for value in prices.values()]
+    if min(amounts) < 0:
+        raise ValueError(f"price must not be negative: {prices!r}")
+    return _decimal_text(max(amounts))
+
+
 def _limit(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return None
@@ -122,6 +138,12 @@ def community_entry_to_record(entry: Mapping[str, Any]) -> PriceRecord | None:
             except ValueError as exc:
                 raise ValueError(f"{theirs}: {exc}") from None
     record.setdefault("output", "0")
+    search = entry.get("search_context_cost_per_query")
+    if search is not None:
+        try:
+            record["web_search_call"] = highest_per_call(search)
+        except ValueError as exc:
+            raise ValueError(f"search_context_cost_per_query: {exc}") from None
     for field in _OUR_LIMITS:
         limit = _limit(entry.get(field))
         if limit is not None:

@@ -4,12 +4,14 @@
                                     [--source TEXT] [--source-date DATE] [--generated-at DATE]
 
 SOURCE_JSON is a ``model_prices.json`` in the community format (default:
-``../shared/reference/model_prices.json`` beside the repository). Kept: models of the providers
+``shared/reference/model_prices.json`` beside the repository or a directory above it). Kept: models of the providers
 in ``PROVIDERS`` whose mode is chat, completion, responses or embedding and that have an input
 and an output price (an embedding without an output price gets output 0). Left out: the
 size-tier defaults some providers list under made-up names (``together-ai-4.1b-8b``,
 ``fireworks-ai-up-to-4b``), which no request names. Prices become decimal strings of USD per
-million tokens, converted exactly (see ``pricing.formats``).
+million tokens, converted exactly (see ``pricing.formats``): input, output, cache read, cache
+write, hour-long cache write and reasoning where the list has them, and the price of one web
+search call (USD per call) where it lists one.
 
 The output is deterministic: keys sorted, one model per line. ``generated_at`` is today's UTC
 date unless ``--generated-at`` is given, so regenerating from the same source with the same
@@ -31,7 +33,18 @@ if str(REPO_ROOT) not in sys.path:
 
 from pricing.formats import community_entry_to_record  # noqa: E402
 
-DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "reference" / "model_prices.json"
+REFERENCE_PATH = Path("shared", "reference", "model_prices.json")
+
+
+def default_source() -> Path:
+    """``shared/reference/model_prices.json`` beside the repository, or beside a directory above it."""
+    for parent in REPO_ROOT.parents:
+        if (parent / REFERENCE_PATH).is_file():
+            return parent / REFERENCE_PATH
+    return REPO_ROOT.parent / REFERENCE_PATH
+
+
+DEFAULT_SOURCE = default_source()
 DEFAULT_OUT = REPO_ROOT / "pricing" / "data" / "catalog.json"
 SOURCE_DESCRIPTION = ("litellm 1.109.1 (PyPI wheel), litellm/model_prices_and_context_window_backup.json: "
                       "community-maintained model prices")

@@ -42,6 +42,18 @@ def test_select_models_keeps_token_priced_models_of_known_providers(build_catalo
         "gpt-odd": {"litellm_provider": "openai", "mode": "responses", "input_cost_per_token": 1.1e-06,
                     "output_cost_per_token": 4.4e-06, "output_cost_per_reasoning_token": 4.4e-06,
                     "cache_creation_input_token_cost": 1.375e-06},
+        "claude-x": {"litellm_provider": "anthropic", "mode": "chat", "input_cost_per_token": 3e-06,
+                     "output_cost_per_token": 1.5e-05, "cache_read_input_token_cost": 3e-07,
+                     "cache_creation_input_token_cost": 3.75e-06, "cache_creation_input_token_cost_above_1hr": 6e-06,
+                     "cache_creation_input_token_cost_above_1hr_above_200k_tokens": 1.2e-05,
+                     "search_context_cost_per_query": {"search_context_size_low": 0.01,
+                                                       "search_context_size_medium": 0.01,
+                                                       "search_context_size_high": 0.01}},
+        "gpt-searcher": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 2.5e-06,
+                         "output_cost_per_token": 1e-05,
+                         "search_context_cost_per_query": {"search_context_size_low": 0.03,
+                                                           "search_context_size_medium": 0.035,
+                                                           "search_context_size_high": 0.05}},
     }
     assert build_catalog.select_models(community) == {
         "gpt-4o-mini": {"provider": "openai", "mode": "chat", "input": "0.15", "output": "0.6",
@@ -50,6 +62,10 @@ def test_select_models_keeps_token_priced_models_of_known_providers(build_catalo
                                   "max_input_tokens": 8192},
         "gpt-odd": {"provider": "openai", "mode": "responses", "input": "1.1", "output": "4.4",
                     "reasoning_output": "4.4", "cache_creation_input": "1.375"},
+        "claude-x": {"provider": "anthropic", "mode": "chat", "input": "3", "output": "15", "cached_input": "0.3",
+                     "cache_creation_input": "3.75", "cache_creation_input_1h": "6", "web_search_call": "0.01"},
+        "gpt-searcher": {"provider": "openai", "mode": "chat", "input": "2.5", "output": "10",
+                         "web_search_call": "0.05"},          # the highest size: no search costs more
     }
 
 
@@ -65,7 +81,8 @@ def test_render_is_sorted_one_model_per_line_and_valid_json(build_catalog):
 def test_bundled_catalog_has_no_float_artefacts():
     models = json.loads(BUNDLED.read_text(encoding="utf-8"))["models"]
     for name, entry in models.items():
-        for field in ("input", "output", "cached_input", "cache_creation_input", "reasoning_output"):
+        for field in ("input", "output", "cached_input", "cache_creation_input", "cache_creation_input_1h",
+                      "reasoning_output", "web_search_call"):
             if field in entry:
                 assert isinstance(entry[field], str), (name, field)
                 assert len(entry[field].replace(".", "").strip("0")) <= 8, (name, field, entry[field])

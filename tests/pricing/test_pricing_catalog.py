@@ -155,3 +155,29 @@ def test_pricing_imports_without_aiohttp_redis_or_proxy():
             "print(','.join(bad))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_hour_cache_write_and_web_search_prices_in_both_formats(tmp_path):
+    ours = write(tmp_path / "ours.json", {"models": {"house-claude": {
+        "provider": "anthropic", "input": "3", "output": "15", "cached_input": "0.3", "cache_creation_input": "3.75",
+        "cache_creation_input_1h": "6", "web_search_call": "0.01"}}})
+    theirs = write(tmp_path / "theirs.json", {"house-searcher": {
+        "litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+        "search_context_cost_per_query": {"search_context_size_low": 0.03, "search_context_size_medium": 0.035,
+                                          "search_context_size_high": 0.05}}})
+    catalog = Catalog.load(extra_files=[ours, theirs])
+    assert catalog.resolve("house-claude") == ModelPrice(
+        name="house-claude", provider="anthropic", mode="chat", input=3_000_000_000, output=15_000_000_000,
+        cached_input=300_000_000, cache_creation_input=3_750_000_000, cache_creation_input_1h=6_000_000_000,
+        web_search_call=10_000_000)
+    assert catalog.resolve("house-searcher") == ModelPrice(
+        name="house-searcher", provider="openai", mode="chat", input=2_500_000_000, output=10_000_000_000,
+        web_search_call=50_000_000)
+
+
+@pytest.mark.parametrize("search", [{}, 0.01, {"search_context_size_low": -0.01}, {"search_context_size_low": "x"}])
+def test_malformed_web_search_price_names_the_file_and_model(tmp_path, search):
+    path = write(tmp_path / "theirs.json", {"bad-model": {
+        "input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06, "search_context_cost_per_query": search}})
+    with pytest.raises(ValueError, match="model 'bad-model': search_context_cost_per_query"):
+        Catalog.load(extra_files=[path])

@@ -198,3 +198,57 @@ def test_max_output_for_budget_caps_huge_answers():
 def test_max_output_for_budget_uses_the_worst_case_prices():
     # prompt at 3.75: 1000×3.75e9 = 3.75e12; room 13.75e6 → 10e12 left / 20e9 (reasoning) = 500.
     assert max_output_for_budget(PRICEY_CACHE, 1_000, 13_750_000) == 500
+
+
+HOUR_CACHE = ModelPrice(name="hour-cache", provider="test", mode="chat", input=5_000_000_000, output=25_000_000_000,
+                        cached_input=500_000_000, cache_creation_input=6_250_000_000,
+                        cache_creation_input_1h=10_000_000_000, web_search_call=10_000_000)
+
+
+def test_hour_long_cache_writes_cost_the_hour_price_and_are_part_of_the_cache_writes():
+    # 10000 prompt: 2000 read, 5000 written of which 3000 for an hour; 1000 output.
+    # 3000×5e9 + 2000×0.5e9 + 2000×6.25e9 + 3000×10e9 + 1000×25e9 = 15e12+1e12+12.5e12+30e12+25e12 → /1e6
+    usage = Usage(10_000, 1_000, cached_tokens=2_000, cache_creation_tokens=5_000, cache_creation_1h_tokens=3_000)
+    assert cost_nano(HOUR_CACHE, usage) == 83_500_000
+
+
+def test_hour_long_cache_writes_without_an_hour_price_cost_the_cache_write_price():
+    # claude-sonnet-like PRICEY_CACHE has no hour price: 1000 writes at 3.75e9 whatever their duration.
+    assert cost_nano(PRICEY_CACHE, Usage(1_000, 0, cache_creation_tokens=1_000, cache_creation_1h_tokens=600)) == \
+        cost_nano(PRICEY_CACHE, Usage(1_000, 0, cache_creation_tokens=1_000)) == 3_750_000
+
+
+def test_more_hour_writes_than_cache_writes_does_not_go_negative():
+    # short-lived writes clamp at 0; the 10 hour writes cost 10×10e9; 5 prompt tokens are all written.
+    assert cost_nano(HOUR_CACHE, Usage(5, 0, cache_creation_tokens=5, cache_creation_1h_tokens=10)) == 100_000
+
+
+def test_web_search_calls_cost_their_price_per_call():
+    # 2 calls × 10_000_000 nano ($0.01) on top of 1000×5e9 + 100×25e9 = 7.5e12 → 7_500_000
+    assert cost_nano(HOUR_CACHE, Usage(1_000, 100, web_search_calls=2)) == 27_500_000
+    assert cost_nano(PLAIN, Usage(1_000, 100, web_search_calls=2)) == cost_nano(PLAIN, Usage(1_000, 100))
+
+
+def test_worst_case_covers_hour_long_cache_writes_and_web_search_calls():
+    # every prompt token at 10 (hour write): 1000×10e9 + 500×25e9 = 22.5e12 → 22_500_000; + 3 calls × 1e7
+    assert worst_case_nano(HOUR_CACHE, 1_000, 500) == 22_500_000
+    assert worst_case_nano(HOUR_CACHE, 1_000, 500, web_search_calls=3) == 52_500_000
+    usage = Usage(1_000, 500, cache_creation_tokens=1_000, cache_creation_1h_tokens=1_000, web_search_calls=3)
+    assert cost_nano(HOUR_CACHE, usage) == worst_case_nano(HOUR_CACHE, 1_000, 500, web_search_calls=3)
+
+
+def test_max_output_for_budget_leaves_room_for_web_search_calls():
+    # 52.5e6 room: prompt 10e12 + 3 calls 30e12 leave 12.5e12 / 25e9 = 500 output tokens.
+    assert max_output_for_budget(HOUR_CACHE, 1_000, 52_500_000, web_search_calls=3) == 500
+    assert max_output_for_budget(HOUR_CACHE, 1_000, 52_499_999, web_search_calls=3) == 499
+    assert max_output_for_budget(HOUR_CACHE, 1_000, 52_500_000) == 1_700
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_new_usage_counts_refuse_non_counts(bad):
+    with pytest.raises(ValueError):
+        Usage(0, 0, cache_creation_1h_tokens=bad)
+    with pytest.raises(ValueError):
+        Usage(0, 0, web_search_calls=bad)
+    with pytest.raises(ValueError):
+        worst_case_nano(HOUR_CACHE, 0, 0, web_search_calls=bad)
