@@ -15,7 +15,10 @@ the earlier entry as a whole.
    dropped: ``openai/gpt-4o`` → ``gpt-4o``, ``anthropic/claude-opus-4-5`` → ``claude-opus-4-5``.
    A name the catalog only knows with its provider in front gets it, trying ``ADDED_PREFIXES``
    in their order: ``gemini-2.5-pro`` → ``gemini/gemini-2.5-pro``, ``grok-4.3`` →
-   ``xai/grok-4.3``, ``openai/gpt-oss-120b`` → ``groq/openai/gpt-oss-120b`` (see ``spellings``).
+   ``xai/grok-4.3`` (see ``spellings``). Only model makers are tried: a host of open models
+   (Groq, Together, Fireworks) sets its own prices, and guessing one host's price for a name
+   that does not say which host would under-price another's. Such names are priced with a
+   price file or an alias.
 4. **Dated snapshot**: a trailing ``-YYYY-MM-DD`` (``gpt-4o-2024-08-06``) or four-digit
    ``-MMDD`` (``gpt-4-0613``, ``gpt-4-1106``) that is a real month and day is dropped when the
    dated name is not priced and the name without it is: ``gpt-4o-2099-01-01`` → ``gpt-4o``.
@@ -61,10 +64,10 @@ STRIPPED_PREFIXES = frozenset({
     "openai", "text-completion-openai", "azure", "azure_ai", "anthropic", "gemini", "google",
     "vertex_ai", "mistral", "deepseek", "xai", "groq", "together_ai", "fireworks_ai",
 })
-# Providers whose models the catalog lists as "provider/model", tried in this order for a
-# bare name: model makers first, then hosts of open models. Azure is not tried: a bare name
+# Model makers whose models the catalog lists as "maker/model", tried in this order for a bare
+# name. Hosts of open models are not tried (each sets its own prices), nor Azure: a bare name
 # means the maker's own API, an Azure deployment is named with its prefix.
-ADDED_PREFIXES = ("gemini", "mistral", "deepseek", "xai", "groq", "together_ai", "fireworks_ai")
+ADDED_PREFIXES = ("gemini", "mistral", "deepseek", "xai")
 
 # Distinct names resolved before the cache starts over; bounds memory when clients send
 # many different unknown names.
@@ -144,8 +147,8 @@ def spellings(model: str) -> list[str]:
     """The name as given, then the other names the same model may go by (rule 3).
 
     In order: as given; without its provider prefix; as given behind each of
-    ``ADDED_PREFIXES`` (``openai/gpt-oss-120b`` → ``groq/openai/gpt-oss-120b``); without its
-    provider prefix behind each of them.
+    ``ADDED_PREFIXES`` (``grok-4.3`` → ``xai/grok-4.3``); without its provider prefix behind
+    each of them.
     """
     head, slash, rest = model.partition("/")
     bare = rest if slash and rest and head in STRIPPED_PREFIXES else model

@@ -92,12 +92,20 @@ def test_a_price_file_gives_a_prefix_lookalike_its_own_price(tmp_path):
     ("grok-4.3", "xai/grok-4.3"),
     ("deepseek-chat", "deepseek-chat"),
     ("azure/gpt-4o", "azure/gpt-4o"),
-    ("accounts/fireworks/models/llama-v3p1-8b-instruct",
-     "fireworks_ai/accounts/fireworks/models/llama-v3p1-8b-instruct"),
+    ("groq/openai/gpt-oss-120b", "groq/openai/gpt-oss-120b"),
 ])
 def test_bundled_catalog_resolves_common_names(bundled, model, expected):
     found = bundled.resolve(model)
     assert found is not None and found.name == expected
+
+
+@pytest.mark.parametrize("model", [
+    "openai/gpt-oss-120b",                                  # Groq, Together, Fireworks... each its own price
+    "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "accounts/fireworks/models/llama-v3p1-8b-instruct",
+])
+def test_a_host_of_open_models_is_never_guessed(bundled, model):
+    assert bundled.resolve(model) is None
 
 
 def test_fine_tunes_cost_their_fine_tune_price_not_the_base_price(bundled):

@@ -96,7 +96,7 @@ def test_groq_llama(catalog):
 def test_together_llama(catalog):
     # together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo: input 1.04, output 1.04.
     # (1234 + 567)×1.04e9 = 1873.04e9 → /1e6
-    assert cost(catalog, "meta-llama/Llama-3.3-70B-Instruct-Turbo", Usage(1_234, 567)) == 1_873_040
+    assert cost(catalog, "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo", Usage(1_234, 567)) == 1_873_040
 
 
 def test_embedding_costs_input_only(catalog):

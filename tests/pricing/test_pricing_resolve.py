@@ -55,8 +55,6 @@ def test_provider_prefix_is_dropped(catalog, model, expected):
 @pytest.mark.parametrize(("model", "expected"), [
     ("gemini-2.5-pro", "gemini/gemini-2.5-pro"),
     ("grok-4.3", "xai/grok-4.3"),
-    ("meta-llama/Llama-3.3-70B-Instruct-Turbo", "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo"),
-    ("openai/gpt-oss-120b", "groq/openai/gpt-oss-120b"),
 ])
 def test_provider_prefix_is_added(catalog, model, expected):
     assert resolved(catalog, model) == expected
