@@ -25,6 +25,7 @@ class Wire:
         host, port = url.removeprefix("http://").split(":")
         self.sock = socket.create_connection((host, int(port)), timeout=20)
         self.buf = b""
+        self.status_line = ""  # of the last response read
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -40,6 +41,7 @@ class Wire:
                 raise ConnectionError(f"closed before a whole head: {self.buf!r}")
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
+        self.status_line = lines[0]
         status = int(lines[0].split()[1])
         headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
         if status < 200:
