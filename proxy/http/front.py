@@ -23,14 +23,14 @@ connection without a request is closed after ``idle_timeout_s``. Beyond ``max_co
 open connections (this server's and aiohttp's together), a new connection is closed at once.
 
 The request id, the checks on a head, error bodies, 500s and the access log are the ``Edge``'s
-(``proxy.http.edge``), shared with aiohttp's side. ``proxy.http.site.FrontSite`` wires this
+(``proxy.http.edge``), shared with aiohttp's side. Heads are read in ``proxy.http.front_head``,
+answers written in ``proxy.http.front_exchange``; ``proxy.http.site.FrontSite`` wires this
 server to an aiohttp application.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,27 +38,17 @@ from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
-from proxy.errors import BadRequest, FareboxError, RequestTimeout, VersionNotSupported
+from proxy.errors import FareboxError, RequestTimeout
 from proxy.http.edge import Edge, Throttled
 from proxy.http.front_exchange import FrontExchange
+from proxy.http.front_head import CHAT_PATH, HAND_OVER, Refusal, Request, read_head
 
 if TYPE_CHECKING:
     from proxy.flow import Exchange
 
-__all__ = ["FrontServer", "Limits", "MAX_HEAD_BYTES", "MAX_FIELDS"]
+__all__ = ["FrontServer", "Limits", "give_connection"]
 
-MAX_HEAD_BYTES = 8190         # a longer head (request line and fields) is aiohttp's to judge
-MAX_FIELDS = 128              # as aiohttp's own limit; more fields go to aiohttp too
 MAX_PENDING_BYTES = 1 << 20   # bytes received ahead of the request in flight before reading pauses
-
-CHAT_PATH = "/v1/chat/completions"
-_PREFIX = b"POST " + CHAT_PATH.encode()
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_VALUE = r"(?:[!-~]+(?:[ \t]+[!-~]+)*)?"
-_FIELD = re.compile(rf"({_TOKEN}):[ \t]*({_VALUE})[ \t]*\r\n")
-_HEAD = re.compile(rf"(POST /v1/chat/completions(?:\?[!-~]*)? HTTP/1\.1\r\n)(?:{_TOKEN}:[ \t]*{_VALUE}[ \t]*\r\n)*")
-_REQUEST_LINE = re.compile(rb"([!-~]+) ([!-~]+) HTTP/(\d)\.(\d)")
-_HANDED_OVER = frozenset({"Transfer-Encoding", "Expect", "Upgrade"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,84 +60,6 @@ class Limits:
     body_timeout_s: float = 60.0
     max_connections: int = 10_000
     sweep_s: float = 1.0
-
-
-class _Request:
-    """A head read and checked, waiting for (or with) its body."""
-
-    __slots__ = ("headers", "keep_alive", "body_start", "end")
-
-    def __init__(self, headers: CIMultiDict[str], keep_alive: bool, body_start: int, end: int) -> None:
-        self.headers, self.keep_alive, self.body_start, self.end = headers, keep_alive, body_start, end
-
-
-class _Refusal:
-    """A head answered with an error here, the connection closed after it."""
-
-    __slots__ = ("error", "method", "path")
-
-    def __init__(self, error: FareboxError, head: bytes) -> None:
-        parts = head[:head.find(b"\n")].split(b" ")
-        self.error = error
-        self.method = parts[0].decode("ascii", "replace") or "-"
-        self.path = parts[1].split(b"?")[0].decode("ascii", "replace") if len(parts) > 1 else "-"
-
-
-_HAND_OVER = object()  # not a request this server answers: aiohttp takes the connection
-
-
-def _read_head(buf: bytes | bytearray, scan_from: int, max_body: int) -> _Request | _Refusal | int | object:
-    """What the bytes at the start of ``buf`` are: a ``_Request`` to answer, a ``_Refusal``,
-    ``_HAND_OVER``, or not enough yet: an int, where to resume looking for the head's end."""
-    end = buf.find(b"\r\n\r\n", scan_from)
-    if end < 0:
-        if len(buf) > MAX_HEAD_BYTES:
-            return _HAND_OVER
-        if buf.count(b"\n") != buf.count(b"\r\n"):
-            return _not_ours(bytes(buf))
-        return max(0, len(buf) - 3)
-    if end + 2 > MAX_HEAD_BYTES:
-        return _HAND_OVER
-    if not buf.startswith(_PREFIX) or buf[len(_PREFIX)] not in b" ?":
-        return _not_ours(bytes(buf[:end + 4]))
-    head = bytes(buf[:end + 2])
-    if not head.isascii():
-        return _HAND_OVER
-    text = head.decode("ascii")
-    matched = _HEAD.fullmatch(text)
-    if matched is None:
-        return _not_ours(head + b"\r\n")
-    fields = _FIELD.findall(text, matched.end(1))
-    if len(fields) > MAX_FIELDS:
-        return _HAND_OVER
-    headers = CIMultiDict(fields)
-    for name in _HANDED_OVER:
-        if name in headers:
-            return _HAND_OVER
-    lengths = headers.getall("Content-Length", ())
-    if len(lengths) != 1 or not lengths[0].isdigit() or int(lengths[0]) > max_body:
-        return _HAND_OVER
-    keep_alive = True
-    connection = headers.get("Connection")
-    if connection is not None:
-        options = {option.strip().lower() for option in connection.split(",")}
-        if "upgrade" in options:
-            return _HAND_OVER
-        keep_alive = "close" not in options
-    return _Request(headers, keep_alive, end + 4, end + 4 + int(lengths[0]))
-
-
-def _not_ours(head: bytes) -> _Refusal | object:
-    """A head (whole, or the part received) this server does not answer itself: refused here when
-    no server should take it (bare-LF line ends, an HTTP version other than 1.x), else aiohttp's."""
-    if head.count(b"\n") != head.count(b"\r\n"):
-        return _Refusal(BadRequest("Malformed request head: lines must end with CR LF.", code="malformed_request"),
-                        head)
-    line = _REQUEST_LINE.fullmatch(head[:head.find(b"\r\n")])
-    if line is not None and line[3] != b"1":
-        return _Refusal(VersionNotSupported(f"HTTP/{line[3].decode()}.{line[4].decode()} is not supported: "
-                                            "farebox speaks HTTP/1.1."), head)
-    return _HAND_OVER
 
 
 Handler = Callable[["Exchange"], Awaitable[None]]
@@ -246,7 +158,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.scan_from = 0
-        self.waiting: _Request | None = None     # a head read, its body not all here yet
+        self.waiting: Request | None = None     # a head read, its body not all here yet
         self.exchange: FrontExchange | None = None  # the request being answered
         self.task: asyncio.Task[None] | None = None
         self.deadline = 0.0  # loop time by which the head, body or next request must have come
@@ -299,17 +211,17 @@ class _Connection(asyncio.Protocol):
         if request is None:
             if not buf:
                 return
-            found = _read_head(buf, self.scan_from, self.server.max_body)
-            if found is _HAND_OVER:
+            found = read_head(buf, self.scan_from, self.server.max_body)
+            if found is HAND_OVER:
                 self._hand_over()
                 return
             if isinstance(found, int):
                 self.scan_from = found
                 return
-            if isinstance(found, _Refusal):
+            if isinstance(found, Refusal):
                 self._refuse(found.error, found.method, found.path, None)
                 return
-            assert isinstance(found, _Request)
+            assert isinstance(found, Request)
             request = found
             self.scan_from = 0
             if len(buf) < request.end:
