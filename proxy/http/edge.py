@@ -123,8 +123,10 @@ class Edge:
         elif not ID_PATTERN.fullmatch(project):
             project = "(invalid)"
         ms = (time.perf_counter() - started) * 1000
-        access_log.info(f"{method} {_printable(path, _MAX_LOGGED_PATH)} {status} project={project} "
-                        f"request_id={request_id or '-'} duration_ms={ms:.1f}")
+        line = (f"{method} {_printable(path, _MAX_LOGGED_PATH)} {status} project={project} "
+                f"request_id={request_id or '-'} duration_ms={ms:.1f}")
+        # The record made directly: ``info()`` would also look up its caller's frame, a third of the cost.
+        access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, line, None, None))
 
 
 class Throttled:
