@@ -18,7 +18,8 @@ from proxy.http import routes
 from proxy.control.alerts import AlertDispatcher
 from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES, SETTINGS
 from proxy.http.edge import Edge
-from proxy.errors import FareboxError, NotFound, PayloadTooLarge, Unauthorized, VersionNotSupported
+from proxy.errors import (FareboxError, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+                          VersionNotSupported)
 from proxy.ledger.ledger import Ledger, Ttls
 from proxy.ledger.spool import Spool
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -78,8 +79,8 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
             return await handler(request)
         except FareboxError as exc:
             response = _error_response(edge, exc, request_id)
-            if isinstance(exc, VersionNotSupported):
-                response.force_close()
+            if isinstance(exc, (VersionNotSupported, RequestTimeout)):
+                response.force_close()  # what follows on the connection cannot be read as requests
             return response
         except web.HTTPRequestEntityTooLarge as exc:
             return _error_response(edge, PayloadTooLarge(f"Request body exceeds the limit of {exc.max_size} bytes."),

@@ -31,9 +31,10 @@ from proxy.errors import (DuplicateHeader, ErrorShape, FareboxError, InternalErr
                           openai_shape, render_error)
 from proxy.upstream.relay import HOP_BY_HOP
 
-__all__ = ["Edge", "ProtocolLog", "Throttled", "new_request_id", "ACCESS_LOGGER"]
+__all__ = ["Edge", "ProtocolLog", "Throttled", "new_request_id", "ACCESS_LOGGER", "BODY_TIMEOUT_S"]
 
 ACCESS_LOGGER = "farebox.access"
+BODY_TIMEOUT_S = 60.0  # a request body must arrive whole within this long of its head, on either server
 _CREDENTIALS = ("Authorization", "x-api-key")
 _MAX_LOGGED_PATH = 200
 
@@ -59,14 +60,16 @@ def _printable(text: str, limit: int) -> str:
 class Edge:
     """The edge both servers share (see the module docstring)."""
 
-    __slots__ = ("shape", "log", "access_log", "project_header", "_single", "_kept")
+    __slots__ = ("shape", "log", "access_log", "project_header", "body_timeout_s", "_single", "_kept")
 
     new_request_id = staticmethod(new_request_id)
 
     def __init__(self, *, project_header: str = "X-Project-Id", agent_header: str = "X-Agent-Id",
                  session_header: str = "X-Session-Id", shape: ErrorShape = openai_shape,
-                 log: logging.Logger | None = None, access_log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None, access_log: logging.Logger | None = None,
+                 body_timeout_s: float = BODY_TIMEOUT_S) -> None:
         self.shape = shape
+        self.body_timeout_s = body_timeout_s  # for bodies aiohttp reads (farebox's own server has its Limits)
         self.log = log or logging.getLogger("farebox")
         self.access_log = access_log or logging.getLogger(ACCESS_LOGGER)
         self.project_header = project_header

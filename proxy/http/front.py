@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict
 
 from proxy.errors import FareboxError, RequestTimeout
-from proxy.http.edge import Edge, Throttled
+from proxy.http.edge import BODY_TIMEOUT_S, Edge, Throttled
 from proxy.http.front_exchange import FrontExchange
 from proxy.http.front_head import CHAT_PATH, HAND_OVER, Refusal, Request, read_head
 
@@ -57,7 +57,7 @@ class Limits:
 
     idle_timeout_s: float = 75.0
     head_timeout_s: float = 10.0
-    body_timeout_s: float = 60.0
+    body_timeout_s: float = BODY_TIMEOUT_S
     max_connections: int = 10_000
     sweep_s: float = 1.0
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from proxy.http.appkeys import EDGE
 from proxy.http.front import Limits
 from proxy.http.site import FrontSite
 from tests.http.wire import BODY, Wire, request
@@ -35,9 +36,9 @@ def short_site(stack):
     stack.run(site.stop())
 
 
-def trickle_until_closed(wire: Wire, data: bytes) -> bytes:
-    """Send ``data`` one byte every 0.1 s; what the server sent back once it closed (or the test
-    gave up)."""
+def trickle_until_closed(wire: Wire, data: bytes, *, or_answered: bool = False) -> bytes:
+    """Send ``data`` one byte every 0.1 s; what the server sent back once it closed (or, with
+    ``or_answered``, once a whole answer came), or the test gave up."""
     wire.sock.settimeout(0.1)
     received = b""
     give_up = time.monotonic() + TRICKLE_FOR_S
@@ -54,6 +55,10 @@ def trickle_until_closed(wire: Wire, data: bytes) -> bytes:
         if not chunk:
             return received
         received += chunk
+        if or_answered and b"\r\n\r\n" in received:
+            head, body = received.split(b"\r\n\r\n", 1)
+            if len(body) >= int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):
+                return received
     raise AssertionError(f"the server kept a trickling client for {TRICKLE_FOR_S} s (got {received!r})")
 
 
@@ -126,3 +131,21 @@ def test_connections_beyond_the_cap_are_closed_at_once(stack):
         first.close()
         second.close()
         stack.run(site.stop())
+
+
+def test_a_chunked_body_trickling_in_to_aiohttp_gets_408_at_its_deadline(stack):
+    stack.app[EDGE].body_timeout_s = 0.3
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY)
+    data = request(chunked, length=False, headers=[("Transfer-Encoding", "chunked")])
+    head_end = data.index(b"\r\n\r\n") + 4
+    wire = Wire(stack.url)
+    try:
+        wire.send(data[:head_end])
+        answer = trickle_until_closed(wire, data[head_end:], or_answered=True)  # aiohttp closes after lingering
+    finally:
+        wire.close()
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and head.endswith(b"\r\nConnection: close")
+    assert json.loads(body)["error"]["code"] == "request_timeout"
+    assert stack.front.handed_over == 1
+    assert stack.received == []
