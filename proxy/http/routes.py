@@ -8,7 +8,7 @@ import asyncio
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import NotFound, PayloadTooLarge, RequestTimeout
+from proxy.errors import FareboxError, NotFound, PayloadTooLarge, RequestTimeout
 from proxy.flow import serve_chat
 from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES
 from proxy.upstream.relay import response_headers
@@ -38,10 +38,17 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions`` as aiohttp serves it: the requests ``proxy.http.front`` hands
     over (chunked bodies, ``Expect: 100-continue``, HTTP/1.0, unusual headers)."""
-    fb = request.app[SERVICES]
-    ex = _AiohttpExchange(request, await read_body(request, fb.settings.max_body_bytes,
-                                                   request.app[EDGE].body_timeout_s))
-    await serve_chat(fb, ex)
+    fb, edge = request.app[SERVICES], request.app[EDGE]
+    ex = _AiohttpExchange(request, await read_body(request, fb.settings.max_body_bytes, edge.body_timeout_s))
+    try:
+        await serve_chat(fb, ex)
+    except Exception as exc:
+        if ex.response is None or not ex.response.prepared:
+            raise  # no answer begun: the middleware answers the error
+        # An answer had begun: cut it, as farebox's own server does, so it cannot pass for whole.
+        if not isinstance(exc, (FareboxError, ConnectionError)):
+            edge.crashed(ex.request_id)
+        ex.cut()
     assert ex.response is not None, "serve_chat answered nothing"
     return ex.response
 

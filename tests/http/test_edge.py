@@ -172,3 +172,36 @@ def test_farebox_s_own_server_loads_neither_the_application_nor_the_request_flow
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
 
     assert (result.returncode, result.stdout, result.stderr) == (0, "[]\n", "")
+
+
+class UpstreamFailingMidStream:
+    """The real upstream service, except that reading a streamed answer fails as a bug would."""
+
+    def __init__(self, upstream) -> None:
+        self._upstream = upstream
+
+    def __getattr__(self, name: str):
+        return getattr(self._upstream, name)
+
+    async def iter_chunks(self, response):
+        raise RuntimeError("stream reader exploded")
+        yield b""  # an async generator, as the real one
+
+
+STREAM = json.dumps({**json.loads(BODY), "stream": True}).encode()
+
+
+@pytest.mark.parametrize("server,data", [
+    ("farebox's own server", request(STREAM)),
+    ("aiohttp", chunked(STREAM)),
+])
+def test_an_internal_error_after_a_stream_began_cuts_it_on_both_servers(stack, wire, caplog, server, data):
+    stack.services.upstream = UpstreamFailingMidStream(stack.services.upstream)
+
+    wire.send(data)
+    with pytest.raises(ConnectionError, match="closed inside a chunked body"):
+        wire.response()  # the head came (200, chunked), then the connection closed without the last chunk
+
+    assert wire.status_line == "HTTP/1.1 200 OK"
+    logged = failure_logs(caplog)
+    assert len(logged) == 1 and logged[0].exc_info[1].args == ("stream reader exploded",)
