@@ -1,36 +1,50 @@
-"""Errors farebox answers with, rendered once as OpenAI-shaped error bodies.
+"""Errors farebox answers with, and how an API family's clients are shown one.
 
     FareboxError                      500 internal_error
+    ├── InternalError                 500 server_error / internal_error (a bug, answered alike everywhere)
     ├── BadRequest                    400 invalid_request_error
     │   ├── UnknownModel              400 invalid_request_error / model_not_found
-    │   └── InvalidId                 400 invalid_request_error / invalid_id
+    │   ├── InvalidId                 400 invalid_request_error / invalid_id
+    │   ├── DuplicateHeader           400 invalid_request_error / duplicate_credentials, duplicate_header
+    │   └── InvalidHeaderValue        400 invalid_request_error / invalid_header_value
     ├── Unauthorized                  401 authentication_error
     ├── Forbidden                     403 permission_error
     ├── NotFound                      404 not_found_error
+    ├── RequestTimeout                408 invalid_request_error / request_timeout
     ├── PayloadTooLarge               413 invalid_request_error / request_too_large
+    ├── VersionNotSupported           505 invalid_request_error / http_version_not_supported
     ├── BudgetExceeded                402 budget_exceeded
     ├── LedgerUnavailable             503 service_unavailable (Redis unreachable, fail_mode closed)
     ├── UpstreamUnreachable           502 upstream_unreachable
     └── UpstreamTimeout               504 upstream_timeout
 
-Each class carries its HTTP status and OpenAI ``type``/``code``; ``error_response_parts``
-renders one for both servers (``proxy.http.app``'s middleware, ``proxy.http.front``). The upstream
-client's errors are mapped to these in ``proxy.upstream.relay``, ``redis.RedisError`` in
-``proxy.ledger``, nowhere else.
+Each class carries its HTTP status and OpenAI ``type``/``code``. ``render_error`` turns one into
+status, headers and body with an ``ErrorShape``, the body of one API family: ``openai_shape``
+(``{"error": {...}}``) today; another family's shape is another function of the same type.
+``proxy.http.edge`` renders for both servers. The upstream client's errors are mapped to these
+in ``proxy.upstream.relay``, ``redis.RedisError`` in ``proxy.ledger``, nowhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 __all__ = [
-    "error_response_parts",
+    "ErrorShape",
+    "openai_shape",
+    "render_error",
     "FareboxError",
+    "InternalError",
     "BadRequest",
     "UnknownModel",
     "InvalidId",
+    "DuplicateHeader",
+    "InvalidHeaderValue",
+    "RequestTimeout",
+    "VersionNotSupported",
     "Unauthorized",
     "Forbidden",
     "NotFound",
@@ -60,9 +74,19 @@ class FareboxError(Exception):
         self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        error.update(self.extra)
-        return {"error": error}
+        """The OpenAI-shaped body (``openai_shape``)."""
+        return openai_shape(self)
+
+
+class InternalError(FareboxError):
+    """farebox failed while answering (a bug): logged with its traceback, answered without detail."""
+
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, request_id: str | None = None) -> None:
+        where = f" (request {request_id})" if request_id else ""
+        super().__init__(f"Internal error: farebox failed while answering this request{where}; see its log.")
 
 
 class BadRequest(FareboxError):
@@ -82,6 +106,34 @@ class InvalidId(BadRequest):
     """A project, agent, session or key id is outside the allowed form."""
 
     code = "invalid_id"
+
+
+class DuplicateHeader(BadRequest):
+    """A header that must appear once (a credential, an attribution id) came more than once."""
+
+    code = "duplicate_header"
+
+
+class InvalidHeaderValue(BadRequest):
+    """A header value farebox would forward holds bytes outside ASCII."""
+
+    code = "invalid_header_value"
+
+
+class RequestTimeout(FareboxError):
+    """The client did not send its whole request in time."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class VersionNotSupported(FareboxError):
+    """A request line naming an HTTP version other than 1.0 or 1.1."""
+
+    status = 505
+    type = "invalid_request_error"
+    code = "http_version_not_supported"
 
 
 class Unauthorized(FareboxError):
@@ -148,9 +200,21 @@ class UpstreamTimeout(FareboxError):
     code = "upstream_timeout"
 
 
-def error_response_parts(exc: FareboxError, request_id: str | None) -> tuple[int, dict[str, str], bytes]:
+ErrorShape = Callable[[FareboxError], dict[str, Any]]
+"""The body one API family's clients expect for an error."""
+
+
+def openai_shape(exc: FareboxError) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code", ...extra}}``, as OpenAI's API answers."""
+    error: dict[str, Any] = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
+    error.update(exc.extra)
+    return {"error": error}
+
+
+def render_error(exc: FareboxError, request_id: str | None,
+                 shape: ErrorShape = openai_shape) -> tuple[int, dict[str, str], bytes]:
     """The answer for ``exc``: status, headers (the error's own, JSON, the request id), body."""
     headers = {**exc.headers, "Content-Type": "application/json"}
     if request_id:
         headers["X-Request-Id"] = request_id
-    return exc.status, headers, orjson.dumps(exc.body())
+    return exc.status, headers, orjson.dumps(shape(exc))

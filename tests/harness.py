@@ -17,7 +17,7 @@ from aiohttp import web
 from proxy.http.app import create_app
 from proxy.http.appkeys import SERVICES
 from proxy.fake_upstream import RECEIVED, create_fake_app
-from proxy.http.front import FrontSite
+from proxy.http.site import FrontSite, new_runner
 from proxy.services import Services
 from proxy.settings import Settings
 
@@ -38,14 +38,14 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _serve(self, app: web.Application, front: bool) -> str:
-        runner = web.AppRunner(app, access_log=None)
+        runner = new_runner(app) if front else web.AppRunner(app, access_log=None)
         await runner.setup()
         site = FrontSite(runner, "127.0.0.1", 0) if front else web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         if isinstance(site, FrontSite):
             self.fronts.append(site)
         self._runners.append(runner)
-        port = runner.addresses[0][1]
+        port = site.port if isinstance(site, FrontSite) else runner.addresses[0][1]
         return f"http://127.0.0.1:{port}"
 
     def serve(self, app: web.Application, *, front: bool = False) -> str:
@@ -54,6 +54,8 @@ class LoopThread:
 
     def close(self) -> None:
         async def cleanup() -> None:
+            for front in self.fronts:
+                await front.stop()
             for runner in reversed(self._runners):
                 await runner.cleanup()
         try:

@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 
 from proxy.http import app as app_module
-from proxy.http.app import create_app, new_request_id
+from proxy.http.app import create_app
+from proxy.http.edge import new_request_id
 from proxy.cli.serve import GC_YOUNG_THRESHOLD, _settle_garbage_collector
 from proxy.settings import Settings
 from proxy.tokens import EncodingDataError

@@ -29,6 +29,8 @@ from proxy.settings import Settings
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from proxy.http.site import FrontSite
+
 __all__ = ["serve", "configure_logging"]
 
 log = logging.getLogger("farebox")
@@ -96,22 +98,23 @@ def _run_app(settings: Settings, worker: int | None) -> int:
 
 
 async def _serve_until_stopped(app: web.Application, settings: Settings, who: str, *, reuse_port: bool) -> int:
-    """Start the application, listen (``proxy.http.front.FrontSite``) until SIGINT or SIGTERM, then
+    """Start the application, listen (``proxy.http.site.FrontSite``) until SIGINT or SIGTERM, then
     stop listening, let requests in flight finish (up to ``SHUTDOWN_TIMEOUT_S``) and clean up."""
-    from aiohttp import web  # noqa: PLC0415
-
-    from proxy.http.front import IDLE_TIMEOUT_S, FrontSite  # noqa: PLC0415
+    from proxy.http.front import Limits  # noqa: PLC0415
+    from proxy.http.site import FrontSite, new_runner  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-                           keepalive_timeout=IDLE_TIMEOUT_S)
+    limits = Limits()
+    runner = new_runner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                        keepalive_timeout=limits.idle_timeout_s)
+    site: FrontSite | None = None
     try:
         await runner.setup()
         site = FrontSite(runner, settings.host, settings.port, reuse_port=reuse_port,
-                         shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+                         shutdown_timeout=SHUTDOWN_TIMEOUT_S, limits=limits)
         try:
             await site.start()
         except OSError as exc:
@@ -121,6 +124,8 @@ async def _serve_until_stopped(app: web.Application, settings: Settings, who: st
         await stop.wait()
         return 0
     finally:
+        if site is not None:
+            await site.stop()
         await runner.cleanup()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

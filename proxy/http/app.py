@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,8 +16,10 @@ from pricing.money import usd_to_nano
 from proxy.control import admin
 from proxy.http import routes
 from proxy.control.alerts import AlertDispatcher
-from proxy.http.appkeys import REQUEST_ID, SERVICES, SETTINGS
-from proxy.errors import FareboxError, NotFound, PayloadTooLarge, Unauthorized, error_response_parts
+from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES, SETTINGS
+from proxy.http.edge import Edge
+from proxy.errors import (FareboxError, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+                          VersionNotSupported)
 from proxy.ledger.ledger import Ledger, Ttls
 from proxy.ledger.spool import Spool
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -29,24 +30,15 @@ from proxy.settings import Settings
 from proxy.tokens import ensure_offline_encodings, preload_encodings
 from proxy.upstream.relay import Upstream
 
-__all__ = ["create_app", "build_catalog", "new_request_id"]
+__all__ = ["create_app", "build_catalog"]
 
 log = logging.getLogger("farebox")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def new_request_id() -> str:
-    """A uuid4 in its 32-hex-digit form (version 4, RFC 4122 variant), made from the random
-    bytes directly: building a ``uuid.UUID`` first costs three times as much, on every request."""
-    data = bytearray(os.urandom(16))
-    data[6] = data[6] & 0x0F | 0x40  # version 4
-    data[8] = data[8] & 0x3F | 0x80  # variant RFC 4122
-    return data.hex()
-
-
-def _error_response(exc: FareboxError, request_id: str | None) -> web.Response:
-    status, headers, body = error_response_parts(exc, request_id)
+def _error_response(edge: Edge, exc: FareboxError, request_id: str) -> web.Response:
+    status, headers, body = edge.render(exc, request_id)
     return web.Response(status=status, body=body, headers=headers)
 
 
@@ -68,34 +60,62 @@ def _check_admin_token(request: web.Request, expected: str | None) -> None:
         raise Unauthorized("Missing or wrong admin token: send Authorization: Bearer <admin token>.")
 
 
-def _edge(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The one middleware: every request gets an id, ``/admin`` paths need the admin token, and
-    every FareboxError becomes an OpenAI-shaped body. One layer rather than one per concern:
+def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The one middleware, aiohttp's side of the ``Edge``: every request gets an id and an
+    access-log line, its head is checked, ``/admin`` paths need the admin token, and every error
+    becomes the same answer as on farebox's own server. One layer rather than one per concern:
     each layer costs a call on every request."""
     expected = f"Bearer {settings.admin_token.get_secret_value()}" if settings.admin_token else None
 
-    @web.middleware
-    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = request[REQUEST_ID] = new_request_id()
+    async def answer(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
         try:
+            if request.version.major != 1:
+                raise VersionNotSupported(f"HTTP/{request.version.major}.{request.version.minor} is not "
+                                          "supported: farebox speaks HTTP/1.1.")
+            edge.check_head(request.headers)
+            edge.check_forwarded(request.headers.items())
             if _is_admin_path(request.path):
                 _check_admin_token(request, expected)
             return await handler(request)
         except FareboxError as exc:
-            return _error_response(exc, request_id)
+            response = _error_response(edge, exc, request_id)
+            if isinstance(exc, (VersionNotSupported, RequestTimeout)):
+                response.force_close()  # what follows on the connection cannot be read as requests
+            return response
         except web.HTTPRequestEntityTooLarge as exc:
-            return _error_response(PayloadTooLarge(f"Request body exceeds the limit of {exc.max_size} bytes."),
+            return _error_response(edge, PayloadTooLarge(f"Request body exceeds the limit of {exc.max_size} bytes."),
                                    request_id)
         except web.HTTPNotFound:
-            return _error_response(NotFound(f"No such endpoint: {request.method} {request.path}.",
-                                            code="unknown_endpoint"), request_id)
+            return _error_response(edge, NotFound(f"No such endpoint: {request.method} {request.path}.",
+                                                  code="unknown_endpoint"), request_id)
         except web.HTTPMethodNotAllowed as exc:
             error = FareboxError(f"Method {request.method} is not allowed on {request.path}; use "
                                  f"{', '.join(sorted(exc.allowed_methods))}.", code="method_not_allowed")
             error.status, error.type = 405, "invalid_request_error"
-            return _error_response(error, request_id)
+            return _error_response(edge, error, request_id)
+        except (web.HTTPException, ConnectionError):
+            raise  # aiohttp's own answer; a client gone
+        except Exception:  # a bug: logged, answered 500 as on farebox's own server
+            return _error_response(edge, edge.crashed(request_id), request_id)
 
-    return edge
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        since = time.perf_counter()
+        request_id = request[REQUEST_ID] = edge.new_request_id()
+        status = 499  # unless an answer comes
+        try:
+            response = await answer(request, handler, request_id)
+            status = response.status
+            if not response.prepared and "X-Request-Id" not in response.headers:
+                response.headers["X-Request-Id"] = request_id
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            edge.access(request.method, request.rel_url.raw_path, status, request.headers, request_id, since)
+
+    return middleware
 
 
 def build_catalog(settings: Settings) -> Catalog:
@@ -169,11 +189,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
     """The farebox application for these settings (tests build their own)."""
+    edge = Edge(project_header=settings.project_header, agent_header=settings.agent_header,
+                session_header=settings.session_header)
     app = web.Application(
-        middlewares=[_edge(settings)],
+        middlewares=[_middleware(settings, edge)],
         client_max_size=settings.max_body_bytes + 1,
     )
     app[SETTINGS] = settings
+    app[EDGE] = edge
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         catalog, redis = await _open_resources(settings)

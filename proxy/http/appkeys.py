@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.http.edge import Edge
 from proxy.services import Services
 from proxy.settings import Settings
 
-__all__ = ["SERVICES", "SETTINGS", "REQUEST_ID"]
+__all__ = ["SETTINGS", "SERVICES", "EDGE", "REQUEST_ID"]
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
+EDGE = web.AppKey("edge", Edge)
 REQUEST_ID = web.RequestKey("request_id", str)

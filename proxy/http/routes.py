@@ -3,37 +3,52 @@ completions (adapted to an ``Exchange``), ``GET /v1/models`` passed through, and
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import NotFound, PayloadTooLarge
+from proxy.errors import FareboxError, NotFound, PayloadTooLarge, RequestTimeout
 from proxy.flow import serve_chat
-from proxy.http.appkeys import REQUEST_ID, SERVICES
+from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES
 from proxy.upstream.relay import response_headers
 
 __all__ = ["chat_completions", "models", "not_found", "read_body"]
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all, and
+    (408) a body not all here within ``timeout_s``."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Request body of {request.content_length} bytes exceeds the limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout("The request body did not arrive in time.") from None
     return b"".join(chunks)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions`` as aiohttp serves it: the requests ``proxy.http.front`` hands
     over (chunked bodies, ``Expect: 100-continue``, HTTP/1.0, unusual headers)."""
-    fb = request.app[SERVICES]
-    ex = _AiohttpExchange(request, await read_body(request, fb.settings.max_body_bytes))
-    await serve_chat(fb, ex)
+    fb, edge = request.app[SERVICES], request.app[EDGE]
+    ex = _AiohttpExchange(request, await read_body(request, fb.settings.max_body_bytes, edge.body_timeout_s))
+    try:
+        await serve_chat(fb, ex)
+    except Exception as exc:
+        if ex.response is None or not ex.response.prepared:
+            raise  # no answer begun: the middleware answers the error
+        # An answer had begun: cut it, as farebox's own server does, so it cannot pass for whole.
+        if not isinstance(exc, (FareboxError, ConnectionError)):
+            edge.crashed(ex.request_id)
+        ex.cut()
     assert ex.response is not None, "serve_chat answered nothing"
     return ex.response
 
