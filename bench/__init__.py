@@ -8,5 +8,6 @@ Markdown table. ``python -m bench --smoke`` is the few-seconds version CI runs.
 Modules: ``run`` (command line and the order of runs), ``targets`` (starting and stopping the
 servers, CPU and memory sampling), ``load`` (wrk for non-streamed load, an asyncio client for
 streams and as a fallback), ``pieces`` (timings of what farebox adds, each on its own),
-``report`` (medians, ratios, JSON and Markdown).
+``report`` (medians, ratios, JSON and Markdown), ``rediscpu`` (``--redis-cpu``: Redis's own
+CPU and commands per request behind N farebox processes).
 """

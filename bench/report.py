@@ -243,13 +243,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, body: str) -> None:
-    """Put ``body`` between the result marks of ``path`` (creating the file or the marks if needed)."""
-    block = f"{MARK_BEGIN}\n{body}\n{MARK_END}"
+def write_markdown(path: Path, body: str, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
+    """Put ``body`` between the marks ``begin`` and ``end`` of ``path`` (by default the result
+    marks; creating the file or the marks if needed)."""
+    block = f"{begin}\n{body}\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        _, tail = rest.split(MARK_END, 1)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"

@@ -3,6 +3,9 @@
     python -m bench                       # direct, a bare aiohttp relay, farebox, farebox --workers 2
     python -m bench --compare-litellm     # and LiteLLM Proxy (its venv is created once, in a cache dir)
     python -m bench --smoke --out r.json  # a few seconds; what CI runs
+    python -m bench --redis-cpu --out r.json --compare-src leases-off=. \
+        --target-env leases-off:FAREBOX_BUDGET_LEASE_REQUESTS=0 --contrast farebox:leases-off
+                                          # Redis CPU per request behind 4 processes (rediscpu.py)
 
 The order of a run: start the fake upstream and every target (timing each until ready),
 warm each up, then ``--repeats`` rounds; in each round every scenario is run against every
@@ -29,6 +32,7 @@ from typing import Any
 
 import psutil
 
+from bench import rediscpu
 from bench import targets as tg
 from bench.load import RunResult, Workload, run_load, wrk_available
 from bench.report import render_markdown, summarise, write_markdown
@@ -84,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--litellm-version", default=tg.LITELLM_VERSION)
     p.add_argument("--duration", type=float, help="seconds per run (default 8; smoke 1)")
     p.add_argument("--repeats", type=int, help="rounds (default 3; smoke 1)")
-    p.add_argument("--workers", type=int, default=2, help="also run farebox --workers N (default 2; 1 = off)")
+    p.add_argument("--workers", type=int,
+                   help="also run farebox --workers N (default 2; 1 = off); with --redis-cpu: every farebox target "
+                        "runs with N workers (default 4)")
     p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto",
                    help="non-streamed load: wrk if installed (auto), or the asyncio client")
     p.add_argument("--redis-url", help="Redis for farebox (default: farebox's embedded Redis, a fresh data dir)")
@@ -97,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="JSON report (default docs/benchmarks.json; smoke: required)")
     p.add_argument("--markdown", type=Path, help="Markdown file to update (default docs/benchmarks.md; smoke: none)")
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and data (path is printed)")
+    p.add_argument("--redis-cpu", action="store_true",
+                   help="how far one Redis goes: every farebox target runs with --workers N and its Redis is asked "
+                        "INFO cpu and commandstats around each run; no relay, pacing check or pieces; needs --out; "
+                        "--markdown FILE writes its table between its own marks")
+    p.add_argument("--target-env", action="append", default=[], metavar="NAME:VAR=VALUE",
+                   help="a setting for one farebox target only (e.g. farebox:FAREBOX_BUDGET_LEASE_REQUESTS=0)")
+    p.add_argument("--contrast", action="append", default=[], metavar="ON:OFF",
+                   help="with --redis-cpu: also report the round-by-round ratios of target ON to target OFF")
     return p
 
 
@@ -146,12 +160,17 @@ def _tool_version(args: list[str]) -> str:
 
 
 def _measure(server: tg.Server, upstream: tg.Server, load: Workload, concurrency: int, duration: float,
-             engine: str) -> dict[str, Any]:
+             engine: str, redis_url: str | None = None) -> dict[str, Any]:
+    """One run; with ``redis_url``, also that Redis's own account of it (``rediscpu.py``)."""
     proxy = server.proxy_processes() if server.kind != "upstream" else []
     helpers = server.helper_processes() if server.kind != "upstream" else []
+    before = rediscpu.snapshot(redis_url) if redis_url else None
     with tg.Sampler(proxy) as proxy_s, tg.Sampler(helpers) as redis_s, tg.Sampler(upstream.proxy_processes()) as up_s:
         result: RunResult = run_load(server.url, load, concurrency, duration, engine=engine)
     run = result.to_dict()
+    if redis_url and before is not None:
+        run["redis"] = rediscpu.per_request(before, rediscpu.snapshot(redis_url), result.requests)
+    run["load1"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     done = max(1, result.requests)
     run["cpu_s_per_1k"] = proxy_s.cpu_s / done * 1000 if proxy else None
     run["redis_cpu_s_per_1k"] = redis_s.cpu_s / done * 1000 if helpers else None
@@ -186,16 +205,27 @@ def main(argv: list[str] | None = None) -> int:
         wanted = set(args.scenarios.split(","))
         scenarios = [s for s in SCENARIOS + SMOKE_SCENARIOS if s["name"] in wanted]
         scenarios = list({s["name"]: s for s in scenarios}.values())
-    if smoke and args.out is None:
-        print("python -m bench --smoke needs --out FILE.json", file=sys.stderr)
+    redis_cpu = args.redis_cpu
+    if (smoke or redis_cpu) and args.out is None:
+        print(f"python -m bench {'--smoke' if smoke else '--redis-cpu'} needs --out FILE.json", file=sys.stderr)
         return 2
     out_path = args.out or REPO / "docs" / "benchmarks.json"
-    md_path = args.markdown if (args.markdown or smoke) else REPO / "docs" / "benchmarks.md"
+    md_path = args.markdown if (args.markdown or smoke or redis_cpu) else REPO / "docs" / "benchmarks.md"
+    target_env: dict[str, dict[str, str]] = {}
+    for spec in args.target_env:
+        name, _, setting = spec.partition(":")
+        var, eq, value = setting.partition("=")
+        if not (name and var and eq):
+            print(f"--target-env {spec!r}: expected NAME:VAR=VALUE", file=sys.stderr)
+            return 2
+        target_env.setdefault(name, {})[var] = value
+    contrasts = [tuple(c.split(":", 1)) for c in args.contrast if ":" in c]
     if args.loadgen == "wrk" and not wrk_available():
         print("--loadgen wrk: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     loadgen = "wrk" if args.loadgen == "wrk" or (args.loadgen == "auto" and wrk_available()) else "python"
-    workers = 1 if smoke else args.workers
+    workers = 1 if smoke else args.workers if args.workers is not None else 4 if redis_cpu else 2
+    fb_workers = workers if redis_cpu else 1  # --redis-cpu: every farebox target is multi-process
 
     litellm_venv = None
     if args.compare_litellm:
@@ -223,21 +253,23 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(upstream)
         direct = tg.Server("direct", upstream.url, upstream.proc, upstream.log_path, kind="upstream")
         targets = [direct]
-        farebox = tg.start_farebox("farebox", work, upstream, redis_url=args.redis_url)
+        farebox = tg.start_farebox("farebox", work, upstream, redis_url=args.redis_url, workers=fb_workers,
+                                   env_extra=target_env.get("farebox"))
         servers.append(farebox)
         targets.append(farebox)
         _say(f"farebox ready in {farebox.ready_s:.2f}s")
-        if not smoke and not args.no_relay:
+        if not smoke and not args.no_relay and not redis_cpu:
             relay = tg.start_relay(work, upstream)
             servers.append(relay)
             targets.append(relay)
         for spec in args.compare_src:
             name, _, src = spec.partition("=")
-            other = tg.start_farebox(name, work, upstream, redis_url=args.redis_url, src=Path(src).resolve())
+            other = tg.start_farebox(name, work, upstream, redis_url=args.redis_url, src=Path(src).resolve(),
+                                     workers=fb_workers, env_extra=target_env.get(name))
             servers.append(other)
             targets.append(other)
             _say(f"{name} (from {src}) ready in {other.ready_s:.2f}s")
-        if workers > 1:
+        if workers > 1 and not redis_cpu:
             many = tg.start_farebox(f"farebox-{workers}w", work, upstream, workers=workers, redis_url=args.redis_url)
             servers.append(many)
             targets.append(many)
@@ -251,6 +283,18 @@ def main(argv: list[str] | None = None) -> int:
             extras["ready_s"][t.name] = t.ready_s
             extras["rss_after_round_mb"][t.name] = []
 
+        redis_urls: dict[str, str | None] = {}
+        if redis_cpu:
+            meta["workers"] = workers
+            meta["target_notes"] = {}
+            for t in targets:
+                if t.kind == "farebox":
+                    redis_urls[t.name] = rediscpu.redis_url_of(t, args.redis_url)
+                    if redis_urls[t.name] is None:
+                        raise RuntimeError(f"--redis-cpu: no Redis found for {t.name}")
+                    src = next((s.partition("=")[2] for s in args.compare_src if s.partition("=")[0] == t.name), None)
+                    meta["target_notes"][t.name] = (f"source {src or 'this tree'}" + "".join(
+                        f", {k}={v}" for k, v in target_env.get(t.name, {}).items()))
         _say("warming up")
         _warm_up(targets, smoke)
         for round_no in range(repeats):
@@ -258,25 +302,30 @@ def main(argv: list[str] | None = None) -> int:
                 load = workload(scenario["stream"])
                 shift = round_no % len(targets)
                 for server in targets[shift:] + targets[:shift]:
-                    run = _measure(server, upstream, load, scenario["concurrency"], duration, loadgen)
+                    run = _measure(server, upstream, load, scenario["concurrency"], duration, loadgen,
+                                   redis_urls.get(server.name))
                     run["round"] = round_no
                     results[scenario["name"]].setdefault(server.name, []).append(run)
+                    redis_note = (f"  Redis {run['redis']['cpu_ms_per_req']:.3f} ms/req "
+                                  f"{run['redis']['script_calls_per_req']:.2f} scripts/req" if "redis" in run else "")
                     _say(f"round {round_no + 1}/{repeats} {scenario['name']:<10} {server.name:<11} "
-                         f"{run['rps']:8.1f} req/s  p50 {run['latency_ms']['p50']:8.2f} ms  errors {run['errors']}")
+                         f"{run['rps']:8.1f} req/s  p50 {run['latency_ms']['p50']:8.2f} ms  errors {run['errors']}"
+                         f"{redis_note}")
                     time.sleep(PAUSE_BETWEEN_RUNS_S)
             for t in targets[1:]:
                 extras["rss_after_round_mb"][t.name].append(tg.Sampler(t.proxy_processes()).rss() / 2**20)
         for name, rounds in extras["rss_after_round_mb"].items():
             extras["rss_growth_mb"][name] = rounds[-1] - rounds[0] if len(rounds) > 1 else None
 
-        _say("stream pacing check")
-        extras["paced"] = _paced([t for t in targets if t.kind != "litellm"], smoke)
+        if not redis_cpu:
+            _say("stream pacing check")
+            extras["paced"] = _paced([t for t in targets if t.kind != "litellm"], smoke)
         extras["litellm_version"] = tg.litellm_version(litellm_venv) if litellm_venv else None
     finally:
         for server in reversed(servers):
             server.stop()
     pieces = None
-    if not args.no_pieces:
+    if not args.no_pieces and not redis_cpu:
         _say("timing the pieces")
         from bench.pieces import run_pieces  # noqa: PLC0415
         pieces = run_pieces(smoke=smoke, redis_url=args.redis_url)
@@ -293,12 +342,20 @@ def main(argv: list[str] | None = None) -> int:
         meta["versions"]["litellm"] = extras["litellm_version"]
     report = {"meta": meta, "scenarios": scenarios, "results": results, "extras": extras, "pieces": pieces}
     report["summary"] = summarise(results, scenarios, extras)
+    loads = [r["load1"] for rows in results.values() for runs in rows.values() for r in runs if r.get("load1")]
+    meta["load_during_runs"] = {"min": min(loads), "median": sorted(loads)[len(loads) // 2], "max": max(loads)} \
+        if loads else None
+    if redis_cpu:
+        report["redis_summary"] = rediscpu.summarise_redis(results, contrasts)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     _say(f"wrote {out_path}")
-    markdown = render_markdown(report)
+    markdown = rediscpu.render_redis_markdown(report) if redis_cpu else render_markdown(report)
     if md_path is not None:
-        write_markdown(md_path, markdown)
+        if redis_cpu:
+            write_markdown(md_path, markdown, rediscpu.MARK_BEGIN, rediscpu.MARK_END)
+        else:
+            write_markdown(md_path, markdown)
         _say(f"updated {md_path}")
     print(markdown)
     if args.keep_logs:

@@ -173,18 +173,20 @@ def _listening_workers(server: Server, port: int) -> int:
 
 
 def start_farebox(name: str, log_dir: Path, upstream: Server, *, workers: int = 1,
-                  redis_url: str | None = None, src: Path | None = None) -> Server:
+                  redis_url: str | None = None, src: Path | None = None,
+                  env_extra: dict[str, str] | None = None) -> Server:
     """farebox with recording on and a hard project budget that no run can exhaust.
 
     ``src``: run farebox from another source tree (a copy of the repository at some other
-    state), to measure a change against what came before it in the same run."""
+    state), to measure a change against what came before it in the same run. ``env_extra``:
+    settings for this target only (``FAREBOX_<NAME>=value``)."""
     port = free_port()
     data_dir = log_dir / f"{name}-data"
     log_path = log_dir / f"{name}.log"
     store = _farebox_store_flags(data_dir, redis_url)
     args = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--upstream", f"{upstream.url}/v1",
             "--workers", str(workers), "--log-level", "warning", *store]
-    env = _clean_env({"PYTHONPATH": str(src)} if src else None)
+    env = _clean_env({**({"PYTHONPATH": str(src)} if src else {}), **(env_extra or {})})
     cwd = src or REPO
     server, started = _start(name, "farebox", port, args, log_path, env, cwd, "/readyz", workers=workers)
     try:
