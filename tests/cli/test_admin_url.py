@@ -54,7 +54,8 @@ def test_budget_commands_with_url_from_the_environment(make_stack, tmp_path):
     assert "Traceback" not in bad.stderr
 
 
-def test_usage_forecast_series_and_export_with_url_show_the_proxys_requests(make_stack, tmp_path):
+def test_usage_forecast_series_and_export_with_url_show_the_proxys_requests(make_stack, tmp_path, redis_url,
+                                                                           key_prefix):
     stack = make_stack(admin_token=TOKEN)
     response = httpx.post(f"{stack.base_url}/chat/completions",
                           headers={"X-Project-Id": "acme", "X-Agent-Id": "planner"}, json=CHAT)
@@ -67,6 +68,9 @@ def test_usage_forecast_series_and_export_with_url_show_the_proxys_requests(make
     assert json.loads(report.stdout)["requests"] == 1
     text = farebox(["usage", "project", "acme", *url], cwd=tmp_path)
     assert text.stdout.splitlines()[1].split()[:2] == ["requests", "1"]
+    direct = farebox(["usage", "project", "acme"], cwd=tmp_path,
+                     env={"REDIS_URL": redis_url, "FAREBOX_REDIS_PREFIX": key_prefix})  # the proxy's own Redis
+    assert text.stdout == direct.stdout
 
     series = json.loads(farebox(["usage", "project", "acme", "--series", "--granularity", "day", "--json", *url],
                                 cwd=tmp_path).stdout)
