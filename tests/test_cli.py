@@ -143,7 +143,7 @@ def test_budget_commands(tmp_path, redis_url, key_prefix):
     shown = run(["budget", "show", "project", "acme"], env)
     assert shown.returncode == 0 and "project acme: hard month limit $50.00" in shown.stdout
     run(["budget", "set", "agent", "acme/planner", "2.5", "--period", "day", "--mode", "soft"], env)
-    listed = json.loads(run(["budget", "list", "--json"], env).stdout)
+    listed = json.loads(run(["budget", "list", "--json"], env).stdout)["budgets"]  # the admin API's JSON
     assert {(b["scope"], b["id"]) for b in listed} == {("project", "acme"), ("agent", "acme/planner")}
     deleted = run(["budget", "delete", "project", "acme"], env)
     assert deleted.returncode == 0 and "deleted" in deleted.stdout

@@ -1,30 +1,33 @@
 """The ``farebox`` command: serve, fake-upstream, budget, and (in ``proxy.cli.reports``) usage,
 forecast and events export.
 
-Every command reads the same settings (flags, ``FAREBOX_*`` / ``REDIS_URL``, ``--config``),
-so ``farebox usage`` finds the data ``farebox serve`` records, embedded Redis included.
-A bad setting prints one line naming it and exits with status 2.
+Every command reads the same settings (flags, ``FAREBOX_*`` / ``REDIS_URL``, ``--config``).
+The budget and reading commands reach the ledger the running proxy uses, through its admin API
+(``--url``), its Redis, or its embedded Redis's data directory, or refuse: see
+``proxy.cli.target``. A bad setting, bad input or a refusal prints one line and exits with
+status 2; "no such budget" and a failure of the other side exit with status 1. A closed
+standard output (``| head``) ends the command quietly with status 141, as SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
+import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from proxy.cli import reports as cli_reports
+from proxy.cli import target
+from proxy.cli.target import EXIT_FAILURE, EXIT_USAGE, CommandError, Runner, Source
 from proxy.errors import FareboxError
 from proxy.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
 
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command ended by SIGPIPE
 
 
 def _store_flags(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +36,14 @@ def _store_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", help="Redis URL (default: embedded Redis under --data-dir)")
     parser.add_argument("--data-dir", help="directory of the embedded Redis's data (default ./.farebox)")
     parser.add_argument("--redis-prefix", help="prefix of every Redis key (default fb)")
+
+
+def _ledger_flags(parser: argparse.ArgumentParser) -> None:
+    """Options of the budget and reading commands: the ledger directly, or the proxy's admin API."""
+    _store_flags(parser)
+    parser.add_argument("--url", help="the running proxy's address, e.g. http://127.0.0.1:8080: use its admin API "
+                                      "(env FAREBOX_URL)")
+    parser.add_argument("--admin-token", help="the proxy's admin token, with --url (env FAREBOX_ADMIN_TOKEN)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     keyid = sub.add_parser("key-id", help="print the key id farebox records for an API key (read from stdin)")
     keyid.add_argument("--project", help="print the budget id PROJECT/KEY_ID for `farebox budget set key ...`")
 
-    cli_reports.add_commands(sub, _store_flags)
+    cli_reports.add_commands(sub, _ledger_flags)
 
     budget = sub.add_parser("budget", help="set, show, list or delete budgets")
     bsub = budget.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -80,8 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     blist = bsub.add_parser("list", help="list budgets")
     blist.add_argument("--scope")
     for b in (bset, blist, *[bsub.choices[n] for n in ("show", "delete")]):
-        _store_flags(b)
-        b.add_argument("--json", action="store_true")
+        _ledger_flags(b)
+        b.add_argument("--json", action="store_true", help="print the same JSON as the admin API")
     return p
 
 
@@ -91,19 +102,20 @@ def _settings(args: argparse.Namespace, keys: Sequence[str]) -> Settings:
 
 
 _STORE_KEYS = ("config", "redis_url", "data_dir", "redis_prefix")
+_LEDGER_KEYS = _STORE_KEYS + ("admin_token",)
 _SERVE_KEYS = _STORE_KEYS + ("host", "port", "workers", "upstream", "upstream_api_key", "admin_token",
                              "default_project", "fail_mode", "log_level")
 
 
-async def _with_ledger(settings: Settings, action: Callable[[Any], Awaitable[Any]]) -> Any:
-    from proxy.ledger.connection import RedisHandle  # noqa: PLC0415
-    from proxy.ledger.ledger import Ledger  # noqa: PLC0415
-
-    handle = await RedisHandle.open(settings)
-    try:
-        return await action(Ledger(handle.client, prefix=settings.redis_prefix))
-    finally:
-        await handle.close()
+def _runner(args: argparse.Namespace) -> Runner:
+    url = target.admin_url(args.url)
+    if url:
+        given = [f for f, k in (("--redis-url", "redis_url"), ("--data-dir", "data_dir"),
+                                ("--redis-prefix", "redis_prefix")) if getattr(args, k, None)]
+        if given:
+            raise CommandError(f"{', '.join(given)} cannot be used with --url / FAREBOX_URL: the proxy at the URL "
+                               "reads its own ledger")
+    return target.runner(_settings(args, _LEDGER_KEYS), url)
 
 
 def _print_json(data: Any) -> None:
@@ -117,30 +129,33 @@ def _print_budget(status: dict[str, Any]) -> None:
           f"({status['percent']}%), resets {resets}")
 
 
-def _run_budget(args: argparse.Namespace, settings: Settings) -> int:
-    from proxy.control import budgets as control  # noqa: PLC0415
+def _run_budget(args: argparse.Namespace, run: Runner) -> int:
+    body: dict[str, Any] = {}
+    if args.action == "set":
+        body = {"limit_usd": args.limit_usd, "period": args.period, "mode": args.mode}
+        if args.thresholds:
+            try:
+                body["alert_thresholds"] = [float(x) for x in args.thresholds.split(",") if x.strip()]
+            except ValueError:
+                raise SettingsError(f"invalid --thresholds {args.thresholds!r}: comma-separated fractions such as 0.5,0.8,1") from None
 
-    async def act(ledger: Any) -> Any:
+    async def act(source: Source) -> Any:
         if args.action == "set":
-            body: dict[str, Any] = {"limit_usd": args.limit_usd, "period": args.period, "mode": args.mode}
-            if args.thresholds:
-                try:
-                    body["alert_thresholds"] = [float(x) for x in args.thresholds.split(",") if x.strip()]
-                except ValueError:
-                    raise SettingsError(f"invalid --thresholds {args.thresholds!r}: comma-separated fractions such as 0.5,0.8,1") from None
-            return await control.set_budget(ledger, args.scope, args.id, body)
+            return await source.set_budget(args.scope, args.id, body)
         if args.action == "show":
-            return await control.get_budget(ledger, args.scope, args.id)
+            return await source.get_budget(args.scope, args.id)
         if args.action == "delete":
-            return await control.delete_budget(ledger, args.scope, args.id)
-        return await control.list_budgets(ledger, args.scope)
+            return await source.delete_budget(args.scope, args.id)
+        return await source.list_budgets(args.scope)
 
-    result = asyncio.run(_with_ledger(settings, act))
+    result = run(act)
     if args.action in ("show", "delete") and not result:
         print(f"farebox: no budget for {args.scope} '{args.id}'", file=sys.stderr)
         return EXIT_FAILURE
     if args.json:
-        _print_json(result if args.action != "delete" else {"deleted": True, "scope": args.scope, "id": args.id})
+        _print_json({"budgets": result} if args.action == "list"
+                    else {"deleted": True, "scope": args.scope, "id": args.id} if args.action == "delete"
+                    else result)
     elif args.action == "list":
         for status in result:
             _print_budget(status)
@@ -168,6 +183,20 @@ def _run_key_id(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        status = _main(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (`farebox usage ... | head -2`): stop quietly. Standard output
+        # is pointed at /dev/null so the interpreter's last flush has nowhere to fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
         if args.command == "fake-upstream":
             from proxy.fake_upstream import run_fake_upstream  # noqa: PLC0415
 
@@ -180,13 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from proxy.cli.serve import serve  # noqa: PLC0415
 
             return serve(_settings(args, _SERVE_KEYS))
-        settings = _settings(args, _STORE_KEYS)
+        run = _runner(args)
         if args.command in cli_reports.COMMANDS:
-            return cli_reports.run(args, settings, _with_ledger)
-        return _run_budget(args, settings)
+            return cli_reports.run(args, run)
+        return _run_budget(args, run)
     except SettingsError as exc:
         print(f"farebox: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CommandError as exc:
+        print(f"farebox: {exc.message}", file=sys.stderr)
+        return exc.status
     except FareboxError as exc:
         print(f"farebox: {exc.message}", file=sys.stderr)
         return EXIT_USAGE if exc.status == 400 else EXIT_FAILURE

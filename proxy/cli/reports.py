@@ -1,28 +1,26 @@
 """The reading commands of ``farebox``: ``usage`` (a report or ``--series``), ``forecast`` and
 ``events export``. Each prints text, or with ``--json`` the same JSON as the admin API; bad
 input raises ``BadRequest``, which ``proxy.cli.main`` prints before exiting with status 2.
+Each runs against a ``proxy.cli.target.Source``: the ledger, or the running proxy's admin API.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import orjson
 
 from pricing.money import usd_to_nano
+from proxy.cli.target import Runner, Source
 from proxy.control import export
 from proxy.control import reports
-from proxy.settings import Settings
 
 __all__ = ["COMMANDS", "add_commands", "run"]
 
 COMMANDS = ("usage", "forecast", "events")
-
-WithLedger = Callable[[Settings, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
 
 
 def add_commands(sub: Any, store_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -57,21 +55,18 @@ def add_commands(sub: Any, store_flags: Callable[[argparse.ArgumentParser], None
     exp.add_argument("--output", help="file to write (default: standard output)")
 
 
-def run(args: argparse.Namespace, settings: Settings, with_ledger: WithLedger) -> int:
+def run(args: argparse.Namespace, run_on: Runner) -> int:
     if args.command == "usage" and args.series:
-        series = asyncio.run(with_ledger(settings, lambda ledger: reports.usage_series(
-            ledger, args.scope, args.id, args.granularity, args.start, args.end)))
+        series = run_on(lambda source: source.usage_series(args.scope, args.id, args.granularity, args.start, args.end))
         _print_json(series) if args.json else _print_series(series)
     elif args.command == "usage":
-        report = asyncio.run(with_ledger(settings, lambda ledger: reports.usage_report(
-            ledger, args.scope, args.id, args.period, args.at, args.top)))
+        report = run_on(lambda source: source.usage_report(args.scope, args.id, args.period, args.at, args.top))
         _print_json(report) if args.json else _print_usage(report)
     elif args.command == "forecast":
-        result = asyncio.run(with_ledger(settings, lambda ledger: reports.forecast(
-            ledger, args.scope, args.id, args.period)))
+        result = run_on(lambda source: source.forecast(args.scope, args.id, args.period))
         _print_json(result) if args.json else _print_forecast(result)
     else:
-        return _export(args, settings, with_ledger)
+        return _export(args, run_on)
     return 0
 
 
@@ -127,7 +122,7 @@ def _print_forecast(result: dict[str, Any]) -> None:
               f"remaining ${budget['remaining_usd']}, resets {budget['resets_at'] or 'never'}")
 
 
-def _export(args: argparse.Namespace, settings: Settings, with_ledger: WithLedger) -> int:
+def _export(args: argparse.Namespace, run_on: Runner) -> int:
     fmt = export.parse_format(args.format)
     export.parse_since(args.since)  # bad input stops before any output
     if args.limit is not None and args.limit < 1:
@@ -139,11 +134,11 @@ def _export(args: argparse.Namespace, settings: Settings, with_ledger: WithLedge
             opened.append(open(args.output, "wb") if args.output else sys.stdout.buffer)
         opened[0].write(data)
 
-    async def pages(ledger: Any) -> tuple[int, str]:
+    async def pages(source: Source) -> tuple[int, str]:
         written, since, first = 0, args.since, True
         while args.limit is None or written < args.limit:
             want = export.MAX_LIMIT if args.limit is None else min(export.MAX_LIMIT, args.limit - written)
-            page = await export.export_page(ledger, args.project, since, want)
+            page = await source.export_page(args.project, since, want)
             if page.rows or first:
                 write(export.to_csv(page.rows, header=first) if fmt == "csv" else export.to_ndjson(page.rows))
             written, since, first = written + len(page.rows), page.next_since, False
@@ -152,7 +147,7 @@ def _export(args: argparse.Namespace, settings: Settings, with_ledger: WithLedge
         return written, since
 
     try:
-        written, cursor = asyncio.run(with_ledger(settings, pages))
+        written, cursor = run_on(pages)
     finally:
         for out in opened:
             out.close() if args.output else out.flush()
