@@ -12,7 +12,9 @@ the spool) keeps using redis-py.
 What callers see matches redis-py's: an error reply raises ``redis.exceptions.ResponseError``
 (``NoScriptError`` for NOSCRIPT), a lost or refused connection ``ConnectionError``, a reply
 slower than ``timeout_s`` ``TimeoutError``; a command whose connection failed is sent once
-more on a new connection after a short pause (both scripts are idempotent per request id).
+more on a new connection after a short pause, so every script sent here must change nothing
+when it runs twice (``scripts.py`` says how each does), unless its caller asks to see the
+failure instead (``send_now(..., resend=False)``).
 Plain ``redis://`` and ``unix://`` URLs are served; for anything else (TLS, ...) ``from_url``
 returns None and the ledger stays on redis-py.
 """
@@ -289,44 +291,38 @@ class RedisPipe:
         protocol = self._protocol
         return protocol is not None and protocol.closed is None
 
-    def send_now(self, packed: list[bytes]) -> Awaitable[list[Any]] | None:
+    def send_now(self, packed: list[bytes], *, resend: bool = True) -> Awaitable[list[Any]] | None:
         """Put ``packed`` commands on the connection before returning, so that any command sent
         after this call reaches Redis after them; their replies as ``execute_packed`` gives
-        them. None when there is no open connection right now (use ``execute_packed``)."""
+        them. None when there is no open connection right now (use ``execute_packed``).
+        ``resend=False``: a lost connection raises ``ConnectionError`` (the commands may or may
+        not have run) instead of sending them again."""
         protocol = self._protocol
         if protocol is None or protocol.closed is not None:
             return None
         futures = protocol.send(packed)
         self._arm_watchdog()
-        return self._replies(futures, packed)
+        return self._replies(futures, packed, resend)
 
-    async def _replies(self, futures: list[asyncio.Future], packed: list[bytes]) -> list[Any]:
+    async def _replies(self, futures: list[asyncio.Future], packed: list[bytes], resend: bool) -> list[Any]:
         try:
             return list(await asyncio.gather(*futures))
         except ConnectionError:
+            if not resend:
+                raise
             await asyncio.sleep(RETRY_PAUSE_S)
             return await self._send(packed)
 
-    async def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Send ``commands`` together; their replies in order. Error replies come back as
-        ``ResponseError`` values, not raised; a connection that fails is retried once."""
-        return await self.execute_packed(*(pack_command(c) for c in commands))
-
     async def execute_packed(self, *packed: bytes) -> list[Any]:
-        """``execute`` for commands already in the Redis protocol (``pack_command``)."""
+        """Send commands already in the Redis protocol (``pack_command``) together; their replies
+        in order. Error replies come back as ``ResponseError`` values, not raised; a connection
+        that fails is retried once."""
         commands = list(packed)
         try:
             return await self._send(commands)
         except ConnectionError:
             await asyncio.sleep(RETRY_PAUSE_S)
             return await self._send(commands)
-
-    async def call(self, *args: Any) -> Any:
-        """One command's reply; an error reply is raised."""
-        (reply,) = await self.execute(args)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
 
     async def close(self) -> None:
         if self._watchdog is not None:

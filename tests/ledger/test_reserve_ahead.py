@@ -67,7 +67,7 @@ async def test_reservations_ahead_of_queued_settles_match_the_plain_order(pair, 
         if step < 0.45 or not in_flight:
             who, amount, rid = rng.choice(PEOPLE), rng.randrange(0, 4_000), f"r{n}"
             deadline = rng.choice([30, 600])
-            ahead_of_queue += bool(ahead._queued)
+            ahead_of_queue += bool(ahead._settles.queued)
             seen = [await ledger.reserve(rid, who, amount, deadline_s=deadline) for ledger in (ahead, plain)]
             assert _seen(seen[0]) == _seen(seen[1]), f"step {n}"
             if seen[0].ok:
@@ -97,14 +97,14 @@ async def test_a_queued_settle_waits_for_the_next_reservation_and_goes_right_beh
     assert (await ahead.reserve("r1", who, 6_000, deadline_s=60)).ok
     recording = ahead.queue_settle(event("r1", who, ts=clock(), cost_nano=1_000))
     await asyncio.sleep(0)  # a loop turn: the settle is still queued, not sent
-    assert ahead._queued
+    assert ahead._settles.queued
     assert await redis_client.get(ahead.keys.done("acme", "r1")) is None
     second = await ahead.reserve("r2", who, 9_000, deadline_s=60)
     # The tightest budget is the key's hourly 20 000: 1 000 spent, r1's hold of 6 000 released.
     assert second.ok and (second.tightest.scope, second.tightest.spent_nano) == ("key", 1_000)
     assert second.tightest.reserved_nano == 9_000
     assert (await recording).reserved_nano == 6_000
-    assert not ahead._queued
+    assert not ahead._settles.queued
 
 
 async def test_a_queued_settle_is_sent_after_a_short_delay_without_a_reservation(pair, redis_client):

@@ -6,6 +6,9 @@
 --   +1 config hash (limit, period, mode)     +2 reservation zset (request id -> deadline ms)
 --   +3 amount hash (request id -> nano, "" -> running total)
 --   +4..+8 the budget's usage hashes for the current hour, day, week, month, total buckets
+-- then, when a lease is asked for, its operation key (the count is 8 per budget + 1): a lease
+-- grant may be sent twice (a lost connection) and must hold the lease once, so the reply is
+-- kept there until the lease's deadline, and a second call returns it and changes nothing.
 -- ARGV[1] request id   ARGV[2] amount, nano-USD   ARGV[3] now, epoch ms   ARGV[4] deadline, epoch ms
 -- ARGV[5] lease id ("" = no lease)   ARGV[6] lease amount   ARGV[7] lease deadline, epoch ms
 -- ARGV[8] room a lease needs: the lease is held instead of the request's amount only when every
@@ -36,8 +39,18 @@ local found = {}
 local ok = 1
 local queued = #ARGV > 8
 local at = 9  -- this candidate's segment of queued settles
+local op = nil
+if #KEYS % 8 == 1 then
+  op = KEYS[#KEYS]
+  local seen = redis.call('GET', op)
+  if seen then
+    local again = {}
+    for v in string.gmatch(seen, '[^,]+') do again[#again + 1] = tonumber(v) end
+    return again
+  end
+end
 
-for b = 0, #KEYS / 8 - 1 do
+for b = 0, math.floor(#KEYS / 8) - 1 do
   local base = 8 * b
   local config = redis.call('HMGET', KEYS[base + 1], 'limit', 'period', 'mode')
   if config[1] then
@@ -105,5 +118,10 @@ for _, f in ipairs(found) do
     redis.call('ZADD', KEYS[8 * f[1] + 2], hold_deadline, hold)
   end
   for i = 1, 6 do reply[#reply + 1] = f[i] end
+end
+if op then
+  local kept = {}
+  for i, v in ipairs(reply) do kept[i] = string.format('%.0f', v) end
+  redis.call('SET', op, table.concat(kept, ','), 'PX', math.max(1, tonumber(ARGV[7]) - tonumber(now)))
 end
 return reply
