@@ -5,8 +5,9 @@ and a round trip per request). So when a request of an attribution (project, age
 key) is reserved while another of the same attribution is still in flight in this process, or
 less than ``LEASE_LIFE_S`` after the last one was reserved here, ``reserve.lua`` is asked to
 hold a *lease* instead: ``lease_requests`` times the request's worst case, under a lease id,
-on every budget that applies, checked like any other reservation. The requests that follow draw their worst case from it here, without Redis, as
-long as it has room, for at most ``LEASE_LIFE_S``.
+on every budget that applies, checked like any other reservation. The requests that follow
+draw their worst case from it here, without Redis, as long as it has room, for at most
+``LEASE_LIFE_S``.
 
 What keeps it exact:
 
@@ -21,8 +22,9 @@ What keeps it exact:
 - A lease stops lending when it cannot cover the next request or after ``LEASE_LIFE_S``; what
   it did not lend is given back to Redis at once (``release.lua`` with a part). A reservation
   refused in Redis closes this process's open leases of the project and, if any lease gave
-  room back since it was sent, tries again. Shutdown (``Ledger.close_leases``) closes every
-  lease; reads do not (they see a lease's whole hold as reserved).
+  room back since it was sent, tries again. A budget written through this process closes its
+  leases of that project; shutdown (``Ledger.close_leases``) closes every lease; reads do not
+  (they see a lease's whole hold as reserved).
 - A reservation sent ahead of queued settles (``reserve.lua``) counts the parts that drawn
   requests will release of their lease, as it counts the holds of the others.
 - Every write of a lease to Redis may be sent twice (a lost connection) and counts once: a

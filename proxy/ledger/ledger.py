@@ -56,7 +56,6 @@ class Ledger:
             raise ValueError(f"done_ttl_s must be a positive int, not {done_ttl_s!r}")
         self.redis = redis
         self.keys = keys = Keys(prefix)
-        self.ttls = ttls
         self.clock = clock
         self.scripts = scripts = Scripts(redis, pipe)
         self._leases = Leases(lease_requests)

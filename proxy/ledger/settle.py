@@ -29,7 +29,7 @@ from proxy.ledger.scripts import (Scripts, flat, framed, queued_segment, settle_
                                   settle_request)
 
 __all__ = ["Ttls", "Settles", "SettlePlan", "SettleJob", "Queued", "SETTLE_DELAY_S", "check_request_id",
-           "HOUR_S", "DAY_S"]
+           "check_attribution", "DAY_S"]
 
 HOUR_S = 3600
 DAY_S = 24 * HOUR_S
