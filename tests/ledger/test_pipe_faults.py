@@ -13,6 +13,7 @@ import asyncio
 import pytest
 
 from proxy.domain import Attribution
+from proxy.ledger import leases as leases_module
 from proxy.ledger import pipe as pipe_module
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.periods import bucket_ids
@@ -118,6 +119,7 @@ EXPECTED = [(100, 0), (500, 0), (500, 0), (400, 70), (200, 70), (100, 70), (0, 1
 async def test_a_lease_life_on_the_pipe_without_faults(redis_client, redis_url, key_prefix, monkeypatch):
     cut = Cut(None, before=True)
     monkeypatch.setattr(pipe_module, "_Protocol", cutting_protocol(cut))
+    monkeypatch.setattr(leases_module, "LEASE_LIFE_S", 60.0)  # however slow the machine, it stays open
     assert await _life(redis_client, redis_url, key_prefix) == EXPECTED
     assert cut.seen == 5  # two reservations, two settles and a give-back: the calls cut below
 
@@ -128,6 +130,7 @@ async def test_a_cut_connection_changes_nothing_of_spent_and_reserved(redis_clie
                                                                        monkeypatch, at, before):
     cut = Cut(at, before)
     monkeypatch.setattr(pipe_module, "_Protocol", cutting_protocol(cut))
+    monkeypatch.setattr(leases_module, "LEASE_LIFE_S", 60.0)
     assert await _life(redis_client, redis_url, key_prefix) == EXPECTED
     assert cut.cut
 
