@@ -31,7 +31,7 @@ from proxy.domain import Attribution, UsageEvent, attribution_fields
 from proxy.ledger.keys import Keys
 from proxy.ledger.pipe import RedisPipe, pack_args, pack_strs
 
-__all__ = ["Scripts", "MAX_LUA_NANO", "hold_keys", "budget_keys", "reserve_keys", "reserve_argv", "queued_segment",
+__all__ = ["Scripts", "MAX_LUA_NANO", "lua_source", "hold_keys", "budget_keys", "budget_candidates", "reserve_keys", "reserve_argv", "queued_segment",
            "NOTHING_QUEUED", "settle_plan_layout", "settle_fixed", "settle_request", "settle_call", "release_argv",
            "status_argv", "flat", "framed", "Piece"]
 

@@ -18,7 +18,7 @@ from typing import Any, Awaitable
 
 from redis.exceptions import NoScriptError, RedisError
 
-from proxy.domain import MAX_MODEL_LENGTH, Crossing, SettleOutcome, UsageEvent, check_id, public_id
+from proxy.domain import MAX_MODEL_LENGTH, Attribution, Crossing, SettleOutcome, UsageEvent, check_id, public_id
 from proxy.ledger.batch import TurnBatcher
 from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.keys import Keys
@@ -48,7 +48,7 @@ def check_request_id(request_id: object) -> str:
     return request_id
 
 
-def check_attribution(a: Any) -> None:
+def check_attribution(a: Attribution) -> None:
     check_id(a.project, "project")
     check_id(a.agent, "agent")
     if a.session is not None:
@@ -151,12 +151,12 @@ class Settles:
         self.pipe = pipe
         self.leases = leases
         self.fixed = fixed                                          # settle.lua's ARGV[2..8]
-        self.plans: dict[tuple[Any, str, tuple[str, ...]], SettlePlan] = {}
+        self.plans: dict[tuple[Attribution, str, tuple[str, ...]], SettlePlan] = {}
         self.queued: dict[tuple[str, str, str], Queued] = {}       # by (project, budget scope, id)
         self.batcher: TurnBatcher[SettleJob, list[Any]] = TurnBatcher(
             self._write, delay_s=SETTLE_DELAY_S if pipe is not None else 0.0)
 
-    def plan(self, a: Any, model: str, buckets: tuple[str, ...]) -> SettlePlan:
+    def plan(self, a: Attribution, model: str, buckets: tuple[str, ...]) -> SettlePlan:
         scopes, keys, segment = settle_plan_layout(self.keys, a, model, buckets)
         plan = SettlePlan(project=a.project, scopes=scopes, keys=keys, segment=segment, buckets=buckets,
                           packed_keys=pack_strs(keys), packed_segment=pack_strs(segment))
