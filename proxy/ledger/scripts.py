@@ -31,9 +31,9 @@ from proxy.domain import Attribution, UsageEvent, attribution_fields
 from proxy.ledger.keys import Keys
 from proxy.ledger.pipe import RedisPipe, pack_args, pack_strs
 
-__all__ = ["Scripts", "MAX_LUA_NANO", "lua_source", "hold_keys", "budget_keys", "budget_candidates", "reserve_keys", "reserve_argv", "queued_segment",
-           "NOTHING_QUEUED", "settle_plan_layout", "settle_fixed", "settle_request", "settle_call", "release_argv",
-           "status_argv", "flat", "framed", "Piece"]
+__all__ = ["Scripts", "MAX_LUA_NANO", "lua_source", "hold_keys", "budget_keys", "budget_candidates",
+           "reserve_keys", "reserve_argv", "queued_segment", "NOTHING_QUEUED", "settle_plan_layout", "settle_fixed",
+           "settle_request", "settle_call", "release_argv", "status_argv", "flat", "framed", "Piece"]
 
 # Lua numbers are doubles: amounts a script compares must stay below 2**53 (about 9 million USD).
 MAX_LUA_NANO = 2**53 - 1
