@@ -25,8 +25,6 @@ What keeps it exact:
   room back since it was sent, tries again. A budget written through this process closes its
   leases of that project; shutdown (``Ledger.close_leases``) closes every lease; reads do not
   (they see a lease's whole hold as reserved).
-- A reservation sent ahead of queued settles (``reserve.lua``) counts the parts that drawn
-  requests will release of their lease, as it counts the holds of the others.
 - Every write of a lease to Redis may be sent twice (a lost connection) and counts once: a
   grant and a give-back carry an operation key that remembers their reply (``scripts.py``),
   a drawn request's settle its done-marker.

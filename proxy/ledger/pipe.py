@@ -13,8 +13,7 @@ What callers see matches redis-py's: an error reply raises ``redis.exceptions.Re
 (``NoScriptError`` for NOSCRIPT), a lost or refused connection ``ConnectionError``, a reply
 slower than ``timeout_s`` ``TimeoutError``; a command whose connection failed is sent once
 more on a new connection after a short pause, so every script sent here must change nothing
-when it runs twice (``scripts.py`` says how each does), unless its caller asks to see the
-failure instead (``send_now(..., resend=False)``).
+when it runs twice (``scripts.py`` says how each does).
 Plain ``redis://`` and ``unix://`` URLs are served; for anything else (TLS, ...) ``from_url``
 returns None and the ledger stays on redis-py.
 """
@@ -291,25 +290,21 @@ class RedisPipe:
         protocol = self._protocol
         return protocol is not None and protocol.closed is None
 
-    def send_now(self, packed: list[bytes], *, resend: bool = True) -> Awaitable[list[Any]] | None:
+    def send_now(self, packed: list[bytes]) -> Awaitable[list[Any]] | None:
         """Put ``packed`` commands on the connection before returning, so that any command sent
         after this call reaches Redis after them; their replies as ``execute_packed`` gives
-        them. None when there is no open connection right now (use ``execute_packed``).
-        ``resend=False``: a lost connection raises ``ConnectionError`` (the commands may or may
-        not have run) instead of sending them again."""
+        them. None when there is no open connection right now (use ``execute_packed``)."""
         protocol = self._protocol
         if protocol is None or protocol.closed is not None:
             return None
         futures = protocol.send(packed)
         self._arm_watchdog()
-        return self._replies(futures, packed, resend)
+        return self._replies(futures, packed)
 
-    async def _replies(self, futures: list[asyncio.Future], packed: list[bytes], resend: bool) -> list[Any]:
+    async def _replies(self, futures: list[asyncio.Future], packed: list[bytes]) -> list[Any]:
         try:
             return list(await asyncio.gather(*futures))
         except ConnectionError:
-            if not resend:
-                raise
             await asyncio.sleep(RETRY_PAUSE_S)
             return await self._send(packed)
 

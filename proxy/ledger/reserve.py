@@ -1,13 +1,10 @@
 """Reserving: a request's worst case held on every budget that applies, or on none
 (``reserve.lua``), and what the reply says about the tightest hard budget.
 
-On the pipe a reservation goes ahead of the settles still queued (``settle.py``): reserve.lua
-is told, per candidate budget, which queued requests will release a hold there and what they
-will add to its spend, and decides as if they had been written first; the queued settles follow
-at the end of that loop turn. Without the pipe (redis-py), a reservation waits for the queued
-settles first. A reservation whose connection was lost is not sent again as it was (what it
-was told of the queued settles may be stale by then): it waits for those settles and goes
-again plainly.
+The settles this process queued before a reservation are written first (``settle.py``), so it
+sees their released holds and recorded spend. On the pipe, a reservation whose connection was
+lost is sent again: a request's own hold is replaced, and a lease grant that did run returns
+what it returned then (its operation key).
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ from proxy.ledger.errors import redis_errors
 from proxy.ledger.keys import Keys
 from proxy.ledger.periods import PERIODS, bucket_ids, period_bounds
 from proxy.ledger.pipe import RedisPipe, pack_args, pack_strs
-from proxy.ledger.scripts import NOTHING_QUEUED, Scripts, budget_candidates, reserve_argv, reserve_keys
+from proxy.ledger.scripts import Scripts, budget_candidates, reserve_argv, reserve_keys
 from proxy.ledger.settle import Settles
 
 __all__ = ["Reserver", "ReservePlan"]
@@ -72,12 +69,12 @@ class Reserver:
         args = reserve_argv(request_id, amount_nano, int(now * 1000), deadline_s, lease)
         op_key = None if lease is None else self.keys.op(a.project, lease[0])
         with redis_errors():
+            # Settles queued before this reservation reach Redis first, so it sees their
+            # released holds and recorded spend.
+            await self.settles.batcher.settled()
             if self.pipe is not None:
-                reply = await self._ahead(a, plan, buckets, args, op_key)
+                reply = await self._on_pipe(plan, args, op_key)
             else:
-                # Settles queued before this reservation reach Redis first, so it sees their
-                # released holds and recorded spend.
-                await self.settles.batcher.settled()
                 reply = await self.scripts.reserve(plan.keys if op_key is None else (*plan.keys, op_key), args)
         ok, reclaimed = int(reply[0]), int(reply[1])
         candidates = plan.candidates
@@ -101,57 +98,18 @@ class Reserver:
                                  reclaimed=reclaimed)
         return outcome, ok, len(reply) > 2
 
-    def _command(self, plan: ReservePlan, args: tuple[str, ...], op_key: str | None, n_extra: int,
-                 extra: list[bytes]) -> bytes:
-        """reserve.lua on the pipe: the plan's keys (and a lease's operation key), ``args``, then
-        the queued settles' segments."""
-        keys = plan.packed_keys if op_key is None else pack_strs(
-            ("EVALSHA", self.scripts.reserve.sha, str(len(plan.keys) + 1), *plan.keys, op_key))
-        n_keys = len(plan.keys) + (op_key is not None)
-        return b"".join((b"*%d\r\n" % (3 + n_keys + len(args) + n_extra), keys, pack_args(args), *extra))
-
-    async def _ahead(self, a: Attribution, plan: ReservePlan, buckets: tuple[str, ...], args: tuple[str, ...],
-                     op_key: str | None) -> list[Any]:
-        """reserve.lua on the pipe, sent ahead of the settles still queued and told about them.
-        The queued settles go right behind it (the end of this loop turn), not before: a
-        client's next request does not wait in Redis behind the whole settle script of its
-        previous one."""
+    async def _on_pipe(self, plan: ReservePlan, args: tuple[str, ...], op_key: str | None) -> list[Any]:
+        """reserve.lua on the pipe: the plan's keys packed once (and a lease's operation key)."""
         pipe = self.pipe
         assert pipe is not None
-        settles = self.settles
-        extra: list[bytes] = []
-        n_extra = 0
-        connected = pipe.connected  # then send_now puts it on the wire ahead of the queued settles
-        if connected:
-            queued = settles.queued
-            for scope, scope_id in plan.candidates:
-                pending = queued.get((a.project, scope, scope_id)) if queued else None
-                count, packed = NOTHING_QUEUED if pending is None else pending.packed(buckets)
-                n_extra += count
-                extra.append(packed)
-        if op_key is None:  # the usual case, framed here
-            command = b"".join((b"*%d\r\n" % (3 + len(plan.keys) + len(args) + n_extra), plan.packed_keys,
-                                pack_args(args), *extra))
+        if op_key is None:
+            command = b"".join((b"*%d\r\n" % (3 + len(plan.keys) + len(args)), plan.packed_keys, pack_args(args)))
         else:
-            command = self._command(plan, args, op_key, n_extra, extra)
-        sent = pipe.send_now([command], resend=False) if connected else None
-        reply = None
-        if sent is not None:
-            settles.batcher.soon()
-            try:
-                (reply,) = await sent
-            except ConnectionError:
-                # Lost with its connection, run or not: told nothing of the settles (written by
-                # now, or failed), it goes again behind them. A lease grant that did run returns
-                # what it returned then (its operation key); a request's own hold is replaced.
-                command = self._command(plan, args, op_key, 0, [])
-        if reply is None:
-            # No connection yet: the plain order, the settles first (and nothing queued to tell).
-            await settles.batcher.settled()
-            (reply,) = await pipe.execute_packed(command)
+            command = b"*%d\r\n" % (4 + len(plan.keys) + len(args)) + pack_strs(
+                ("EVALSHA", self.scripts.reserve.sha, str(len(plan.keys) + 1), *plan.keys, op_key, *args))
+        (reply,) = await pipe.execute_packed(command)
         if isinstance(reply, NoScriptError):
             # The server lost its scripts (restart, SCRIPT FLUSH): the Script object reloads.
-            await settles.batcher.settled()
             return await self.scripts.reserve(plan.keys if op_key is None else (*plan.keys, op_key), args)
         if isinstance(reply, Exception):
             raise reply

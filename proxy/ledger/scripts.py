@@ -29,10 +29,10 @@ import redis.asyncio as aioredis
 
 from proxy.domain import Attribution, UsageEvent, attribution_fields
 from proxy.ledger.keys import Keys
-from proxy.ledger.pipe import RedisPipe, pack_args, pack_strs
+from proxy.ledger.pipe import RedisPipe, pack_strs
 
 __all__ = ["Scripts", "MAX_LUA_NANO", "lua_source", "hold_keys", "budget_keys", "budget_candidates",
-           "reserve_keys", "reserve_argv", "queued_segment", "NOTHING_QUEUED", "settle_plan_layout", "settle_fixed",
+           "reserve_keys", "reserve_argv", "settle_plan_layout", "settle_fixed",
            "settle_request", "settle_call", "release_argv", "status_argv", "flat", "framed", "Piece"]
 
 # Lua numbers are doubles: amounts a script compares must stay below 2**53 (about 9 million USD).
@@ -122,18 +122,6 @@ def reserve_argv(request_id: str, amount: int, now_ms: int, deadline_s: float,
     return (request_id, str(amount), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000))),
             *(("", "0", "0", "0") if lease is None else
               (lease[0], str(lease[1]), str(int(lease[2] * 1000)), str(lease[3]))))
-
-
-def queued_segment(count: int, sums: list[int], packed_ids: bytes, lease_parts: dict[str, int]) -> tuple[int, bytes]:
-    """reserve.lua's segment of one candidate budget's queued settles: N, the queued cost landing
-    in each bucket (hour .. total), the N packed request ids, then M and M (lease id, part)
-    pairs; and its number of arguments."""
-    parts = [x for pair in lease_parts.items() for x in pair]
-    return (2 + len(sums) + count + len(parts),
-            pack_args((count, *sums)) + packed_ids + pack_args((len(lease_parts), *parts)))
-
-
-NOTHING_QUEUED = queued_segment(0, [0, 0, 0, 0, 0], b"", {})
 
 
 # -- settle.lua -----------------------------------------------------------------------------

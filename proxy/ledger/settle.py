@@ -4,8 +4,8 @@ Settles are queued and written in batches (``batch.py``): one settle.lua call pe
 for those queued close together, each request still taken as if alone. What depends only on
 who, which model and which hour is a ``SettlePlan``, built once; a call carries each plan's
 keys and values once and each request only its own values and a plan index. On the pipe a
-queued settle waits up to ``SETTLE_DELAY_S`` for the next reservation, which goes ahead of it
-(``reserve.py``) told what the queued settles will change (``Queued``).
+queued settle waits up to ``SETTLE_DELAY_S`` for others to join its batch; a reservation or a
+read sends the queue at once and waits for it (``reserve.py``).
 """
 
 from __future__ import annotations
@@ -22,20 +22,19 @@ from proxy.domain import MAX_MODEL_LENGTH, Attribution, Crossing, SettleOutcome,
 from proxy.ledger.batch import TurnBatcher
 from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.keys import Keys
-from proxy.ledger.leases import Lease, Leases
+from proxy.ledger.leases import Leases
 from proxy.ledger.periods import PERIODS, bucket_ids, period_bounds
 from proxy.ledger.pipe import RedisPipe, pack_command, pack_strs
-from proxy.ledger.scripts import (Scripts, flat, framed, queued_segment, settle_call, settle_plan_layout,
-                                  settle_request)
+from proxy.ledger.scripts import Scripts, flat, framed, settle_call, settle_plan_layout, settle_request
 
-__all__ = ["Ttls", "Settles", "SettlePlan", "SettleJob", "Queued", "SETTLE_DELAY_S", "check_request_id",
+__all__ = ["Ttls", "Settles", "SettlePlan", "SettleJob", "SETTLE_DELAY_S", "check_request_id",
            "check_attribution", "DAY_S"]
 
 HOUR_S = 3600
 DAY_S = 24 * HOUR_S
 MAX_REQUEST_ID_LENGTH = 256
-# How long a queued settle may wait on the pipe for the next reservation to go ahead of it;
-# reads, shutdown and a full queue send it at once.
+# How long a queued settle may wait on the pipe for others to join its batch; reservations,
+# reads and shutdown send it at once.
 SETTLE_DELAY_S = 0.005
 _MAX_PLANS = 4096               # cached plans (per attribution, model and hour); then start afresh
 _MAX_CHUNK = 128                # requests per settle.lua call
@@ -107,39 +106,6 @@ class SettleJob:
     packed_args: bytes = b""
 
 
-class Queued:
-    """The settles queued and not yet sent that touch one budget scope (project, scope, id):
-    the request ids of those with a hold of their own (packed, for reserve.lua to look up
-    their holds), what those that drew from a lease will release of it, and their costs per
-    bucket tuple (what they will add to the scope's usage when they are written)."""
-
-    __slots__ = ("count", "packed_ids", "costs", "lease_parts")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.packed_ids = b""
-        self.costs: dict[tuple[str, ...], int] = {}
-        self.lease_parts: dict[str, int] = {}
-
-    def add(self, packed_id: bytes, buckets: tuple[str, ...], cost: int, drawn: tuple[Lease, int] | None) -> None:
-        if drawn is None:
-            self.count += 1
-            self.packed_ids += packed_id
-        else:
-            lease_id = drawn[0].hold_id
-            self.lease_parts[lease_id] = self.lease_parts.get(lease_id, 0) + drawn[1]
-        self.costs[buckets] = self.costs.get(buckets, 0) + cost
-
-    def packed(self, buckets: tuple[str, ...]) -> tuple[int, bytes]:
-        """reserve.lua's segment for this scope (``scripts.queued_segment``)."""
-        sums = [0] * len(buckets)
-        for theirs, cost in self.costs.items():
-            for p, bucket in enumerate(buckets):
-                if theirs[p] == bucket:
-                    sums[p] += cost
-        return queued_segment(self.count, sums, self.packed_ids, self.lease_parts)
-
-
 class Settles:
     """The settle queue of one ledger and its writes."""
 
@@ -152,7 +118,6 @@ class Settles:
         self.leases = leases
         self.fixed = fixed                                          # settle.lua's ARGV[2..8]
         self.plans: dict[tuple[Attribution, str, tuple[str, ...]], SettlePlan] = {}
-        self.queued: dict[tuple[str, str, str], Queued] = {}       # by (project, budget scope, id)
         self.batcher: TurnBatcher[SettleJob, list[Any]] = TurnBatcher(
             self._write, delay_s=SETTLE_DELAY_S if pipe is not None else 0.0)
 
@@ -196,12 +161,6 @@ class Settles:
         if self.pipe is not None:
             job.packed_done = pack_strs((job.done_key,))
             job.packed_args = pack_strs(args)
-            packed_id, queued = pack_strs((rid,)), self.queued
-            for scope, scope_id in plan.scopes[:-1]:  # the budget scopes
-                mine = queued.get((a.project, scope, scope_id))
-                if mine is None:
-                    mine = queued[(a.project, scope, scope_id)] = Queued()
-                mine.add(packed_id, buckets, event.cost_nano, drawn)
         # A callback rather than a task per request: this runs on every request.
         outcome: asyncio.Future[SettleOutcome] = asyncio.get_running_loop().create_future()
         self.batcher.submit(job).add_done_callback(partial(self._outcome, event, plan, outcome))
@@ -249,7 +208,6 @@ class Settles:
         connection before this returns; the awaitable gives each job's reply."""
         chunks = self._chunks(jobs)
         projects = sorted({job.plan.project for job in jobs})
-        self.queued.clear()  # the batcher writes its whole queue
         sha = self.scripts.settle.sha
         if self.pipe is not None:
             packed = []

@@ -1,5 +1,5 @@
-"""The ledger against a real Redis, under random interleavings, on the server's path: the pipe,
-budget leases and reservations sent ahead of queued settles (and, once, on redis-py alone).
+"""The ledger against a real Redis, under random interleavings, on the server's path: the pipe
+and budget leases, with settles queued behind reservations (and, once, on redis-py alone).
 
 A model keeps what should be true: which requests hold a reservation, what was settled when.
 After every step: every budget's spent equals the model's exactly, a hard budget's spent plus
@@ -171,8 +171,7 @@ def make_machine(redis_url: str, production: bool):
               amount=st.integers(0, 80), deadline_s=st.sampled_from((5, 60, 600)))
         def settle_queued_then_reserve(self, pick: int, fraction, who: Attribution, amount: int,
                                        deadline_s: int) -> None:
-            """A settle queued and not awaited, then a reservation: on the pipe it goes ahead of
-            the settle, told about it."""
+            """A settle queued and not awaited, then a reservation: it sees the settle."""
             live = self.live()
             rid = sorted(live)[pick % len(live)]
             hold = self.holds.pop(rid)
@@ -247,10 +246,10 @@ def make_machine(redis_url: str, production: bool):
     return LedgerMachine
 
 
-@pytest.mark.parametrize("path", ["pipe-leases-ahead", "redis-py"])
+@pytest.mark.parametrize("path", ["pipe-leases", "redis-py"])
 def test_random_interleavings_never_overspend_or_double_count(redis_url: str, path: str) -> None:
     run_state_machine_as_test(
-        make_machine(redis_url, production=path == "pipe-leases-ahead"),
-        settings=settings(max_examples=30 if path == "pipe-leases-ahead" else 15, stateful_step_count=50,
+        make_machine(redis_url, production=path == "pipe-leases"),
+        settings=settings(max_examples=30 if path == "pipe-leases" else 15, stateful_step_count=50,
                           deadline=None, suppress_health_check=[HealthCheck.too_slow]),
     )

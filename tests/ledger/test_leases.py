@@ -258,9 +258,9 @@ async def test_two_processes_with_leases_never_overspend_a_hard_budget(make_ledg
     assert spent > limit * 0.8  # the budgets were used up, not refused early
 
 
-async def test_a_reservation_ahead_of_queued_settles_of_drawn_requests_counts_them_once(make_ledger):
-    # On the pipe a reservation goes to Redis ahead of the settles still queued, counting their
-    # cost as spent and their holds as released: for drawn requests, their part of the lease.
+async def test_a_reservation_after_queued_settles_of_drawn_requests_counts_them_once(make_ledger):
+    # A reservation sees the settles queued before it: their cost as spent and their holds as
+    # released, for drawn requests their part of the lease.
     ledger = make_ledger(8)
     await ledger.set_budget("project", "acme", 10_000, "day")
     await ledger.reserve("r0", PLANNER, 100, deadline_s=DEADLINE_S)

@@ -13,15 +13,6 @@
 -- ARGV[5] lease id ("" = no lease)   ARGV[6] lease amount   ARGV[7] lease deadline, epoch ms
 -- ARGV[8] room a lease needs: the lease is held instead of the request's amount only when every
 --         hard budget has at least this much room (and the request's amount fits, as always)
--- then, optionally, one segment per candidate budget (all or none) describing the settles the
--- caller has queued but not sent yet, which will reach Redis after this script:
---   N, the cost they will add to the budget's hour, day, week, month and total buckets (5
---   values), then the N request ids of those holding a reservation of their own, then M and
---   M pairs (lease id, nano-USD) for those that drew from a lease: what they will release of it.
--- The budget is then checked as if they had been settled first: their cost counts as spent,
--- and their holds on this budget (those still held; of a lease still held, at most all of it)
--- no longer count as held.
---
 -- First reclaims every hold whose deadline < now, then checks that each hard budget has
 -- limit - spent - held >= amount (a previous hold of this same request id is replaced, not
 -- counted), and only if all do, holds the amount on every existing budget, soft ones included:
@@ -37,8 +28,6 @@ local period_index = {hour = 1, day = 2, week = 3, month = 4, total = 5}
 local reclaimed = 0
 local found = {}
 local ok = 1
-local queued = #ARGV > 8
-local at = 9  -- this candidate's segment of queued settles
 local op = nil
 if #KEYS % 8 == 1 then
   op = KEYS[#KEYS]
@@ -71,21 +60,6 @@ for b = 0, math.floor(#KEYS / 8) - 1 do
     local spent = tonumber(redis.call('HGET', KEYS[base + 3 + p], 'cost') or '0')
     local own = redis.call('HGET', amounts, rid)
     local held = tonumber(redis.call('HGET', amounts, '') or '0') - tonumber(own or '0')
-    if queued then
-      spent = spent + tonumber(ARGV[at + p])
-      local n = tonumber(ARGV[at])
-      for first = at + 6, at + 5 + n, 512 do
-        local holds = redis.call('HMGET', amounts, unpack(ARGV, first, math.min(first + 511, at + 5 + n)))
-        for _, h in ipairs(holds) do
-          if h then held = held - tonumber(h) end
-        end
-      end
-      local m_at = at + 6 + n
-      for j = m_at + 1, m_at + 2 * tonumber(ARGV[m_at]), 2 do
-        local h = redis.call('HGET', amounts, ARGV[j])
-        if h then held = held - math.min(tonumber(h), tonumber(ARGV[j + 1])) end
-      end
-    end
     local hard = 0
     if config[3] ~= 'soft' then
       hard = 1
@@ -94,10 +68,6 @@ for b = 0, math.floor(#KEYS / 8) - 1 do
       if room < need then leasing = false end
     end
     found[#found + 1] = {b, hard, p, limit, spent, held, own}
-  end
-  if queued then
-    local m_at = at + 6 + tonumber(ARGV[at])
-    at = m_at + 1 + 2 * tonumber(ARGV[m_at])
   end
 end
 
