@@ -82,7 +82,7 @@ async def _reserve_settle(redis_url: str | None, data_dir: Path, rounds: int) ->
 
     prefix = f"fbbench{uuid.uuid4().hex[:8]}"
     settings = Settings(redis_url=redis_url, data_dir=data_dir, redis_prefix=prefix)
-    handle = await RedisHandle.open(settings)
+    handle = await RedisHandle.open(settings.redis_url, settings.data_dir)
     try:
         ledger = Ledger(handle.client, prefix=prefix, pipe=handle.pipe)  # as proxy/app.py builds it
         await ledger.set_budget("project", "bench", 10**15, "month")

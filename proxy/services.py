@@ -64,7 +64,7 @@ class Services:
     async def settled(self) -> None:
         """Wait for the recordings started so far: written to Redis, or spooled."""
         recording = set(self._recording)
-        await self.ledger.settled()  # also gives back what budget leases did not lend
+        await self.ledger.settled()
         if recording:
             await asyncio.wait(recording)
         if self._background:
@@ -156,6 +156,7 @@ class Services:
                 log.info("replayed %d spooled usage events into redis", replayed)
 
     async def close(self) -> None:
+        await self.ledger.close_leases()  # what budget leases did not lend goes back
         await self.settled()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)

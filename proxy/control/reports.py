@@ -59,7 +59,7 @@ async def usage_report(ledger: Ledger, scope: str, scope_id: str, period: str = 
     count = parse_top(top)
     _target(scope, scope_id)
     try:
-        return await stored.usage_report(ledger, scope, scope_id, period, when, top=count)
+        return await stored.read_usage(ledger, scope, scope_id, period, when, top=count)
     except ValueError as exc:
         raise invalid(exc, "period") from None
 

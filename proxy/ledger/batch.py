@@ -2,9 +2,8 @@
 
 A job is queued when it is submitted. The queue is written at the end of the loop turn, or,
 with a ``delay_s``, that long after its first job, unless something asks for it sooner:
-``soon`` (write at the end of this turn: a command that may go ahead of the queued jobs was
-just sent), ``flush`` (write now: a later command must reach Redis after them) or
-``settled``. At low load a batch holds one job; under load many, and the per-write costs (a
+``soon`` (write at the end of this turn: a caller is waiting for them), ``flush`` (write
+now: a later command must reach Redis after them) or ``settled``. At low load a batch holds one job; under load many, and the per-write costs (a
 round trip, a script call, the updates the jobs share) are paid once for all of them.
 ``settled`` waits for every job submitted so far.
 """

@@ -13,7 +13,6 @@ from redis.backoff import ExponentialBackoff
 
 from proxy.ledger.embedded import EmbeddedRedis, EmbeddedRedisError
 from proxy.ledger.pipe import RedisPipe
-from proxy.settings import Settings
 
 __all__ = ["RedisHandle", "describe_url"]
 
@@ -40,16 +39,17 @@ class RedisHandle:
     pipe: RedisPipe | None = None  # the request path's scripts; see proxy/ledger/pipe.py
 
     @classmethod
-    async def open(cls, settings: Settings) -> "RedisHandle":
+    async def open(cls, redis_url: str | None, data_dir: str | Path) -> "RedisHandle":
+        """The Redis at ``redis_url``, or (None or empty) the embedded one in ``data_dir``."""
         embedded = None
-        if settings.redis_url:
-            url = settings.redis_url
+        if redis_url:
+            url = redis_url
             description = describe_url(url)
         else:
             try:
-                embedded = await asyncio.to_thread(EmbeddedRedis(Path(settings.data_dir)).start)
+                embedded = await asyncio.to_thread(EmbeddedRedis(Path(data_dir)).start)
             except EmbeddedRedisError as exc:
-                raise RuntimeError(f"cannot start the embedded Redis in {settings.data_dir}: {exc}") from exc
+                raise RuntimeError(f"cannot start the embedded Redis in {data_dir}: {exc}") from exc
             url = embedded.url
             description = f"embedded ({embedded.data_dir})"
         # A blocking pool waits for a free connection instead of failing under a burst.

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from proxy.ledger.ledger import Ledger, _redis_errors, _text
+from proxy.ledger.errors import redis_errors, text
+
+if TYPE_CHECKING:
+    from proxy.ledger.ledger import Ledger
 
 __all__ = ["StreamEntry", "parse_stream_id", "format_stream_id", "after", "read_events", "trim_older_than",
            "MAX_SEQ"]
@@ -72,20 +76,20 @@ async def read_events(ledger: Ledger, projects: list[str], start: StreamId, limi
     pending: list[StreamEntry] = []
     fetch = list(projects)
     while True:
-        with _redis_errors():
+        with redis_errors():
             pipe = ledger.redis.pipeline(transaction=False)
             for project in fetch:
                 pipe.xrange(k.events(project), min=format_stream_id(position[project]), max="+", count=batch)
             replies = await pipe.execute()
         for project, entries in zip(fetch, replies):
             for raw_id, fields in entries:
-                entry_id = parse_stream_id(_text(raw_id))
+                entry_id = parse_stream_id(text(raw_id))
                 assert entry_id is not None
-                pending.append(StreamEntry(entry_id, project, {_text(f): _text(v) for f, v in fields.items()}))
+                pending.append(StreamEntry(entry_id, project, {text(f): text(v) for f, v in fields.items()}))
             if len(entries) < batch:
                 del position[project]  # read to its end
             else:
-                position[project] = after(parse_stream_id(_text(entries[-1][0])))  # type: ignore[arg-type]
+                position[project] = after(parse_stream_id(text(entries[-1][0])))  # type: ignore[arg-type]
         # Every open stream has been read up to ``horizon``: entries before it are final.
         horizon = min(position.values()) if position else None
         ready = [e for e in pending if horizon is None or e.id < horizon]
@@ -104,7 +108,7 @@ async def trim_older_than(ledger: Ledger, projects: list[str], min_ms: int) -> i
     returns how many went. Exact (not ``~``), so cost follows what is removed."""
     if not projects:
         return 0
-    with _redis_errors():
+    with redis_errors():
         pipe = ledger.redis.pipeline(transaction=False)
         for project in projects:
             pipe.xtrim(ledger.keys.events(project), minid=f"{min_ms}-0", approximate=False)

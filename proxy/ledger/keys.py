@@ -13,6 +13,7 @@ single Redis Cluster slot. The only key without a tag is the set of known projec
     fb:{acme}:resv:<scope>:<local id>        zset   live reservations: request id → deadline (epoch ms)
     fb:{acme}:resv-amt:<scope>:<local id>    hash   request id → reserved nano; field "" = their running total
     fb:{acme}:alerted:<scope>:<local id>     hash   "<bucket>|<threshold>" → 1: alert thresholds crossed (claims)
+    fb:{acme}:op:<operation id>              string reply of a lease grant or partial release (idempotency), with a TTL
 
 ``<id>`` / ``<local id>`` is the id inside the project: the project id itself for scope
 ``project``, the bare agent / session / key id, or the model name as priced (which may contain
@@ -67,6 +68,9 @@ class Keys:
 
     def reservation_amounts(self, project: str, scope: str, local_id: str) -> str:
         return self.key(project, "resv-amt", scope, local_id)
+
+    def op(self, project: str, op_id: str) -> str:
+        return self.key(project, "op", op_id)
 
     def alerted(self, project: str, scope: str, local_id: str) -> str:
         return self.key(project, "alerted", scope, local_id)

@@ -5,8 +5,9 @@ and a round trip per request). So when a request of an attribution (project, age
 key) is reserved while another of the same attribution is still in flight in this process, or
 less than ``LEASE_LIFE_S`` after the last one was reserved here, ``reserve.lua`` is asked to
 hold a *lease* instead: ``lease_requests`` times the request's worst case, under a lease id,
-on every budget that applies, checked like any other reservation. The requests that follow draw their worst case from it here, without Redis, as
-long as it has room, for at most ``LEASE_LIFE_S``.
+on every budget that applies, checked like any other reservation. The requests that follow
+draw their worst case from it here, without Redis, as long as it has room, for at most
+``LEASE_LIFE_S``.
 
 What keeps it exact:
 
@@ -21,10 +22,12 @@ What keeps it exact:
 - A lease stops lending when it cannot cover the next request or after ``LEASE_LIFE_S``; what
   it did not lend is given back to Redis at once (``release.lua`` with a part). A reservation
   refused in Redis closes this process's open leases of the project and, if any lease gave
-  room back since it was sent, tries again. ``Ledger.settled`` (and so every budget read
-  through this process) closes every lease.
-- A reservation sent ahead of queued settles (``reserve.lua``) counts the parts that drawn
-  requests will release of their lease, as it counts the holds of the others.
+  room back since it was sent, tries again. A budget written through this process closes its
+  leases of that project; shutdown (``Ledger.close_leases``) closes every lease; reads do not
+  (they see a lease's whole hold as reserved).
+- Every write of a lease to Redis may be sent twice (a lost connection) and counts once: a
+  grant and a give-back carry an operation key that remembers their reply (``scripts.py``),
+  a drawn request's settle its done-marker.
 - Its hold in Redis lasts the lease's life plus a request's reservation deadline, so a process
   that dies leaves nothing held for more than ``LEASE_LIFE_S`` longer than a request of its
   own would.
@@ -40,20 +43,31 @@ requests that lease lends to from its end on (at most ``LEASE_LIFE_S`` later).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Awaitable, Callable
 
-if TYPE_CHECKING:
-    import asyncio
+from redis.exceptions import NoScriptError, RedisError
 
-    from proxy.domain import Attribution, BudgetView
+from proxy.domain import Attribution, BudgetView, ReserveOutcome
+from proxy.ledger.errors import redis_errors
+from proxy.ledger.keys import Keys
+from proxy.ledger.pipe import RedisPipe, pack_command
+from proxy.ledger.scripts import MAX_LUA_NANO, Scripts, hold_keys, release_argv
 
-__all__ = ["Lease", "Leases", "LEASE_LIFE_S", "LEASE_ROOM_FACTOR"]
+__all__ = ["Lease", "Leases", "Leasing", "LEASE_LIFE_S", "LEASE_ROOM_FACTOR"]
+
+log = logging.getLogger("farebox.ledger")
 
 LEASE_LIFE_S = 0.25             # a lease lends for at most this long
 LEASE_ROOM_FACTOR = 4           # a lease is granted only while it is at most 1/4 of every hard budget's room
 _PRUNE_AT = 4096                # attributions remembered before the quiet ones are forgotten
+_LEASE_WAITS = 16               # leases a reservation may wait for (each lends to many) before going alone
+_REFUSAL_RETRIES = 3            # times a refused reservation tries again after leases gave back room
+_OP_MARGIN_S = 60               # an operation key outlives the hold it touched by this much
 
 
 @dataclass(slots=True, eq=False)
@@ -171,3 +185,177 @@ class Leases:
             lease.timer = None
         free, lease.free = lease.free, 0
         return free
+
+
+# reserve.lua through ``reserve.py``: (request id, attribution, amount, deadline_s, lease) ->
+# (outcome, ok code 2|1|0, whether any budget applied). ``lease``: (id, amount, deadline, room).
+InRedis = Callable[[str, Attribution, int, float, "tuple[str, int, float, int] | None"],
+                   Awaitable[tuple[ReserveOutcome, int, bool]]]
+
+
+class Leasing:
+    """The lease operations of one ledger: reserving through leases, drawing, and giving back
+    in Redis what a closed lease did not lend."""
+
+    def __init__(self, leases: Leases, in_redis: InRedis, *, redis: Any, scripts: Scripts, keys: Keys,
+                 pipe: RedisPipe | None, clock: Callable[[], float]) -> None:
+        self.leases = leases
+        self.in_redis = in_redis
+        self.redis, self.scripts, self.keys, self.pipe, self.clock = redis, scripts, keys, pipe, clock
+        self.giving_back: set[asyncio.Future[Any]] = set()
+        self.gave_back = 0  # how many times a lease gave back what it had not lent
+
+    async def reserve(self, request_id: str, a: Attribution, amount_nano: int, deadline_s: float) -> ReserveOutcome:
+        leases = self.leases
+        gave_back = self.gave_back
+        leases.undraw(request_id)  # reserved again under the same id: the new reservation replaces the draw
+        for _ in range(_LEASE_WAITS):
+            outcome = self.draw(request_id, a, amount_nano, deadline_s)
+            if outcome is not None:
+                return outcome
+            asking = leases.asking.get(a)
+            if asking is None:
+                break
+            # Another request is asking for a lease: draw from it if it is granted (and not all
+            # lent by the time this one runs, then it may ask for the next); else go on alone.
+            if not await asyncio.shield(asking):
+                break
+        if leases.wanted(request_id, a, amount_nano, self.clock()):
+            asking = leases.asking[a] = asyncio.get_running_loop().create_future()
+            leased = False
+            try:
+                now = self.clock()
+                lease_amount = min(amount_nano * leases.requests, MAX_LUA_NANO)
+                lease = (new_lease_id(), lease_amount, now + deadline_s + LEASE_LIFE_S,
+                         min(lease_amount * LEASE_ROOM_FACTOR, MAX_LUA_NANO))
+                outcome, ok, has_budgets = await self.in_redis(request_id, a, amount_nano, deadline_s, lease)
+                if ok == 2:
+                    self._open(lease, a, now, outcome, amount_nano, has_budgets=has_budgets)
+                    leased = True
+            finally:
+                del leases.asking[a]
+                asking.set_result(leased)
+            if leased:
+                drawn = self.draw(request_id, a, amount_nano, deadline_s, granted=True)
+                assert drawn is not None
+                return drawn
+        else:
+            outcome, _, _ = await self.in_redis(request_id, a, amount_nano, deadline_s, None)
+        for _ in range(_REFUSAL_RETRIES):
+            if outcome.ok:
+                break
+            # What this process's leases held but had not lent may be what was missing: if they
+            # gave anything back since this reservation was sent (this request closing them now,
+            # or another, or their end), try again.
+            await self.give_back_all(a.project)
+            if self.gave_back == gave_back:
+                break
+            gave_back = self.gave_back
+            outcome, _, _ = await self.in_redis(request_id, a, amount_nano, deadline_s, None)
+        if outcome.ok:
+            leases.began(request_id, a, self.clock())
+        return outcome
+
+    def _open(self, lease_ask: tuple[str, int, float, int], a: Attribution, now: float, granted: ReserveOutcome,
+              asked: int, *, has_budgets: bool) -> None:
+        """The lease asked for was granted when a request of ``asked`` nano-USD asked for it."""
+        leases = self.leases
+        old = leases.open.get(a)
+        if old is not None:
+            self.close(old)
+        view = granted.tightest
+        if view is not None:  # the budget as it was without the lease (and the request that asked)
+            view = view.with_reserved(view.reserved_nano - asked)
+        lease = Lease(hold_id=lease_ask[0], attribution=a, free=lease_ask[1], ends=now + LEASE_LIFE_S,
+                      deadline=lease_ask[2], tightest=view, room=granted.room_nano, has_budgets=has_budgets)
+        leases.open[a] = lease
+        leases.granted += 1
+        lease.timer = asyncio.get_running_loop().call_later(LEASE_LIFE_S, self.close, lease)
+
+    def draw(self, request_id: str, a: Attribution, amount_nano: int, deadline_s: float, *,
+             granted: bool = False) -> ReserveOutcome | None:
+        """Lend ``amount_nano`` from ``a``'s open lease; None when there is none or it cannot
+        (it is closed then). ``granted``: the lease was just granted for this request."""
+        leases = self.leases
+        lease = leases.open.get(a)
+        if lease is None:
+            return None
+        # However long the reply took, the request that asked for the lease draws from it.
+        if not leases.draw(request_id, a, amount_nano, self.clock(), deadline_s, asked=granted):
+            self.close(lease)
+            return None
+        # As a reservation of its own would see the budget: what the lease lent to requests
+        # settled since counts at their cost, what it lent to the others (this one included) as
+        # held, and the rest of the lease not at all.
+        held = lease.lent - lease.settled_parts
+        view = lease.tightest
+        if view is not None:
+            view = view.with_usage(view.spent_nano + lease.settled_cost, view.reserved_nano + held)
+        room = lease.room
+        if room is not None:
+            room = max(0, room - lease.settled_cost - (held - amount_nano))
+        return ReserveOutcome(ok=True, tightest=view, room_nano=room, reclaimed=0)
+
+    def close(self, lease: Lease) -> None:
+        free = self.leases.close(lease)
+        if free and lease.has_budgets:
+            self.gave_back += 1
+            self._give_back(lease, free)
+
+    def _release_call(self, lease: Lease, part: int, op_id: str) -> tuple[list[str], list[str]]:
+        """release.lua's KEYS and ARGV for ``part`` of ``lease``'s hold, once per ``op_id``."""
+        a = lease.attribution
+        ttl = max(0, math.ceil(lease.deadline - self.clock())) + _OP_MARGIN_S
+        keys = [*hold_keys(self.keys, a), self.keys.op(a.project, f"{lease.hold_id}:{op_id}")]
+        return keys, release_argv(lease.hold_id, part, ttl)
+
+    def _give_back(self, lease: Lease, free: int) -> None:
+        """Release ``free`` of ``lease``'s hold in Redis, ahead of anything sent after this call
+        on the pipe. A failure only leaves it held until the lease's deadline."""
+        keys, args = self._release_call(lease, free, "back")
+        sent = None
+        if self.pipe is not None:
+            sent = self.pipe.send_now([pack_command(("EVALSHA", self.scripts.release.sha, str(len(keys)),
+                                                     *keys, *args))])
+        task = asyncio.ensure_future(self._given_back(sent, keys, args))
+        self.giving_back.add(task)
+        task.add_done_callback(self.giving_back.discard)
+
+    async def _given_back(self, sent: Awaitable[list[Any]] | None, keys: list[str], args: list[str]) -> None:
+        try:
+            if sent is not None:
+                (reply,) = await sent
+                if not isinstance(reply, NoScriptError):
+                    if isinstance(reply, Exception):
+                        raise reply
+                    return
+            await self.scripts.release(keys, args)
+        except (RedisError, OSError) as exc:
+            log.warning("a budget lease could not give back what it did not lend (held until its deadline): %s",
+                        exc)
+
+    async def give_back_all(self, project: str | None = None) -> None:
+        """Close this process's open leases (of ``project``, or all) and wait for every
+        give-back under way."""
+        for lease in [lease for lease in self.leases.open.values()
+                      if project is None or lease.attribution.project == project]:
+            self.close(lease)
+        await self.given_back()
+
+    async def given_back(self) -> None:
+        """Wait for the give-backs under way."""
+        if self.giving_back:
+            await asyncio.gather(*self.giving_back, return_exceptions=True)
+
+    async def release(self, request_id: str, drawn: tuple[Lease, int]) -> int:
+        """A drawn request ends unsettled: its part goes back to its lease if that still lends,
+        else it is released from the lease's hold in Redis (once, however often it is sent)."""
+        lease, amount = drawn
+        if lease.open:  # back to the lease, which still holds it
+            self.leases.give_back(lease, amount)
+            return amount
+        if not lease.has_budgets:
+            return 0
+        keys, args = self._release_call(lease, amount, request_id)
+        with redis_errors():
+            return int(await self.scripts.release(keys, args))

@@ -12,7 +12,8 @@ the spool) keeps using redis-py.
 What callers see matches redis-py's: an error reply raises ``redis.exceptions.ResponseError``
 (``NoScriptError`` for NOSCRIPT), a lost or refused connection ``ConnectionError``, a reply
 slower than ``timeout_s`` ``TimeoutError``; a command whose connection failed is sent once
-more on a new connection after a short pause (both scripts are idempotent per request id).
+more on a new connection after a short pause, so every script sent here must change nothing
+when it runs twice (``scripts.py`` says how each does).
 Plain ``redis://`` and ``unix://`` URLs are served; for anything else (TLS, ...) ``from_url``
 returns None and the ledger stays on redis-py.
 """
@@ -307,26 +308,16 @@ class RedisPipe:
             await asyncio.sleep(RETRY_PAUSE_S)
             return await self._send(packed)
 
-    async def execute(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Send ``commands`` together; their replies in order. Error replies come back as
-        ``ResponseError`` values, not raised; a connection that fails is retried once."""
-        return await self.execute_packed(*(pack_command(c) for c in commands))
-
     async def execute_packed(self, *packed: bytes) -> list[Any]:
-        """``execute`` for commands already in the Redis protocol (``pack_command``)."""
+        """Send commands already in the Redis protocol (``pack_command``) together; their replies
+        in order. Error replies come back as ``ResponseError`` values, not raised; a connection
+        that fails is retried once."""
         commands = list(packed)
         try:
             return await self._send(commands)
         except ConnectionError:
             await asyncio.sleep(RETRY_PAUSE_S)
             return await self._send(commands)
-
-    async def call(self, *args: Any) -> Any:
-        """One command's reply; an error reply is raised."""
-        (reply,) = await self.execute(args)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
 
     async def close(self) -> None:
         if self._watchdog is not None:

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pricing.money import nano_to_usd
 from proxy.domain import MAX_MODEL_LENGTH, USAGE_SCOPES, iso_utc, public_id, split_scope_id
-from proxy.ledger.ledger import Ledger, _redis_errors, _text
+from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.periods import PERIODS, bucket_id, bucket_ids, check_period, period_bounds, to_utc
 
-__all__ = ["Target", "target", "usage_report", "top_sessions", "read_series", "known_projects",
+if TYPE_CHECKING:
+    from proxy.ledger.ledger import Ledger
+
+__all__ = ["Target", "target", "read_usage", "top_sessions", "read_series", "known_projects",
            "SERIES_FIELDS", "ALL_PROJECTS"]
 
 ALL_PROJECTS = "*"
@@ -56,32 +59,44 @@ def _now(ledger: Ledger, at: datetime | None) -> datetime:
 
 
 def _ints(raw: Any) -> dict[str, int]:
-    return {_text(f): int(v) for f, v in raw.items()}
+    return {text(f): int(v) for f, v in raw.items()}
 
 
 async def known_projects(ledger: Ledger) -> list[str]:
     """Every project that recorded usage or has a budget, sorted."""
     await ledger.settled()  # what this process recorded so far is part of the answer
-    with _redis_errors():
-        return sorted(_text(p) for p in await ledger.redis.smembers(ledger.keys.projects()))
+    with redis_errors():
+        return sorted(text(p) for p in await ledger.redis.smembers(ledger.keys.projects()))
 
 
-async def usage_report(ledger: Ledger, scope: str, scope_id: str, period: str, at: datetime | None = None, *,
-                       top: int = 10) -> dict[str, Any]:
-    """``Ledger.usage_report`` plus, for a project, its ``top`` sessions by cost; for a model
-    across projects, the totals of every project and ``by_project``."""
+async def read_usage(ledger: Ledger, scope: str, scope_id: str, period: str, at: datetime | None = None, *,
+                     top: int = 10) -> dict[str, Any]:
+    """Usage of one scope in the bucket of ``period`` containing ``at`` (default now), as a
+    report dict (integer counts, USD strings, ISO times).
+
+    ``scope_id`` is ``acme`` for a project, ``acme/planner`` for an agent (likewise session,
+    key, and model as priced in one project). A project's report has ``by_agent`` and its
+    ``top`` sessions by cost; a model across projects (``gpt-4o``) has every project's totals
+    and ``by_project``.
+    """
     await ledger.settled()  # what this process recorded so far is part of the answer
     t = target(scope, scope_id)
     check_period(period)
     at = _now(ledger, at)
+    bucket = bucket_ids(at.timestamp())[PERIODS.index(period)]
+    start, end = period_bounds(period, at)
+    head = {"scope": scope, "id": t.id, "period": period, "period_start": iso_utc(start),
+            "period_end": iso_utc(end)}
     if t.project is not None:
-        report = await ledger.usage_report(scope, t.id, period, at)
+        with redis_errors():
+            values = _ints(await ledger.redis.hgetall(ledger.keys.usage(t.project, scope, bucket, t.local)))
+        report = {**head, **_totals(values), "by_model": _breakdown(values, "m|")}
         if scope == "project":
+            report["by_agent"] = _breakdown(values, "a|")
             report["top_sessions"] = await top_sessions(ledger, t.project, period, at, top)
         return report
-    bucket = bucket_ids(at.timestamp())[PERIODS.index(period)]
     projects = await known_projects(ledger)
-    with _redis_errors():
+    with redis_errors():
         pipe = ledger.redis.pipeline(transaction=False)
         for project in projects:
             pipe.hgetall(ledger.keys.usage(project, "model", bucket, t.local))
@@ -91,21 +106,31 @@ async def usage_report(ledger: Ledger, scope: str, scope_id: str, period: str, a
     for values in per_project.values():
         for name, value in values.items():
             totals[name] = totals.get(name, 0) + value
-    start, end = period_bounds(period, at)
+    return {**head, **_totals(totals), "by_model": {}, "by_project": {p: _part(v) for p, v in per_project.items()}}
+
+
+def _totals(values: dict[str, int]) -> dict[str, Any]:
     return {
-        "scope": "model", "id": t.id, "period": period, "period_start": iso_utc(start), "period_end": iso_utc(end),
-        "requests": totals.get("requests", 0),
-        "prompt_tokens": totals.get("prompt_tokens", 0),
-        "completion_tokens": totals.get("completion_tokens", 0),
-        "total_tokens": totals.get("prompt_tokens", 0) + totals.get("completion_tokens", 0),
-        "cached_tokens": totals.get("cached_tokens", 0),
-        "cache_creation_tokens": totals.get("cache_creation_tokens", 0),
-        "reasoning_tokens": totals.get("reasoning_tokens", 0),
-        "estimated_requests": totals.get("estimated", 0),
-        "cost_usd": nano_to_usd(totals.get("cost", 0)),
-        "by_model": {},
-        "by_project": {p: _part(v) for p, v in per_project.items()},
+        "requests": values.get("requests", 0),
+        "prompt_tokens": values.get("prompt_tokens", 0),
+        "completion_tokens": values.get("completion_tokens", 0),
+        "total_tokens": values.get("prompt_tokens", 0) + values.get("completion_tokens", 0),
+        "cached_tokens": values.get("cached_tokens", 0),
+        "cache_creation_tokens": values.get("cache_creation_tokens", 0),
+        "reasoning_tokens": values.get("reasoning_tokens", 0),
+        "estimated_requests": values.get("estimated", 0),
+        "cost_usd": nano_to_usd(values.get("cost", 0)),
     }
+
+
+def _breakdown(values: dict[str, int], tag: str) -> dict[str, dict[str, Any]]:
+    """``m|<model>|<field>`` fields as ``{model: {requests, ..., cost_usd}}`` (models may hold ``|``)."""
+    groups: dict[str, dict[str, int]] = {}
+    for name, value in values.items():
+        if name.startswith(tag):
+            who, _, what = name[len(tag):].rpartition("|")
+            groups.setdefault(who, {})[what] = value
+    return {who: _part(g) for who, g in sorted(groups.items())}
 
 
 def _part(values: dict[str, int]) -> dict[str, Any]:
@@ -121,9 +146,9 @@ async def top_sessions(ledger: Ledger, project: str, period: str, at: datetime, 
         return []
     bucket = bucket_ids(to_utc(at).timestamp())[PERIODS.index(period)]
     k = ledger.keys
-    with _redis_errors():
+    with redis_errors():
         members = await ledger.redis.zrevrange(k.top_sessions(project, bucket), 0, n - 1)
-        sessions = [_text(m) for m in members]
+        sessions = [text(m) for m in members]
         if not sessions:
             return []
         pipe = ledger.redis.pipeline(transaction=False)
@@ -150,7 +175,7 @@ async def read_series(ledger: Ledger, t: Target, granularity: str, starts: Seque
     out = [dict.fromkeys(SERIES_FIELDS, 0) for _ in buckets]
     if not buckets or not projects:
         return out
-    with _redis_errors():
+    with redis_errors():
         pipe = ledger.redis.pipeline(transaction=False)
         for project in projects:
             for bucket in buckets:

@@ -7,6 +7,7 @@ import json
 
 import httpx
 import pytest
+from proxy.ledger.reports import read_usage
 
 GOOD = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 HEADERS = {"X-Project-Id": "acme", "Content-Type": "application/json"}
@@ -98,7 +99,7 @@ def test_default_project_is_used_when_configured(make_stack):
     response = post(stack, json.dumps(GOOD), {"Content-Type": "application/json"})
     assert response.status_code == 200
     from datetime import datetime, timezone
-    report = stack.run(stack.services.ledger.usage_report("project", "fallback-team", "day", datetime.now(timezone.utc)))
+    report = stack.run(read_usage(stack.services.ledger, "project", "fallback-team", "day", datetime.now(timezone.utc)))
     assert report["requests"] == 1
 
 

@@ -20,6 +20,7 @@ from pricing.cost import Usage, cost_nano, worst_case_nano
 from pricing.money import nano_to_usd, usd_to_nano
 from proxy.tokens import count_chat_prompt
 from tests.harness import LoopThread
+from proxy.ledger.reports import read_usage
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 HEADERS = {"X-Project-Id": "acme", "X-Agent-Id": "planner", "X-Session-Id": "run-42"}
@@ -35,7 +36,7 @@ def put_budget(stack, scope, scope_id, limit, period="month", mode="hard"):
 
 
 def spent(stack, scope="project", scope_id="acme", period="month"):
-    return usd_to_nano(stack.run(stack.services.ledger.usage_report(scope, scope_id, period,
+    return usd_to_nano(stack.run(read_usage(stack.services.ledger, scope, scope_id, period,
                                                                       datetime.now(timezone.utc)))["cost_usd"])
 
 
@@ -80,7 +81,9 @@ def _check_burst(stack, results, limit_nano):
 
 
 def _check_settled(stack, spent_nano):
-    """The project budget as the admin API shows it: nothing held any more, ``spent_nano`` spent."""
+    """The project budget as the admin API shows it once the process's leases closed (a read
+    leaves them open): nothing held any more, ``spent_nano`` spent."""
+    stack.run(stack.services.ledger.close_leases())
     status = httpx.get(f"{stack.url}/admin/budgets/project/acme", headers=ADMIN).json()
     assert status["reserved_usd"] == "0.00"
     assert usd_to_nano(status["spent_usd"]) == spent_nano

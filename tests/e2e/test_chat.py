@@ -14,6 +14,7 @@ from openai import AsyncOpenAI, OpenAI
 from pricing.cost import Usage, cost_nano
 from proxy.tokens import count_chat_prompt, count_completion
 from tests.harness import LoopThread
+from proxy.ledger.reports import read_usage
 
 HEADERS = {"X-Project-Id": "acme", "X-Agent-Id": "planner", "X-Session-Id": "run-42"}
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say something."}]
@@ -24,7 +25,7 @@ def client_for(url: str, **kw) -> OpenAI:
 
 
 def usage_of(stack, scope="project", scope_id="acme", period="day"):
-    return stack.run(stack.services.ledger.usage_report(scope, scope_id, period, _now()))
+    return stack.run(read_usage(stack.services.ledger, scope, scope_id, period, _now()))
 
 
 def settled_usage(stack, requests=1, scope="project", scope_id="acme"):

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from proxy.ledger.embedded import EmbeddedRedis
+from proxy.ledger.reports import read_usage
 
 HEADERS = {"X-Project-Id": "acme", "X-Agent-Id": "planner"}
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
@@ -22,7 +23,7 @@ def own_redis(tmp_path):
 
 
 def _report(stack):
-    return stack.run(stack.services.ledger.usage_report("project", "acme", "day", datetime.now(timezone.utc)))
+    return stack.run(read_usage(stack.services.ledger, "project", "acme", "day", datetime.now(timezone.utc)))
 
 
 def test_fail_closed_answers_503_and_forwards_nothing(make_stack, own_redis):

@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pricing.money import usd_to_nano
 from proxy.ledger.embedded import EmbeddedRedis
+from proxy.ledger.reports import read_usage
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 
@@ -36,7 +37,7 @@ def test_requests_tokens_cost_rejections_estimates_and_latencies_are_counted(mak
     assert post(stack, **{"X-Fake-Status": "429"}).status_code == 429
     stack.run(stack.services.ledger.set_budget("project", "poor", 0, "day"))
     assert post(stack, project="poor").status_code == 402
-    report = stack.run(stack.services.ledger.usage_report("project", "acme", "day"))
+    report = stack.run(read_usage(stack.services.ledger, "project", "acme", "day"))
 
     m = scrape(stack)
     chat = {"endpoint": "chat.completions", "model": "gpt-4o-mini"}
@@ -60,7 +61,7 @@ def test_streamed_requests_are_counted_like_the_others(make_stack):
     response = httpx.post(f"{stack.base_url}/chat/completions", json={**BODY, "stream": True},
                           headers={"X-Project-Id": "acme"}, timeout=30)
     assert response.status_code == 200
-    report = stack.run(stack.services.ledger.usage_report("project", "acme", "day"))
+    report = stack.run(read_usage(stack.services.ledger, "project", "acme", "day"))
     m = scrape(stack)
     assert value(m, "farebox_requests_total", endpoint="chat.completions", status="200", model="gpt-4o-mini") == 1
     assert value(m, "farebox_tokens_total", kind="completion", model="gpt-4o-mini") == report["completion_tokens"] > 0

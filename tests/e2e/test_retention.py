@@ -9,6 +9,7 @@ import pytest
 
 from proxy.control.retention import MAX_INTERVAL_S, interval_for
 from proxy.settings import SettingsError, load_settings
+from proxy.ledger.reports import read_usage
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
@@ -26,7 +27,7 @@ def test_events_older_than_the_age_limit_are_removed(make_stack):
     while events(stack) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert events(stack) == []
-    report = stack.run(stack.services.ledger.usage_report("project", "acme", "day"))
+    report = stack.run(read_usage(stack.services.ledger, "project", "acme", "day"))
     assert report["requests"] == 1  # the aggregates stay
 
 

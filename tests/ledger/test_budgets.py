@@ -12,6 +12,7 @@ from proxy.ledger.keys import Keys
 from proxy.domain import Attribution, BudgetView, ReserveOutcome, SettleOutcome
 from proxy.ledger.ledger import Ledger
 from tests.ledger.helpers import FakeClock, epoch, event
+from proxy.ledger.reports import read_usage
 
 T0 = epoch("2026-11-23T18:30:00")
 USD = 10**9
@@ -217,7 +218,7 @@ async def test_release_drops_the_hold_and_charges_nothing(ledger: Ledger, redis_
     k = Keys(key_prefix)
     assert await redis_client.zcard(k.reservations("acme", "project", "acme")) == 0
     assert await redis_client.hgetall(k.reservation_amounts("acme", "project", "acme")) == {b"": b"0"}
-    assert (await ledger.usage_report("project", "acme", "day"))["requests"] == 0
+    assert (await read_usage(ledger, "project", "acme", "day"))["requests"] == 0
 
 
 async def test_reserving_again_under_the_same_request_id_replaces_the_hold(ledger: Ledger):

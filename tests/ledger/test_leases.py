@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import datetime, timezone
 
 import pytest
 
+from proxy.ledger import leases as leases_module
 from proxy.ledger.leases import LEASE_LIFE_S, Leases
+from proxy.ledger.reports import read_usage
 from proxy.domain import Attribution
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.pipe import RedisPipe
@@ -48,8 +51,7 @@ async def make_ledger(request, redis_client, redis_url, key_prefix):
 
 
 async def _reserved(reader: Ledger, scope: str = "project", scope_id: str = "acme") -> tuple[int, int]:
-    """Held and spent as Redis has them. (A read through a ledger with leases first gives back
-    what its leases did not lend: ``budget_state`` waits for ``settled``.)"""
+    """Held and spent as Redis has them, read as another process would."""
     state = await reader.budget_state(scope, scope_id)
     return state.reserved_nano, state.spent_nano
 
@@ -82,7 +84,7 @@ async def test_requests_one_after_another_draw_from_a_lease_and_see_the_budget_e
     assert seen == [(70 * n, 100, 1_000_000 - 70 * n) for n in range(6)]
     # In Redis: the lease less the parts of the five requests settled against it.
     assert await _reserved(make_ledger.reader) == (800 - 500, 6 * 70)
-    await ledger.settled()
+    await ledger.close_leases()
     assert await _reserved(make_ledger.reader) == (0, 6 * 70)
 
 
@@ -104,7 +106,7 @@ async def test_requests_in_flight_together_draw_from_one_lease(make_ledger):
     assert await _reserved(make_ledger.reader) == (100 + 800 + 800, 0)
     for n in range(10):
         await ledger.settle(event(f"r{n}", PLANNER, ts=T0, cost_nano=60 + n))
-    await ledger.settled()  # closes the open lease: what it did not lend goes back
+    await ledger.close_leases()  # what the open lease did not lend goes back
     assert await _reserved(make_ledger.reader) == (0, sum(60 + n for n in range(10)))
 
 
@@ -130,7 +132,7 @@ async def test_a_released_draw_goes_back_to_its_lease_or_to_redis(make_ledger):
     assert await ledger.release("r1", PLANNER) == 100                       # back to the open lease
     await ledger.reserve("r3", PLANNER, 200, deadline_s=DEADLINE_S)          # 400 - 100 (r2) - 200
     assert await _reserved(make_ledger.reader) == (100 + 400, 0) and ledger.leases_granted == 1
-    await ledger.settled()                                                   # the lease closes, 100 goes back
+    await ledger.close_leases()                                                   # the lease closes, 100 goes back
     assert await _reserved(make_ledger.reader) == (100 + 300, 0)
     assert await ledger.release("r2", PLANNER) == 100                       # the lease is closed: in Redis
     assert await ledger.release("r3", PLANNER) == 200
@@ -247,7 +249,7 @@ async def test_two_processes_with_leases_never_overspend_a_hard_budget(make_ledg
         await ledger.settle(event(rid, who, ts=T0, cost_nano=400))
         charged.append((who.agent, 400))
     for ledger in ledgers:
-        await ledger.settled()
+        await ledger.close_leases()
     reserved, spent = await _reserved(make_ledger.reader)
     assert reserved == 0 and spent == sum(c for _, c in charged) <= limit
     planner_reserved, planner_spent = await _reserved(make_ledger.reader, "agent", "acme/planner")
@@ -256,9 +258,9 @@ async def test_two_processes_with_leases_never_overspend_a_hard_budget(make_ledg
     assert spent > limit * 0.8  # the budgets were used up, not refused early
 
 
-async def test_a_reservation_ahead_of_queued_settles_of_drawn_requests_counts_them_once(make_ledger):
-    # On the pipe a reservation goes to Redis ahead of the settles still queued, counting their
-    # cost as spent and their holds as released: for drawn requests, their part of the lease.
+async def test_a_reservation_after_queued_settles_of_drawn_requests_counts_them_once(make_ledger):
+    # A reservation sees the settles queued before it: their cost as spent and their holds as
+    # released, for drawn requests their part of the lease.
     ledger = make_ledger(8)
     await ledger.set_budget("project", "acme", 10_000, "day")
     await ledger.reserve("r0", PLANNER, 100, deadline_s=DEADLINE_S)
@@ -281,3 +283,26 @@ def test_attributions_quiet_for_a_lease_life_are_forgotten():
         leases.ended(f"r{n}")
     assert 250 <= len(leases.last) < 5000 - 3000 and not leases.in_flight and not leases.holders
     assert min(leases.last.values()) >= 4.095 - LEASE_LIFE_S  # pruned once, at the 4,096th
+
+
+async def test_a_budget_read_leaves_the_lease_open_and_sees_the_queued_settles(make_ledger, monkeypatch):
+    monkeypatch.setattr(leases_module, "LEASE_LIFE_S", 60.0)  # however slow the machine, it stays open
+    ledger = make_ledger(8)
+    await ledger.set_budget("project", "acme", 1_000_000, "day")
+    assert (await ledger.reserve("r0", PLANNER, 100, deadline_s=DEADLINE_S)).ok   # its own hold
+    assert (await ledger.reserve("r1", PLANNER, 100, deadline_s=DEADLINE_S)).ok   # a lease of 800, drawn
+    ledger.queue_settle(event("r1", PLANNER, ts=T0, cost_nano=70))                # queued, not awaited
+    # The reads see the queued settle; the lease's whole hold counts as reserved.
+    state = await ledger.budget_state("project", "acme")
+    assert (state.reserved_nano, state.spent_nano) == (100 + 800 - 100, 70)
+    report = await read_usage(ledger, "project", "acme", "day", datetime.fromtimestamp(T0, tz=timezone.utc))
+    assert (report["requests"], report["cost_usd"]) == (1, "0.00000007")
+    # The lease is still open: the next request draws from it, without Redis.
+    outcome = await ledger.reserve("r2", PLANNER, 100, deadline_s=DEADLINE_S)
+    assert outcome.ok and ledger.leases_granted == 1
+    assert (outcome.tightest.spent_nano, outcome.tightest.reserved_nano) == (70, 100 + 100)
+    assert await _reserved(make_ledger.reader) == (100 + 700, 70)
+    await ledger.settle(event("r2", PLANNER, ts=T0, cost_nano=60))
+    await ledger.settle(event("r0", PLANNER, ts=T0, cost_nano=50))
+    await ledger.close_leases()
+    assert await _reserved(make_ledger.reader) == (0, 180)

@@ -9,6 +9,7 @@ import pytest
 from proxy.domain import Attribution
 from proxy.ledger.ledger import Ledger
 from tests.ledger.helpers import FakeClock, epoch, event
+from proxy.ledger.reports import read_usage
 
 WHO = Attribution("acme", "planner")
 
@@ -77,6 +78,6 @@ async def test_usage_settled_at_the_last_second_stays_in_its_day(ledger, clock):
     clock.set("2026-11-23T23:59:59")
     await ledger.settle(event("late", WHO, ts=epoch("2026-11-23T23:59:59.999"), cost_nano=5))
     await ledger.settle(event("early", WHO, ts=epoch("2026-11-24T00:00:00"), cost_nano=7))
-    day1 = await ledger.usage_report("project", "acme", "day", datetime(2026, 11, 23, tzinfo=timezone.utc))
-    day2 = await ledger.usage_report("project", "acme", "day", datetime(2026, 11, 24, tzinfo=timezone.utc))
+    day1 = await read_usage(ledger, "project", "acme", "day", datetime(2026, 11, 23, tzinfo=timezone.utc))
+    day2 = await read_usage(ledger, "project", "acme", "day", datetime(2026, 11, 24, tzinfo=timezone.utc))
     assert (day1["cost_usd"], day2["cost_usd"]) == ("0.000000005", "0.000000007")

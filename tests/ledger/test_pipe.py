@@ -18,6 +18,18 @@ from proxy.ledger.pipe import RedisPipe, pack_args, pack_command, pack_strs
 from tests.ledger.helpers import event
 
 
+async def execute(pipe: RedisPipe, *commands: tuple) -> list:
+    return await pipe.execute_packed(*(pack_command(c) for c in commands))
+
+
+async def call(pipe: RedisPipe, *args):
+    """One command's reply; an error reply is raised."""
+    (reply,) = await execute(pipe, args)
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
 @pytest.fixture
 async def pipe(redis_url: str):
     p = RedisPipe.from_url(redis_url)
@@ -35,7 +47,7 @@ def test_commands_are_packed_as_arrays_of_bulk_strings():
 
 async def test_every_kind_of_reply_comes_back_in_order(pipe, key_prefix):
     k = f"{key_prefix}:a"
-    replies = await pipe.execute(("SET", k, "v"), ("GET", k), ("INCRBY", f"{key_prefix}:n", 5),
+    replies = await execute(pipe, ("SET", k, "v"), ("GET", k), ("INCRBY", f"{key_prefix}:n", 5),
                                  ("HGETALL", f"{key_prefix}:none"), ("GET", f"{key_prefix}:none"),
                                  ("EVAL", "return {1, 'two', {3}, false}", 0))
     assert replies == [b"OK", b"v", 5, [], None, [1, b"two", [3], None]]
@@ -43,19 +55,19 @@ async def test_every_kind_of_reply_comes_back_in_order(pipe, key_prefix):
 
 async def test_error_replies_are_returned_by_execute_and_raised_by_call(pipe, key_prefix):
     k = f"{key_prefix}:text"
-    await pipe.call("SET", k, "not a number")
-    (reply,) = await pipe.execute(("INCR", k))
+    await call(pipe, "SET", k, "not a number")
+    (reply,) = await execute(pipe, ("INCR", k))
     assert isinstance(reply, ResponseError)
     with pytest.raises(ResponseError):
-        await pipe.call("INCR", k)
+        await call(pipe, "INCR", k)
     with pytest.raises(NoScriptError):
-        await pipe.call("EVALSHA", "0" * 40, 0)
-    assert await pipe.call("GET", k) == b"not a number"  # the connection is still in step
+        await call(pipe, "EVALSHA", "0" * 40, 0)
+    assert await call(pipe, "GET", k) == b"not a number"  # the connection is still in step
 
 
 async def test_concurrent_callers_each_get_their_own_reply(pipe):
     values = [f"value-{i}" for i in range(300)]
-    replies = await asyncio.gather(*(pipe.call("ECHO", v) for v in values))
+    replies = await asyncio.gather(*(call(pipe, "ECHO", v) for v in values))
     assert replies == [v.encode() for v in values]
 
 
@@ -66,7 +78,7 @@ async def test_the_database_in_the_url_is_selected(redis_url, key_prefix):
     assert pipe is not None and pipe.db == 3
     client = aioredis.Redis.from_url(db_url)
     try:
-        await pipe.call("SET", f"{key_prefix}:db3", "here")
+        await call(pipe, "SET", f"{key_prefix}:db3", "here")
         assert await client.get(f"{key_prefix}:db3") == b"here"
         await client.delete(f"{key_prefix}:db3")
     finally:
@@ -85,14 +97,14 @@ async def test_a_stopped_server_fails_fast_and_a_restarted_one_is_used_again(tmp
     server = EmbeddedRedis(tmp_path / "redis").start()
     pipe = RedisPipe.from_url(server.url, connect_timeout_s=1.0)
     try:
-        assert await pipe.call("PING") == b"PONG"
+        assert await call(pipe, "PING") == b"PONG"
         server.stop()
         started = time.monotonic()
         with pytest.raises(ConnectionError):
-            await pipe.call("PING")
+            await call(pipe, "PING")
         assert time.monotonic() - started < 2.0
         server.start()
-        assert await pipe.call("PING") == b"PONG"
+        assert await call(pipe, "PING") == b"PONG"
     finally:
         await pipe.close()
         server.stop()
@@ -110,7 +122,7 @@ async def test_a_server_that_does_not_answer_times_out():
     try:
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            await pipe.call("PING")
+            await call(pipe, "PING")
         assert time.monotonic() - started < 1.5
     finally:
         await pipe.close()

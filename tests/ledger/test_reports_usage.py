@@ -39,7 +39,7 @@ async def ledger(redis_client, key_prefix) -> Ledger:
 
 
 async def test_project_report_lists_its_costliest_sessions_first(ledger: Ledger):
-    report = await reports.usage_report(ledger, "project", "acme", "day")
+    report = await reports.read_usage(ledger, "project", "acme", "day")
     assert report["top_sessions"] == [
         {"session": "run-2", "requests": 1, "prompt_tokens": 10, "completion_tokens": 2, "cost_usd": "1.00"},
         {"session": "run-1", "requests": 3, "prompt_tokens": 30, "completion_tokens": 6, "cost_usd": "0.002500157"},
@@ -48,24 +48,24 @@ async def test_project_report_lists_its_costliest_sessions_first(ledger: Ledger)
 
 
 async def test_top_sessions_are_cut_at_top_and_follow_the_period(ledger: Ledger):
-    one = await reports.usage_report(ledger, "project", "acme", "day", top=1)
+    one = await reports.read_usage(ledger, "project", "acme", "day", top=1)
     assert [s["session"] for s in one["top_sessions"]] == ["run-2"]
-    none = await reports.usage_report(ledger, "project", "acme", "day", top=0)
+    none = await reports.read_usage(ledger, "project", "acme", "day", top=0)
     assert none["top_sessions"] == []
-    month = await reports.usage_report(ledger, "project", "acme", "month")
+    month = await reports.read_usage(ledger, "project", "acme", "month")
     assert [(s["session"], s["cost_usd"]) for s in month["top_sessions"]] == [
         ("run-2", "1.00"), ("run-1", "0.002500157"), ("run-3", "0.000000009")]
-    yesterday = await reports.usage_report(ledger, "project", "acme", "day", datetime(2026, 11, 22))
+    yesterday = await reports.read_usage(ledger, "project", "acme", "day", datetime(2026, 11, 22))
     assert [s["session"] for s in yesterday["top_sessions"]] == ["run-3"]
 
 
 async def test_only_project_reports_list_top_sessions(ledger: Ledger):
-    agent = await reports.usage_report(ledger, "agent", "acme/planner", "day")
+    agent = await reports.read_usage(ledger, "agent", "acme/planner", "day")
     assert "top_sessions" not in agent and agent["requests"] == 3
 
 
 async def test_a_bare_model_name_reads_every_project(ledger: Ledger):
-    report = await reports.usage_report(ledger, "model", "gpt-4o", "day")
+    report = await reports.read_usage(ledger, "model", "gpt-4o", "day")
     assert report["id"] == "gpt-4o" and report["period_start"] == "2026-11-23T00:00:00Z"
     assert report["requests"] == 4 and report["cost_usd"] == "1.002500018"
     assert report["prompt_tokens"] == 40 and report["total_tokens"] == 48
@@ -73,15 +73,15 @@ async def test_a_bare_model_name_reads_every_project(ledger: Ledger):
         "acme": {"requests": 3, "prompt_tokens": 30, "completion_tokens": 6, "cost_usd": "1.002500007"},
         "beta": {"requests": 1, "prompt_tokens": 10, "completion_tokens": 2, "cost_usd": "0.000000011"},
     }
-    one = await reports.usage_report(ledger, "model", "acme/gpt-4o", "day")
+    one = await reports.read_usage(ledger, "model", "acme/gpt-4o", "day")
     assert one["requests"] == 3 and "by_project" not in one
 
 
 async def test_a_model_whose_name_has_a_slash_is_read_across_projects_with_a_star(ledger: Ledger):
-    report = await reports.usage_report(ledger, "model", "*/openrouter/llama", "day")
+    report = await reports.read_usage(ledger, "model", "*/openrouter/llama", "day")
     assert report["id"] == "*/openrouter/llama" and report["requests"] == 1
     assert set(report["by_project"]) == {"beta"}
-    nowhere = await reports.usage_report(ledger, "model", "gpt-5", "day")
+    nowhere = await reports.read_usage(ledger, "model", "gpt-5", "day")
     assert nowhere["requests"] == 0 and nowhere["cost_usd"] == "0.00" and nowhere["by_project"] == {}
 
 
@@ -128,7 +128,7 @@ async def _check_parts(redis_url: str, recorded) -> None:
             await ledger.settle(event(f"r{n}", Attribution("acme", agent, session, key), ts=T0, model=model,
                                       cost_nano=cost, prompt=prompt, completion=completion))
         expected = (len(recorded), sum(r[5] for r in recorded), sum(r[6] for r in recorded), sum(r[4] for r in recorded))
-        project = await reports.usage_report(ledger, "project", "acme", "day", top=100)
+        project = await reports.read_usage(ledger, "project", "acme", "day", top=100)
         assert _totals(project) == expected
         assert _sums(project["by_model"].values()) == expected
         assert _sums(project["by_agent"].values()) == expected
@@ -139,9 +139,9 @@ async def _check_parts(redis_url: str, recorded) -> None:
                   + [("session", f"acme/{s}") for s in {r[1] for r in recorded} if s]
                   + [("key", f"acme/{k}") for k in {r[2] for r in recorded} if k])
         for scope, scope_id in scopes:
-            report = await reports.usage_report(ledger, scope, scope_id, "day")
+            report = await reports.read_usage(ledger, scope, scope_id, "day")
             assert _sums(report["by_model"].values()) == _totals(report)
-        models = [await reports.usage_report(ledger, "model", f"*/{m}", "day") for m in {r[3] for r in recorded}]
+        models = [await reports.read_usage(ledger, "model", f"*/{m}", "day") for m in {r[3] for r in recorded}]
         assert _sums(models) == expected
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]

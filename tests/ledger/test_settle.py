@@ -14,6 +14,7 @@ from proxy.ledger.keys import Keys
 from proxy.domain import Attribution, SettleOutcome, UsageEvent
 from proxy.ledger.ledger import Ledger, Ttls
 from tests.ledger.helpers import FakeClock, epoch, event
+from proxy.ledger.reports import read_usage
 
 T0 = epoch("2026-11-23T18:30:00")  # a Monday, ISO week 48
 BUCKETS = ("h2026112318", "d20261123", "w2026W48", "m202611", "total")
@@ -129,9 +130,9 @@ async def test_every_key_of_a_project_carries_its_hash_tag(ledger: Ledger, redis
 
 async def test_model_names_with_colons_and_slashes_stay_whole(ledger: Ledger, redis_client, key_prefix):
     await ledger.settle(event("r1", WHO, ts=T0, model="openrouter/meta:llama|3", cost_nano=10))
-    report = await ledger.usage_report("model", "acme/openrouter/meta:llama|3", "day", datetime(2026, 11, 23))
+    report = await read_usage(ledger, "model", "acme/openrouter/meta:llama|3", "day", datetime(2026, 11, 23))
     assert report["requests"] == 1 and report["cost_usd"] == "0.00000001"
-    project = await ledger.usage_report("project", "acme", "day", datetime(2026, 11, 23))
+    project = await read_usage(ledger, "project", "acme", "day", datetime(2026, 11, 23))
     assert list(project["by_model"]) == ["openrouter/meta:llama|3"]
 
 
@@ -163,7 +164,7 @@ async def test_unreachable_redis_is_ledger_unavailable():
         with pytest.raises(LedgerUnavailable):
             await ledger.ping()
         with pytest.raises(LedgerUnavailable):
-            await ledger.usage_report("project", "acme", "day")
+            await read_usage(ledger, "project", "acme", "day")
     finally:
         await client.aclose()
 
@@ -177,7 +178,7 @@ async def test_decoded_clients_work_too(redis_url, key_prefix):
     try:
         ledger = Ledger(client, prefix=key_prefix, clock=FakeClock(T0))
         await ledger.settle(event("r1", WHO, ts=T0, cost_nano=2_500_000_000))
-        report = await ledger.usage_report("project", "acme", "total")
+        report = await read_usage(ledger, "project", "acme", "total")
         assert report["cost_usd"] == "2.50"
         await ledger.set_budget("project", "acme", 5 * 10**9, "month")
         assert (await ledger.get_budget("project", "acme"))["spent_usd"] == "2.50"

@@ -13,6 +13,7 @@ from proxy.domain import Attribution
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.pipe import RedisPipe
 from tests.ledger.helpers import FakeClock, epoch, event
+from proxy.ledger.reports import read_usage
 
 T0 = epoch("2026-11-23T18:30:00")
 BUCKETS = ("h2026112318", "d20261123", "w2026W48", "m202611", "total")
@@ -63,8 +64,8 @@ async def test_a_batch_leaves_what_settling_one_by_one_leaves(ledgers, redis_cli
     for e in _events("r"):
         assert (await one_by_one.settle(e)).recorded
     sizes: list[int] = []
-    write = together._settler._write
-    together._settler._write = lambda jobs: (sizes.append(len(jobs)), write(jobs))[1]
+    write = together._settles.batcher._write
+    together._settles.batcher._write = lambda jobs: (sizes.append(len(jobs)), write(jobs))[1]
     outcomes = await asyncio.gather(*(together.settle(e) for e in _events("r")))
     assert sizes == [40]  # one batch: two script calls (one per project) in one round trip
     assert all(o.recorded for o in outcomes)
@@ -83,7 +84,7 @@ async def test_a_request_id_twice_in_one_batch_is_recorded_once(ledgers, redis_c
     first, again = await asyncio.gather(ledger.settle(event("same", who, ts=T0, cost_nano=500)),
                                         ledger.settle(event("same", who, ts=T0, cost_nano=999)))
     assert (first.recorded, again.recorded) == (True, False)
-    report = await ledger.usage_report("project", "acme", "day")
+    report = await read_usage(ledger, "project", "acme", "day")
     assert (report["requests"], report["cost_usd"]) == (1, "0.0000005")
     assert await redis_client.xlen(ledger.keys.events("acme")) == 1
 

@@ -12,6 +12,7 @@ from proxy.domain import Attribution, SettleOutcome, UsageEvent
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.spool import Spool
 from tests.ledger.helpers import FakeClock, epoch, event
+from proxy.ledger.reports import read_usage
 
 T0 = epoch("2026-11-23T18:30:00")
 WHO = Attribution("acme", "planner", "run-42", "k1")
@@ -28,7 +29,7 @@ def spool(tmp_path) -> Spool:
 
 
 async def total_cost(ledger: Ledger) -> tuple[int, str]:
-    report = await ledger.usage_report("project", "acme", "total")
+    report = await read_usage(ledger, "project", "acme", "total")
     return report["requests"], report["cost_usd"]
 
 

@@ -9,6 +9,7 @@ import pytest
 from proxy.domain import Attribution
 from proxy.ledger.ledger import Ledger
 from tests.ledger.helpers import FakeClock, epoch, event
+from proxy.ledger.reports import read_usage
 
 T0 = epoch("2026-11-23T18:30:00")
 
@@ -27,7 +28,7 @@ async def ledger(redis_client, key_prefix) -> Ledger:
 
 
 async def test_project_day_report_has_the_documented_shape(ledger: Ledger):
-    report = await ledger.usage_report("project", "acme", "day", datetime(2026, 11, 23, 12, tzinfo=timezone.utc))
+    report = await read_usage(ledger, "project", "acme", "day", datetime(2026, 11, 23, 12, tzinfo=timezone.utc))
     assert report == {
         "scope": "project", "id": "acme", "period": "day",
         "period_start": "2026-11-23T00:00:00Z", "period_end": "2026-11-24T00:00:00Z",
@@ -42,6 +43,11 @@ async def test_project_day_report_has_the_documented_shape(ledger: Ledger):
             "coder": {"requests": 1, "prompt_tokens": 7, "completion_tokens": 1, "cost_usd": "1.00"},
             "planner": {"requests": 2, "prompt_tokens": 1010, "completion_tokens": 105, "cost_usd": "0.00250015"},
         },
+        "top_sessions": [
+            {"session": "run-2", "requests": 1, "prompt_tokens": 7, "completion_tokens": 1, "cost_usd": "1.00"},
+            {"session": "run-1", "requests": 2, "prompt_tokens": 1010, "completion_tokens": 105,
+             "cost_usd": "0.00250015"},
+        ],
     }
 
 
@@ -49,7 +55,7 @@ async def test_totals_equal_the_sum_of_models_and_of_agents(ledger: Ledger):
     from pricing.money import usd_to_nano
 
     for period in ("hour", "day", "week", "month", "total"):
-        report = await ledger.usage_report("project", "acme", period)
+        report = await read_usage(ledger, "project", "acme", period)
         for part in ("by_model", "by_agent"):
             parts = report[part].values()
             assert sum(p["requests"] for p in parts) == report["requests"]
@@ -59,43 +65,43 @@ async def test_totals_equal_the_sum_of_models_and_of_agents(ledger: Ledger):
 
 
 async def test_week_and_total_include_the_previous_day(ledger: Ledger):
-    week = await ledger.usage_report("project", "acme", "week")
+    week = await read_usage(ledger, "project", "acme", "week")
     # 2026-11-22 is the Sunday of ISO week 47: not in this week.
     assert week["requests"] == 3 and week["period_start"] == "2026-11-23T00:00:00Z"
-    month = await ledger.usage_report("project", "acme", "month")
+    month = await read_usage(ledger, "project", "acme", "month")
     assert month["requests"] == 4 and month["period_end"] == "2026-12-01T00:00:00Z"
-    total = await ledger.usage_report("project", "acme", "total")
+    total = await read_usage(ledger, "project", "acme", "total")
     assert total["requests"] == 4 and total["period_start"] is None and total["period_end"] is None
-    yesterday = await ledger.usage_report("project", "acme", "day", datetime(2026, 11, 22))
+    yesterday = await read_usage(ledger, "project", "acme", "day", datetime(2026, 11, 22))
     assert yesterday["requests"] == 1 and yesterday["cost_usd"] == "0.000000009"
 
 
 async def test_agent_report_is_qualified_by_project_and_has_no_by_agent(ledger: Ledger):
-    report = await ledger.usage_report("agent", "acme/planner", "day")
+    report = await read_usage(ledger, "agent", "acme/planner", "day")
     assert report["id"] == "acme/planner" and "by_agent" not in report
     assert report["requests"] == 2 and report["cost_usd"] == "0.00250015"
     assert set(report["by_model"]) == {"gpt-4o", "gpt-4o-mini"}
 
 
 async def test_session_and_model_reports(ledger: Ledger):
-    session = await ledger.usage_report("session", "acme/run-2", "day")
+    session = await read_usage(ledger, "session", "acme/run-2", "day")
     assert session["id"] == "acme/run-2" and session["requests"] == 1 and session["cost_usd"] == "1.00"
-    model = await ledger.usage_report("model", "acme/gpt-4o", "day")
+    model = await read_usage(ledger, "model", "acme/gpt-4o", "day")
     assert model["requests"] == 2 and model["cost_usd"] == "1.0025"
 
 
 async def test_unknown_scope_period_or_id_form_is_a_value_error_saying_what_to_use(ledger: Ledger):
     with pytest.raises(ValueError, match="unknown scope 'team': use one of project, agent, session, key, model"):
-        await ledger.usage_report("team", "acme", "day")
+        await read_usage(ledger, "team", "acme", "day")
     with pytest.raises(ValueError, match="unknown period 'year': use one of hour, day, week, month, total"):
-        await ledger.usage_report("project", "acme", "year")
+        await read_usage(ledger, "project", "acme", "year")
     with pytest.raises(ValueError, match="PROJECT/AGENT"):
-        await ledger.usage_report("agent", "planner", "day")
+        await read_usage(ledger, "agent", "planner", "day")
     with pytest.raises(ValueError, match="invalid project id"):
-        await ledger.usage_report("project", "ac me", "day")
+        await read_usage(ledger, "project", "ac me", "day")
 
 
 async def test_report_of_an_unknown_project_is_zero(ledger: Ledger):
-    report = await ledger.usage_report("project", "nobody", "day")
+    report = await read_usage(ledger, "project", "nobody", "day")
     assert report["requests"] == 0 and report["cost_usd"] == "0.00" and report["by_model"] == {}
     assert report["by_agent"] == {}

@@ -6,19 +6,13 @@
 --   +1 config hash (limit, period, mode)     +2 reservation zset (request id -> deadline ms)
 --   +3 amount hash (request id -> nano, "" -> running total)
 --   +4..+8 the budget's usage hashes for the current hour, day, week, month, total buckets
+-- then, when a lease is asked for, its operation key (the count is 8 per budget + 1): a lease
+-- grant may be sent twice (a lost connection) and must hold the lease once, so the reply is
+-- kept there until the lease's deadline, and a second call returns it and changes nothing.
 -- ARGV[1] request id   ARGV[2] amount, nano-USD   ARGV[3] now, epoch ms   ARGV[4] deadline, epoch ms
 -- ARGV[5] lease id ("" = no lease)   ARGV[6] lease amount   ARGV[7] lease deadline, epoch ms
 -- ARGV[8] room a lease needs: the lease is held instead of the request's amount only when every
 --         hard budget has at least this much room (and the request's amount fits, as always)
--- then, optionally, one segment per candidate budget (all or none) describing the settles the
--- caller has queued but not sent yet, which will reach Redis after this script:
---   N, the cost they will add to the budget's hour, day, week, month and total buckets (5
---   values), then the N request ids of those holding a reservation of their own, then M and
---   M pairs (lease id, nano-USD) for those that drew from a lease: what they will release of it.
--- The budget is then checked as if they had been settled first: their cost counts as spent,
--- and their holds on this budget (those still held; of a lease still held, at most all of it)
--- no longer count as held.
---
 -- First reclaims every hold whose deadline < now, then checks that each hard budget has
 -- limit - spent - held >= amount (a previous hold of this same request id is replaced, not
 -- counted), and only if all do, holds the amount on every existing budget, soft ones included:
@@ -34,10 +28,18 @@ local period_index = {hour = 1, day = 2, week = 3, month = 4, total = 5}
 local reclaimed = 0
 local found = {}
 local ok = 1
-local queued = #ARGV > 8
-local at = 9  -- this candidate's segment of queued settles
+local op = nil
+if #KEYS % 8 == 1 then
+  op = KEYS[#KEYS]
+  local seen = redis.call('GET', op)
+  if seen then
+    local again = {}
+    for v in string.gmatch(seen, '[^,]+') do again[#again + 1] = tonumber(v) end
+    return again
+  end
+end
 
-for b = 0, #KEYS / 8 - 1 do
+for b = 0, math.floor(#KEYS / 8) - 1 do
   local base = 8 * b
   local config = redis.call('HMGET', KEYS[base + 1], 'limit', 'period', 'mode')
   if config[1] then
@@ -58,21 +60,6 @@ for b = 0, #KEYS / 8 - 1 do
     local spent = tonumber(redis.call('HGET', KEYS[base + 3 + p], 'cost') or '0')
     local own = redis.call('HGET', amounts, rid)
     local held = tonumber(redis.call('HGET', amounts, '') or '0') - tonumber(own or '0')
-    if queued then
-      spent = spent + tonumber(ARGV[at + p])
-      local n = tonumber(ARGV[at])
-      for first = at + 6, at + 5 + n, 512 do
-        local holds = redis.call('HMGET', amounts, unpack(ARGV, first, math.min(first + 511, at + 5 + n)))
-        for _, h in ipairs(holds) do
-          if h then held = held - tonumber(h) end
-        end
-      end
-      local m_at = at + 6 + n
-      for j = m_at + 1, m_at + 2 * tonumber(ARGV[m_at]), 2 do
-        local h = redis.call('HGET', amounts, ARGV[j])
-        if h then held = held - math.min(tonumber(h), tonumber(ARGV[j + 1])) end
-      end
-    end
     local hard = 0
     if config[3] ~= 'soft' then
       hard = 1
@@ -81,10 +68,6 @@ for b = 0, #KEYS / 8 - 1 do
       if room < need then leasing = false end
     end
     found[#found + 1] = {b, hard, p, limit, spent, held, own}
-  end
-  if queued then
-    local m_at = at + 6 + tonumber(ARGV[at])
-    at = m_at + 1 + 2 * tonumber(ARGV[m_at])
   end
 end
 
@@ -105,5 +88,10 @@ for _, f in ipairs(found) do
     redis.call('ZADD', KEYS[8 * f[1] + 2], hold_deadline, hold)
   end
   for i = 1, 6 do reply[#reply + 1] = f[i] end
+end
+if op then
+  local kept = {}
+  for i, v in ipairs(reply) do kept[i] = string.format('%.0f', v) end
+  redis.call('SET', op, table.concat(kept, ','), 'PX', math.max(1, tonumber(ARGV[7]) - tonumber(now)))
 end
 return reply

@@ -1,9 +1,8 @@
-"""A reservation sent ahead of queued settles decides exactly as if they had been written first.
+"""A reservation sees the settles its process queued before it, as if they had been written.
 
-On the pipe, settles wait briefly in a queue and a reservation goes to Redis ahead of them,
-telling reserve.lua what they will change. Each scenario runs the same operations on two
-ledgers: one on the pipe (reservations ahead of the queue) and one on redis-py (every queued
-settle written before the next reservation). Every reservation must come out the same.
+On the pipe, settles wait briefly in a queue for others to join their batch; a reservation
+sends the queue first and waits for it. Each scenario runs the same operations on two ledgers:
+one on the pipe and one on redis-py (no delay). Every reservation must come out the same.
 """
 
 from __future__ import annotations
@@ -32,22 +31,21 @@ def _seen(outcome) -> tuple:
 
 @pytest.fixture
 async def pair(redis_client, redis_url, key_prefix):
-    """(ahead, plain, clock): the same budgets, one ledger on the pipe, one on redis-py."""
+    """(piped, plain, clock): the same budgets, one ledger on the pipe, one on redis-py."""
     clock = FakeClock(T0)
-    # As after a Redis restart: no script is loaded. The pipe loads them when it connects, so
-    # no settle sent behind a reservation fails with NOSCRIPT and is retried after it. (Only on
-    # the tests' own embedded Redis: SCRIPT FLUSH is server-wide.)
+    # As after a Redis restart: no script is loaded. The pipe loads them when it connects.
+    # (Only on the tests' own embedded Redis: SCRIPT FLUSH is server-wide.)
     if not os.environ.get("REDIS_URL"):
         await redis_client.script_flush()
     pipe = RedisPipe.from_url(redis_url)
-    ahead = Ledger(redis_client, prefix=f"{key_prefix}a", clock=clock, pipe=pipe)
+    piped = Ledger(redis_client, prefix=f"{key_prefix}a", clock=clock, pipe=pipe)
     plain = Ledger(redis_client, prefix=f"{key_prefix}b", clock=clock)
-    for ledger in (ahead, plain):
+    for ledger in (piped, plain):
         await ledger.set_budget("project", "acme", 60_000, "day")
         await ledger.set_budget("agent", "acme/planner", 30_000, "month")
         await ledger.set_budget("key", "acme/k1", 20_000, "hour")
         await ledger.set_budget("session", "acme/run-1", 25_000, "total", "soft")
-    yield ahead, plain, clock
+    yield piped, plain, clock
     await pipe.close()
     for side in "ab":
         keys = [k async for k in redis_client.scan_iter(match=f"{key_prefix}{side}:*", count=1000)]
@@ -56,19 +54,19 @@ async def pair(redis_client, redis_url, key_prefix):
 
 
 @pytest.mark.parametrize("seed", range(6))
-async def test_reservations_ahead_of_queued_settles_match_the_plain_order(pair, seed):
-    ahead, plain, clock = pair
+async def test_reservations_behind_queuedd_settles_match_the_plain_order(pair, seed):
+    piped, plain, clock = pair
     rng = random.Random(seed)
     in_flight: list[tuple[str, Attribution, int]] = []
     recordings = []
-    ahead_of_queue = 0
+    behind_queued = 0
     for n in range(120):
         step = rng.random()
         if step < 0.45 or not in_flight:
             who, amount, rid = rng.choice(PEOPLE), rng.randrange(0, 4_000), f"r{n}"
             deadline = rng.choice([30, 600])
-            ahead_of_queue += bool(ahead._queued)
-            seen = [await ledger.reserve(rid, who, amount, deadline_s=deadline) for ledger in (ahead, plain)]
+            behind_queued += any(not r.done() for r in recordings)
+            seen = [await ledger.reserve(rid, who, amount, deadline_s=deadline) for ledger in (piped, plain)]
             assert _seen(seen[0]) == _seen(seen[1]), f"step {n}"
             if seen[0].ok:
                 in_flight.append((rid, who, amount))
@@ -76,7 +74,7 @@ async def test_reservations_ahead_of_queued_settles_match_the_plain_order(pair, 
             rid, who, amount = in_flight.pop(rng.randrange(len(in_flight)))
             # Mostly under the hold, sometimes over it (an overrun), sometimes nothing.
             cost = rng.choice([0, amount // 2, amount, amount + 500])
-            for ledger in (ahead, plain):
+            for ledger in (piped, plain):
                 recordings.append(ledger.queue_settle(event(rid, who, ts=clock(), cost_nano=cost)))
         elif step < 0.97:
             clock.advance(rng.choice([5, 40, 90]))  # holds of 30 s expire; the hour turns
@@ -84,60 +82,59 @@ async def test_reservations_ahead_of_queued_settles_match_the_plain_order(pair, 
             await asyncio.gather(*recordings)
             recordings.clear()
     await asyncio.gather(*recordings)
-    assert ahead_of_queue > 10  # the scenario did send reservations ahead of queued settles
+    assert behind_queued > 10  # the scenario did make reservations while settles were queued
     for scope, scope_id in [("project", "acme"), ("agent", "acme/planner"), ("key", "acme/k1"),
                             ("session", "acme/run-1")]:
-        states = [await ledger.budget_state(scope, scope_id) for ledger in (ahead, plain)]
+        states = [await ledger.budget_state(scope, scope_id) for ledger in (piped, plain)]
         assert (states[0].spent_nano, states[0].reserved_nano) == (states[1].spent_nano, states[1].reserved_nano)
 
 
-async def test_a_queued_settle_waits_for_the_next_reservation_and_goes_right_behind_it(pair, redis_client):
-    ahead, _, clock = pair
+async def test_a_reservation_sends_the_queued_settles_first_and_sees_them(pair, redis_client):
+    piped, _, clock = pair
     who = PEOPLE[0]
-    assert (await ahead.reserve("r1", who, 6_000, deadline_s=60)).ok
-    recording = ahead.queue_settle(event("r1", who, ts=clock(), cost_nano=1_000))
+    assert (await piped.reserve("r1", who, 6_000, deadline_s=60)).ok
+    recording = piped.queue_settle(event("r1", who, ts=clock(), cost_nano=1_000))
     await asyncio.sleep(0)  # a loop turn: the settle is still queued, not sent
-    assert ahead._queued
-    assert await redis_client.get(ahead.keys.done("acme", "r1")) is None
-    second = await ahead.reserve("r2", who, 9_000, deadline_s=60)
+    assert not recording.done()
+    assert await redis_client.get(piped.keys.done("acme", "r1")) is None
+    second = await piped.reserve("r2", who, 9_000, deadline_s=60)
     # The tightest budget is the key's hourly 20 000: 1 000 spent, r1's hold of 6 000 released.
     assert second.ok and (second.tightest.scope, second.tightest.spent_nano) == ("key", 1_000)
     assert second.tightest.reserved_nano == 9_000
-    assert (await recording).reserved_nano == 6_000
-    assert not ahead._queued
+    assert recording.done() and recording.result().reserved_nano == 6_000
 
 
 async def test_a_queued_settle_is_sent_after_a_short_delay_without_a_reservation(pair, redis_client):
-    ahead, _, clock = pair
+    piped, _, clock = pair
     who = PEOPLE[1]
-    recording = ahead.queue_settle(event("r1", who, ts=clock(), cost_nano=1_000))
+    recording = piped.queue_settle(event("r1", who, ts=clock(), cost_nano=1_000))
     outcome = await asyncio.wait_for(recording, timeout=5)
     assert outcome.recorded
-    assert await redis_client.get(ahead.keys.done("acme", "r1")) == b"1"
+    assert await redis_client.get(piped.keys.done("acme", "r1")) == b"1"
 
 
-async def test_a_refusal_ahead_of_the_queue_counts_the_queued_spend(pair):
-    ahead, _, clock = pair
+async def test_a_refusal_behind_queued_settles_counts_their_spend(pair):
+    piped, _, clock = pair
     who = PEOPLE[1]  # coder with key k1: the key's hourly budget of 20 000 is the tightest
-    assert (await ahead.reserve("r1", who, 15_000, deadline_s=60)).ok
-    recording = ahead.queue_settle(event("r1", who, ts=clock(), cost_nano=15_000))
+    assert (await piped.reserve("r1", who, 15_000, deadline_s=60)).ok
+    recording = piped.queue_settle(event("r1", who, ts=clock(), cost_nano=15_000))
     # 20 000 - 15 000 spent leaves 5 000: a hold of 6 000 is refused, one of 5 000 is not.
-    refused = await ahead.reserve("r2", who, 6_000, deadline_s=60)
+    refused = await piped.reserve("r2", who, 6_000, deadline_s=60)
     assert not refused.ok and (refused.tightest.spent_nano, refused.tightest.reserved_nano) == (15_000, 0)
     await recording
-    assert (await ahead.reserve("r3", who, 5_000, deadline_s=60)).ok
+    assert (await piped.reserve("r3", who, 5_000, deadline_s=60)).ok
 
 
 async def test_queued_spend_of_the_previous_hour_does_not_count_in_the_new_one(pair):
-    ahead, _, clock = pair
+    piped, _, clock = pair
     who = PEOPLE[1]
-    await ahead.set_budget("key", "acme/k1", 3_000, "hour")
+    await piped.set_budget("key", "acme/k1", 3_000, "hour")
     clock.set("2026-11-23T18:59:59")
-    assert (await ahead.reserve("r1", who, 2_500, deadline_s=60)).ok
-    recording = ahead.queue_settle(event("r1", who, ts=clock(), cost_nano=2_500))
+    assert (await piped.reserve("r1", who, 2_500, deadline_s=60)).ok
+    recording = piped.queue_settle(event("r1", who, ts=clock(), cost_nano=2_500))
     clock.set("2026-11-23T19:00:01")
-    second = await ahead.reserve("r2", who, 2_900, deadline_s=60)  # a new hour: the key's spend is 0
+    second = await piped.reserve("r2", who, 2_900, deadline_s=60)  # a new hour: the key's spend is 0
     assert second.ok and (second.tightest.scope, second.tightest.spent_nano) == ("key", 0)
     assert (await recording).recorded
-    day = await ahead.budget_state("project", "acme")
+    day = await piped.budget_state("project", "acme")
     assert day.spent_nano == 2_500 and day.reserved_nano == 2_900

@@ -1,0 +1,210 @@
+"""The Lua scripts and their arguments: every KEYS / ARGV layout, in one place.
+
+Each script's call is built here, as strings, and both transports send that same layout:
+redis-py flattens the pieces (``flat``), the pipe frames them in the Redis protocol
+(``framed``). A piece is a tuple of strings, or, for the pipe, those strings packed once
+(``pack_strs``): the parts of a call that depend only on who, which model and which hour
+are packed once per plan and reused by every call.
+
+Scripts (``lua/``, their headers say what each reads):
+
+- ``reserve``: hold a request's worst case, or a budget lease, on every budget that applies.
+- ``settle``: record requests once per request id (their done-markers), releasing their holds.
+- ``release``: drop a hold, or part of one, without charging.
+- ``budget_status``: a budget's config, spend and live holds.
+
+A write the pipe or redis-py may send twice (after a lost connection) changes nothing the
+second time: a request's own hold is replaced, a settle is remembered by its request id, and a
+lease grant or a partial release carries an operation key (``Keys.op``) that remembers its
+reply for a while.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any, Sequence
+
+import redis.asyncio as aioredis
+
+from proxy.domain import Attribution, UsageEvent, attribution_fields
+from proxy.ledger.keys import Keys
+from proxy.ledger.pipe import RedisPipe, pack_strs
+
+__all__ = ["Scripts", "MAX_LUA_NANO", "lua_source", "hold_keys", "budget_keys", "budget_candidates",
+           "reserve_keys", "reserve_argv", "settle_plan_layout", "settle_fixed",
+           "settle_request", "settle_call", "release_argv", "status_argv", "flat", "framed", "Piece"]
+
+# Lua numbers are doubles: amounts a script compares must stay below 2**53 (about 9 million USD).
+MAX_LUA_NANO = 2**53 - 1
+# Breakdown levels of the usage scopes in settle.lua: 2 = by model and agent, 1 = by model.
+_LEVEL = {"project": 2, "agent": 1, "session": 1, "key": 1, "model": 0}
+
+Piece = tuple[str, ...] | bytes
+
+
+@cache
+def lua_source(name: str) -> str:
+    return resources.files("proxy.ledger").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+class Scripts:
+    """The four scripts, registered with redis-py (which reloads a script the server forgot)
+    and, when there is a pipe, loaded on each of its connections."""
+
+    __slots__ = ("reserve", "settle", "release", "status")
+
+    def __init__(self, redis: aioredis.Redis, pipe: RedisPipe | None) -> None:
+        self.reserve = redis.register_script(lua_source("reserve.lua"))
+        self.settle = redis.register_script(lua_source("settle.lua"))
+        self.release = redis.register_script(lua_source("release.lua"))
+        self.status = redis.register_script(lua_source("budget_status.lua"))
+        if pipe is not None:
+            # A settle sent behind a reservation must not fail on NOSCRIPT and be retried after it.
+            pipe.load_on_connect(self.reserve.script, self.settle.script, self.release.script)
+
+
+def flat(pieces: Sequence[Piece]) -> list[str]:
+    """Pieces of strings as redis-py takes them."""
+    return [s for piece in pieces for s in piece]
+
+
+def framed(sha: str, n_keys: int, n_args: int, keys: Sequence[bytes], args: Sequence[bytes]) -> bytes:
+    """``EVALSHA`` with packed pieces, in the Redis protocol."""
+    return b"".join((b"*%d\r\n" % (3 + n_keys + n_args), pack_strs(("EVALSHA", sha, str(n_keys))), *keys, *args))
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+def hold_keys(k: Keys, a: Attribution) -> list[str]:
+    """Reservation zset + amount hash of every budget that may apply to ``a`` (release.lua's
+    KEYS, and part of settle.lua's)."""
+    p = a.project
+    out = [k.reservations(p, "project", p), k.reservation_amounts(p, "project", p),
+           k.reservations(p, "agent", a.agent), k.reservation_amounts(p, "agent", a.agent)]
+    if a.session is not None:
+        out += [k.reservations(p, "session", a.session), k.reservation_amounts(p, "session", a.session)]
+    if a.key_id is not None:
+        out += [k.reservations(p, "key", a.key_id), k.reservation_amounts(p, "key", a.key_id)]
+    return out
+
+
+def budget_keys(k: Keys, project: str, scope: str, local: str, buckets: Sequence[str]) -> list[str]:
+    """One budget's config, reservation zset, amount hash, then its usage hashes of ``buckets``
+    (budget_status.lua's KEYS; 8 of reserve.lua's per candidate budget)."""
+    return [k.budget(project, scope, local), k.reservations(project, scope, local),
+            k.reservation_amounts(project, scope, local), *(k.usage(project, scope, b, local) for b in buckets)]
+
+
+def budget_candidates(a: Attribution) -> tuple[tuple[str, str], ...]:
+    """The budget scopes that may apply to ``a``, in the scripts' order."""
+    out = [("project", a.project), ("agent", a.agent)]
+    if a.session is not None:
+        out.append(("session", a.session))
+    if a.key_id is not None:
+        out.append(("key", a.key_id))
+    return tuple(out)
+
+
+# -- reserve.lua ----------------------------------------------------------------------------
+
+def reserve_keys(k: Keys, project: str, candidates: Sequence[tuple[str, str]], buckets: Sequence[str]) -> list[str]:
+    """reserve.lua's KEYS but the operation key a lease grant adds at the end."""
+    out: list[str] = []
+    for scope, local in candidates:
+        out += budget_keys(k, project, scope, local, buckets)
+    return out
+
+
+def reserve_argv(request_id: str, amount: int, now_ms: int, deadline_s: float,
+                 lease: tuple[str, int, float, int] | None) -> tuple[str, ...]:
+    """reserve.lua's ARGV[1..8]; ``lease``: (id, amount, deadline in clock seconds, room it needs)."""
+    return (request_id, str(amount), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000))),
+            *(("", "0", "0", "0") if lease is None else
+              (lease[0], str(lease[1]), str(int(lease[2] * 1000)), str(lease[3]))))
+
+
+# -- settle.lua -----------------------------------------------------------------------------
+
+def settle_plan_layout(k: Keys, a: Attribution, model: str, buckets: tuple[str, ...]
+                       ) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]:
+    """What a settle of ``a``'s request on ``model`` in the hour of ``buckets`` sends besides the
+    request's own values: its usage scopes (the model last), its KEYS, and its plan segment."""
+    p = a.project
+    holds = hold_keys(k, a)
+    scopes = (*budget_candidates(a), ("model", model))
+    keys = [k.events(p), *holds]
+    for scope, scope_id in scopes:
+        keys += [k.usage(p, scope, bucket, scope_id) for bucket in buckets]
+    if a.session is not None:
+        keys += [k.top_sessions(p, bucket) for bucket in buckets]
+    for scope, scope_id in scopes[:-1]:  # budget scopes: config and alert claims
+        keys += [k.budget(p, scope, scope_id), k.alerted(p, scope, scope_id)]
+    segment = (str(len(holds) // 2), str(len(scopes)), "5" if a.session is not None else "0",
+               model, a.agent, a.session or "", *(str(_LEVEL[scope]) for scope, _ in scopes), *buckets,
+               *attribution_fields(a))
+    return scopes, tuple(keys), (str(1 + len(segment)), *segment)
+
+
+def settle_fixed(done_ttl_s: int, ttls: Sequence[str], stream_maxlen: int) -> tuple[str, ...]:
+    """settle.lua's ARGV[2..8], the same for every call of a ledger."""
+    return (str(done_ttl_s), *ttls, str(stream_maxlen))
+
+
+def _bad_count(event: UsageEvent) -> ValueError:
+    for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens",
+                 "reasoning_tokens", "cost_nano"):
+        value = getattr(event, name)
+        if type(value) is not int or value < 0:
+            return ValueError(f"{name} must be a non-negative int, not {value!r}")
+    return ValueError(f"cost_nano must be at most {MAX_LUA_NANO}, not {event.cost_nano}")
+
+
+def settle_request(hold: str, renew: bool, part: str, event: UsageEvent) -> tuple[str, ...]:
+    """One request's segment of settle.lua's ARGV after its length and plan index: hold id,
+    renew, part, the eight increments, then the event's head and tail (its attribution fields
+    are its plan's, sent once per call). ``ValueError`` for counts that cannot be recorded."""
+    e = event
+    prompt, completion, cached, creation, reasoning, cost = (
+        e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.cache_creation_tokens, e.reasoning_tokens,
+        e.cost_nano)
+    if not (type(prompt) is int and prompt >= 0 and type(completion) is int and completion >= 0
+            and type(cached) is int and cached >= 0 and type(creation) is int and creation >= 0
+            and type(reasoning) is int and reasoning >= 0 and type(cost) is int and 0 <= cost <= MAX_LUA_NANO):
+        raise _bad_count(e)
+    head, tail = e.head_and_tail()
+    return (hold, "1" if renew else "0", part, "1", str(prompt), str(completion), str(cached), str(creation),
+            str(reasoning), str(cost), "1" if e.estimated else "0", str(len(head)), *head, *tail)
+
+
+def settle_call(jobs: Sequence[Any], fixed: tuple[str, ...], packed: bool
+                ) -> tuple[int, list[Piece], int, list[Piece]]:
+    """One settle.lua call for ``jobs`` (``settle.SettleJob``s, all of one project): its number
+    of KEYS and their pieces, its number of ARGV and their pieces. Pieces are packed when
+    ``packed`` (the pipe)."""
+    index: dict[Any, int] = {}
+    numbers = [index.setdefault(job.plan, len(index) + 1) for job in jobs]
+    plans = list(index)
+    head = (str(len(jobs)), *fixed, str(len(plans)))
+    keys: list[Piece] = [plan.packed_keys if packed else plan.keys for plan in plans]
+    keys += [job.packed_done if packed else (job.done_key,) for job in jobs]
+    args: list[Piece] = [pack_strs(head) if packed else head]
+    args += [plan.packed_segment if packed else plan.segment for plan in plans]
+    n_args = len(head) + sum(len(plan.segment) for plan in plans)
+    for job, n in zip(jobs, numbers):
+        segment_head = (str(2 + len(job.args)), str(n))  # the segment's length and its plan's index
+        args += (pack_strs(segment_head) if packed else segment_head, job.packed_args if packed else job.args)
+        n_args += 2 + len(job.args)
+    return len(jobs) + sum(len(plan.keys) for plan in plans), keys, n_args, args
+
+
+# -- release.lua, budget_status.lua ---------------------------------------------------------
+
+def release_argv(hold_id: str, part: int | None = None, op_ttl_s: int = 0) -> list[str]:
+    """release.lua's ARGV: the hold, the part to give back (None: all of it), and how long the
+    operation key (the last of KEYS, when ``op_ttl_s``) remembers the release."""
+    return [hold_id, "" if part is None else str(part), str(op_ttl_s)]
+
+
+def status_argv(now_s: float) -> list[str]:
+    return [str(int(now_s * 1000))]
