@@ -4,7 +4,7 @@
 at it. Replies are made of words that are one token each, picked from the request (a hash of
 the last user message), so the same request always gets the same reply and its length in
 tokens is known exactly. Usage is counted with the code farebox itself uses
-(``proxy.tokens``), so an estimate farebox makes and the usage reported here agree.
+(``proxy.tokens``, ``proxy.apis.chat_prompt``), so an estimate farebox makes and the usage reported here agree.
 
 Endpoints::
 
@@ -63,13 +63,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.tokens import (
-    count_chat_prompt_async,
-    count_completion,
-    count_text,
-    encoding_name_for_model,
-    ensure_offline_encodings,
-)
+from proxy.apis.chat_prompt import count_chat_prompt_async, count_completion
+from proxy.tokens import count_text, encoding_name_for_model, ensure_offline_encodings
 
 __all__ = [
     "RECEIVED",

@@ -13,7 +13,8 @@ from openai import AsyncOpenAI, RateLimitError
 
 from proxy import fake_upstream
 from proxy.fake_upstream import RECEIVED, create_fake_app
-from proxy.tokens import count_chat_prompt, count_completion, count_text
+from proxy.apis.chat_prompt import count_chat_prompt, count_completion
+from proxy.tokens import count_text
 
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]

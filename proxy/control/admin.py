@@ -19,7 +19,7 @@ from proxy.control import export
 from proxy.control import reports
 from proxy.http.appkeys import SERVICES
 from proxy.errors import BadRequest, NotFound
-from proxy.pipeline.parse import parse_json_object
+from proxy.apis.body import parse_json_object
 
 __all__ = ["routes"]
 

@@ -18,7 +18,7 @@ from openai import AsyncOpenAI, OpenAI
 
 from pricing.cost import Usage, cost_nano, worst_case_nano
 from pricing.money import nano_to_usd, usd_to_nano
-from proxy.tokens import count_chat_prompt
+from proxy.apis.chat_prompt import count_chat_prompt
 from tests.harness import LoopThread
 
 ADMIN = {"Authorization": "Bearer admin-secret"}

@@ -12,7 +12,7 @@ from aiohttp import web
 from openai import AsyncOpenAI, OpenAI
 
 from pricing.cost import Usage, cost_nano
-from proxy.tokens import count_chat_prompt, count_completion
+from proxy.apis.chat_prompt import count_chat_prompt, count_completion
 from tests.harness import LoopThread
 
 HEADERS = {"X-Project-Id": "acme", "X-Agent-Id": "planner", "X-Session-Id": "run-42"}
