@@ -356,6 +356,18 @@ async def test_gzip_header_compresses_the_body(fake):
     assert decoded["choices"] == completion["choices"]
 
 
+async def test_content_encoding_header_labels_the_body_and_leaves_its_bytes(fake):
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        headers = {"X-Fake-Content-Encoding": "br"}
+        async with session.post(fake.make_url(CHAT), json=BODY, headers=headers) as response:
+            assert response.headers["Content-Encoding"] == "br"
+            completion = json.loads(await response.read())
+        async with session.post(fake.make_url(CHAT), json={**BODY, "stream": True}, headers=headers) as response:
+            assert response.headers["Content-Encoding"] == "br"
+            assert (await response.read()).endswith(b"data: [DONE]\n\n")
+    assert completion["usage"]["completion_tokens"] == 16
+
+
 @pytest.mark.parametrize(("name", "value"), [
     ("X-Fake-Status", "200"), ("X-Fake-Status", "abc"), ("X-Fake-Usage", "[1]"), ("X-Fake-Usage", "{"),
     ("X-Fake-Reply-Tokens", "-1"), ("X-Fake-Reply-Tokens", "1000001"), ("X-Fake-Latency-Ms", "soon"), ("X-Fake-Gzip", "maybe"),
@@ -431,7 +443,7 @@ async def test_requests_are_recorded_and_can_be_cleared(fake):
 
 
 async def test_recording_keeps_only_the_latest_requests(fake, monkeypatch):
-    monkeypatch.setattr(fake_upstream, "RECORD_LIMIT", 3)
+    monkeypatch.setattr(fake_upstream.server, "RECORD_LIMIT", 3)
     for turn in range(5):
         await post_chat(fake, {**BODY, "user": str(turn)})
     assert [r["body"]["user"] for r in fake.app[RECEIVED]] == ["2", "3", "4"]

@@ -17,6 +17,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from proxy.upstream.decoding import accept_encoding
+from proxy.upstream.kinds import OpenAIKind
 from proxy.upstream.relay import Upstream, response_headers, upstream_errors
 from proxy.upstream.wire import ConnectionLost, ReadTimeout
 from tests.upstream.servers import RawServer, answer
@@ -324,14 +326,35 @@ async def test_compressed_bodies_are_decoded_by_read_and_iter_chunks(aiohttp_ups
     assert b"".join(await chunks_of(upstream)) == PLAIN
 
 
-async def test_other_content_encodings_are_passed_on_as_they_are(aiohttp_upstream):
+@pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, br"])
+async def test_a_body_in_an_encoding_farebox_does_not_decode_is_refused_with_502(aiohttp_upstream, encoding):
     async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=b"\x8b\x01\x80opaque", headers={"Content-Encoding": "br"})
+        return web.Response(body=b"\x8b\x01\x80opaque", headers={"Content-Encoding": encoding})
 
     upstream = await aiohttp_upstream(handler)
-    async with upstream.send("POST", "/chat/completions", {}, b"{}") as response:
-        assert response.headers["Content-Encoding"] == "br"
-        assert await upstream.read(response) == b"\x8b\x01\x80opaque"
+    with pytest.raises(UpstreamUnreachable) as refused:
+        async with upstream.send("POST", "/chat/completions", {}, b"{}") as response:
+            await upstream.read(response)
+    assert refused.value.status == 502
+    assert refused.value.code == "unsupported_content_encoding"
+    assert refused.value.message == (
+        f"The upstream {upstream.base_url} answered in Content-Encoding '{encoding}', which farebox cannot decode "
+        "(and did not ask for); nothing was passed on.")
+
+
+async def test_identity_content_encoding_is_read_as_it_is(aiohttp_upstream):
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=b"plain", headers={"Content-Encoding": "Identity"})
+
+    upstream = await aiohttp_upstream(handler)
+    assert await post(upstream) == (200, b"plain")
+
+
+def test_an_upstream_kind_may_ask_only_for_encodings_farebox_decodes():
+    assert accept_encoding(("gzip", "deflate", "identity")) == "gzip, deflate, identity"
+    with pytest.raises(ValueError):
+        accept_encoding(("gzip", "br"))
+    assert OpenAIKind("http://upstream.test/v1/").accept_encoding == "identity"
 
 
 async def test_the_content_type_is_its_media_type_lower_case_and_octet_stream_when_absent(raw_server):
