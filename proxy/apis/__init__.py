@@ -38,7 +38,7 @@ class ApiRequest(Protocol):
     body: dict[str, Any]        # the parsed JSON body (the shape may change it when forwarding)
     model: str                  # as the client named it (the catalog resolves it)
     stream: bool                # the client asked for a stream
-    max_output: int | None      # the client's output bound per choice; None: it set none; 0: the API generates no output
+    max_output: int | None      # the client's output bound per choice; None: none set; 0: the API generates none
     bound_field: str | None     # the body field that carries the output bound; None: there is none to set
     n: int                      # choices generated (the output bound counts once per choice)
 

@@ -178,8 +178,7 @@ class ChatCompletions:
     upstream_path = "/chat/completions"
     family = "openai"
 
-    def parse(self, raw: bytes) -> ChatRequest:
-        return parse_chat(raw)
+    parse = staticmethod(parse_chat)
 
     def count_prompt(self, request: ChatRequest, price: ModelPrice) -> Awaitable[int]:
         return count_chat_prompt_async(request.model, request.body)

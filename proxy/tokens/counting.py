@@ -17,7 +17,15 @@ from typing import Any, TypeVar
 
 import tiktoken
 
-from proxy.tokens.offline import CL100K, ENCODING_NAMES, O200K, ensure_offline_encodings, form_path, read_form, write_form
+from proxy.tokens.offline import (
+    CL100K,
+    ENCODING_NAMES,
+    O200K,
+    ensure_offline_encodings,
+    form_path,
+    read_form,
+    write_form,
+)
 
 __all__ = ["encoding_name_for_model", "encoding_loaded", "get_encoding", "preload_encodings", "bare_model",
            "tokens_in", "count_text", "offloaded", "DEFAULT_OFFLOAD_THRESHOLD_CHARS"]
