@@ -57,7 +57,8 @@ def _timed(fn: Any, repeat: int) -> list[float]:
 
 
 def time_prompt_counting(sizes: dict[str, int], repeat: dict[str, int]) -> dict[str, Any]:
-    from proxy.tokens import count_chat_prompt, preload_encodings  # noqa: PLC0415
+    from proxy.apis.chat_prompt import count_chat_prompt  # noqa: PLC0415
+    from proxy.tokens import preload_encodings  # noqa: PLC0415
 
     preload_encodings()
     results = {}
@@ -193,18 +194,18 @@ def _stream_bytes(chunks: int) -> list[bytes]:
 
 def time_sse_per_chunk(streams: int) -> dict[str, Any]:
     """The relay's per-event work (see ``_Call.relay_stream`` in proxy/flow.py), one event per read."""
-    from proxy.pipeline.measure import StreamMeter  # noqa: PLC0415
+    from proxy.apis.chat import ChatStreamMeter  # noqa: PLC0415
     from proxy.upstream.sse import SSESplitter  # noqa: PLC0415
 
     events = _stream_bytes(20)
 
     def relay_one_stream(strip_usage: bool) -> int:
         splitter = SSESplitter()
-        meter = StreamMeter()
+        meter = ChatStreamMeter("gpt-4o-mini", strip_usage)
         forwarded = 0
         for data in events:
-            forwarded += sum(meter.take(raw, strip_usage) for raw in splitter.feed(data))
-        meter.result("gpt-4o-mini", 24)
+            forwarded += sum(meter.take(raw) for raw in splitter.feed(data))
+        meter.result(24)
         return forwarded
 
     relay_one_stream(False)

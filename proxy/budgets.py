@@ -1,8 +1,8 @@
 """Step 4, reserve: the budget check that happens before anything is forwarded.
 
 The worst case of a request is its counted prompt at the input price plus its output bound
-(``max_completion_tokens`` / ``max_tokens``, else the catalog's ``max_output_tokens``, times
-``n``) at the output price. The ledger reserves that amount atomically on every budget that
+(the client's, e.g. chat's ``max_completion_tokens`` / ``max_tokens``, else the catalog's
+``max_output_tokens``, times ``n``) at the output price. The ledger reserves that amount atomically on every budget that
 applies, or nothing. When it does not fit but the room left still pays for at least
 ``min_output_tokens`` of output, the request goes ahead with its output bound lowered to what
 fits (clamping) instead of being refused; below that it gets 402.
@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from pricing.catalog import ModelPrice
 from pricing.cost import max_output_for_budget, worst_case_nano
 from pricing.money import nano_to_usd
+from proxy.apis import ApiRequest
 from proxy.errors import BudgetExceeded
 from proxy.domain import Attribution, BudgetView, iso_utc
 from proxy.ledger.ledger import Ledger
-from proxy.pipeline.parse import ChatRequest
 from proxy.settings import Settings
 
 __all__ = ["Grant", "reserve_budget", "budget_exceeded"]
@@ -41,20 +41,21 @@ class Grant:
     remaining: BudgetView | None    # the tightest hard budget after this reservation
 
 
-def output_bound(chat: ChatRequest, price: ModelPrice, settings: Settings) -> tuple[int, bool]:
+def output_bound(request: ApiRequest, price: ModelPrice, settings: Settings) -> tuple[int, bool]:
     """The per-choice output bound and whether farebox must send it (the client did not)."""
-    if chat.max_output is not None:
-        return chat.max_output, False
+    if request.max_output is not None:
+        return request.max_output, False
     if price.max_output_tokens:
         return price.max_output_tokens, False
     return settings.default_max_output_tokens, True
 
 
 async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, who: Attribution,
-                         price: ModelPrice, prompt_tokens: int, chat: ChatRequest,
+                         price: ModelPrice, prompt_tokens: int, request: ApiRequest,
                          *, now: float | None = None) -> Grant:
-    bound, must_send = output_bound(chat, price, settings)
-    amount = worst_case_nano(price, prompt_tokens, bound * chat.n)
+    bound, must_send = output_bound(request, price, settings)
+    n = request.n
+    amount = worst_case_nano(price, prompt_tokens, bound * n)
     clamped = False
     for _ in range(_CLAMP_ATTEMPTS):
         outcome = await ledger.reserve(request_id, who, amount, deadline_s=settings.reservation_deadline_s)
@@ -62,13 +63,13 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
             has_hard = outcome.tightest is not None
             return Grant(amount, bound, enforce_bound=clamped or (must_send and has_hard), clamped=clamped,
                          remaining=outcome.tightest)
-        if not settings.clamp_max_tokens:
+        if not settings.clamp_max_tokens or request.bound_field is None:
             break
-        fit = max_output_for_budget(price, prompt_tokens, outcome.room_nano) // chat.n
+        fit = max_output_for_budget(price, prompt_tokens, outcome.room_nano) // n
         if fit < settings.min_output_tokens or fit < 1:
             break
         bound = min(bound, fit)
-        amount = worst_case_nano(price, prompt_tokens, bound * chat.n)
+        amount = worst_case_nano(price, prompt_tokens, bound * n)
         clamped = True
     raise budget_exceeded(outcome.tightest, amount, now=now)
 

@@ -1,50 +1,38 @@
-"""Data-plane endpoints. ``serve_chat`` reads as the request flow, top to bottom:
+"""The request flow of every metered endpoint, whatever its API. ``serve`` reads as the flow, top
+to bottom:
 
 parse → attribute → price & estimate → reserve → forward → measure → settle & record → respond.
+
+It knows no API's bodies: what depends on them (parsing, the prompt count, the forwarded body,
+where usage sits, what a stream's events say) it asks the request's ``ApiShape``
+(``proxy/apis/``). ``serve_chat`` is chat completions' entry point.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
-import orjson
 from multidict import CIMultiDict
 
 from pricing.catalog import ModelPrice
 from pricing.cost import cost_nano
 from pricing.money import nano_to_usd
+from proxy.apis import ApiRequest, ApiShape, Measured
+from proxy.apis.chat import CHAT
+from proxy.attribute import attribute
 from proxy.budgets import Grant, reserve_budget
-from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable
 from proxy.domain import Attribution, UsageEvent
-from proxy.pipeline.attribute import attribute
-from proxy.pipeline.measure import Measured, StreamMeter, choices_text, estimate_usage, usage_from_object
-from proxy.pipeline.parse import ChatRequest, parse_chat
+from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable
 from proxy.services import Services
-from proxy.tokens import count_chat_prompt_async
 from proxy.upstream.relay import response_headers
 from proxy.upstream.sse import SSESplitter
 
-__all__ = ["Exchange", "serve_chat"]
+__all__ = ["Exchange", "serve", "serve_chat"]
 
 log = logging.getLogger("farebox")
-
-ENDPOINT_CHAT = "chat.completions"
-
-
-def _forward_body(raw: bytes, chat: ChatRequest, grant: Grant | None) -> bytes:
-    """The body sent upstream: the client's bytes unless farebox must change something."""
-    changed = False
-    body = chat.body
-    if chat.stream and not chat.client_wants_usage:
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        changed = True
-    if grant is not None and grant.enforce_bound and grant.output_bound is not None:
-        body[chat.max_output_field] = grant.output_bound
-        changed = True
-    return orjson.dumps(body) if changed else raw
 
 
 def _budget_headers(grant: Grant | None) -> list[tuple[str, str]]:
@@ -83,46 +71,53 @@ class Exchange(Protocol):
         """Close the client's connection without ending the stream, so it cannot pass for whole."""
 
 
-async def serve_chat(fb: Services, ex: Exchange) -> None:
+def serve_chat(fb: Services, ex: Exchange) -> Coroutine[Any, Any, None]:
+    """Serve a chat completions request (``serve`` with the chat shape)."""
+    return serve(fb, ex, CHAT)
+
+
+async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
+    """Serve one request to ``shape``'s endpoint, from its body to its answer."""
     settings = fb.settings
     request_id = ex.request_id
     started = time.perf_counter()
 
-    chat = parse_chat(ex.body)                                                # 1. parse
+    request = shape.parse(ex.body)                                            # 1. parse
     who = attribute(ex.headers, settings)                                     # 2. attribute
-    price = fb.price(chat.model)                                              # 3. price & estimate
-    prompt_tokens = await count_chat_prompt_async(chat.model, chat.body)
-    grant = await _reserve(fb, request_id, who, price, prompt_tokens, chat)   # 4. reserve
+    price = fb.price(request.model)                                           # 3. price & estimate
+    prompt_tokens = await shape.count_prompt(request, price)
+    grant = await _reserve(fb, shape, request_id, who, price, prompt_tokens, request)  # 4. reserve
 
-    body = _forward_body(ex.body, chat, grant)                                # 5. forward
-    meter = _Call(fb, ex, who, chat, price, prompt_tokens, grant, started)
+    bound = grant.output_bound if grant is not None and grant.enforce_bound else None
+    body = shape.forward_body(ex.body, request, bound)                        # 5. forward
+    meter = _Call(fb, ex, shape, who, request, price, prompt_tokens, grant, started)
     try:
-        async with fb.upstream.send("POST", "/chat/completions", ex.headers, body) as upstream:
+        async with fb.upstream.send("POST", shape.upstream_path, ex.headers, body) as upstream:
             meter.forwarded_at = time.perf_counter()
             is_sse = upstream.content_type == "text/event-stream"
-            if upstream.status >= 400 or not (chat.stream and is_sse):
+            if upstream.status >= 400 or not (request.stream and is_sse):
                 payload = await fb.upstream.read(upstream)
                 return await meter.finish_whole(upstream, payload)               # 6–8
             return await meter.relay_stream(upstream)                            # 6–8 as bytes arrive
     except FareboxError as exc:  # no answer from the upstream (502, 504): counted here, nothing charged
-        fb.metrics.request(ENDPOINT_CHAT, exc.status, price.name, who.project)
+        fb.metrics.request(shape.name, exc.status, price.name, who.project)
         raise
     finally:
         await meter.release_if_unsettled()
 
 
-async def _reserve(fb: Services, request_id: str, who: Attribution, price: ModelPrice, prompt_tokens: int,
-                   chat: ChatRequest) -> Grant | None:
+async def _reserve(fb: Services, shape: ApiShape, request_id: str, who: Attribution, price: ModelPrice,
+                   prompt_tokens: int, request: ApiRequest) -> Grant | None:
     try:
-        return await reserve_budget(fb.ledger, fb.settings, request_id, who, price, prompt_tokens, chat)
+        return await reserve_budget(fb.ledger, fb.settings, request_id, who, price, prompt_tokens, request)
     except BudgetExceeded as exc:
         fb.metrics.rejection(exc.extra.get("scope") or "unknown", who.project)
-        fb.metrics.request(ENDPOINT_CHAT, exc.status, price.name, who.project)
+        fb.metrics.request(shape.name, exc.status, price.name, who.project)
         raise
     except LedgerUnavailable as exc:
         fb.metrics.redis_errors.inc()
         if fb.settings.fail_mode == "closed":
-            fb.metrics.request(ENDPOINT_CHAT, exc.status, price.name, who.project)
+            fb.metrics.request(shape.name, exc.status, price.name, who.project)
             raise
         log.warning("redis unavailable: request %s forwarded without a budget check (fail_mode open)", request_id)
         return None
@@ -131,12 +126,13 @@ async def _reserve(fb: Services, request_id: str, who: Attribution, price: Model
 class _Call:
     """One forwarded request: measures what came back, settles it, answers the client."""
 
-    __slots__ = ("fb", "ex", "request_id", "who", "chat", "price", "priced_model", "prompt_tokens", "grant",
-                 "started", "forwarded_at", "settled")
+    __slots__ = ("fb", "ex", "shape", "request_id", "who", "request", "price", "priced_model", "prompt_tokens",
+                 "grant", "started", "forwarded_at", "settled")
 
-    def __init__(self, fb: Services, ex: Exchange, who: Attribution, chat: ChatRequest,
+    def __init__(self, fb: Services, ex: Exchange, shape: ApiShape, who: Attribution, request: ApiRequest,
                  price: ModelPrice, prompt_tokens: int, grant: Grant | None, started: float) -> None:
-        self.fb, self.ex, self.request_id, self.who, self.chat = fb, ex, ex.request_id, who, chat
+        self.fb, self.ex, self.shape, self.request_id = fb, ex, shape, ex.request_id
+        self.who, self.request = who, request
         self.price, self.priced_model = price, price.name
         self.prompt_tokens, self.grant, self.started = prompt_tokens, grant, started
         self.forwarded_at = started
@@ -148,12 +144,12 @@ class _Call:
         if upstream.status >= 400:
             # Passed through as the upstream sent it; nothing is charged.
             await self.release_if_unsettled()
-            self.fb.metrics.request(ENDPOINT_CHAT, upstream.status, self.priced_model, self.who.project)
+            self.fb.metrics.request(self.shape.name, upstream.status, self.priced_model, self.who.project)
             self.fb.metrics.upstream_latency.observe(time.perf_counter() - self.forwarded_at)
             self.ex.reply(upstream.status, response_headers(upstream.headers, extra), payload)
             return
         upstream_done = time.perf_counter()
-        measured = self._measure_body(payload)
+        measured = self.shape.measure_body(payload, self.request, self.prompt_tokens)
         # Queued for Redis before the answer goes out (the client's next reservation comes
         # after it); the answer does not wait for Redis to confirm it.
         cost = self._record(measured, upstream.status, upstream_done)
@@ -162,33 +158,19 @@ class _Call:
         self.ex.reply(upstream.status, response_headers(upstream.headers, extra), payload)
         self._observe_overhead(upstream_done)
 
-    def _measure_body(self, payload: bytes) -> Measured:
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            obj = None
-        if isinstance(obj, dict):
-            usage = usage_from_object(obj.get("usage"))
-            if usage is not None:
-                return Measured(usage, estimated=False)
-            text, calls = choices_text(obj.get("choices"))
-        else:
-            text, calls = "", []
-        return Measured(estimate_usage(self.chat.model, self.prompt_tokens, text, calls), estimated=True)
-
     async def relay_stream(self, upstream: Any) -> None:
-        """Forward each event as it completes; drop the usage chunk the client did not ask for."""
+        """Forward each event as it completes, unless the shape's meter keeps it from the client."""
         extra = [("X-Request-Id", self.request_id), *_budget_headers(self.grant)]
         ex = self.ex
         await ex.start(upstream.status, response_headers(upstream.headers, extra))
-        strip_usage = not self.chat.client_wants_usage
         splitter = SSESplitter()
-        meter = StreamMeter()
+        meter = self.shape.stream_meter(self.request)
+        take = meter.take
         status = upstream.status
         client_gone = upstream_cut = False
         try:
             async for data in self.fb.upstream.iter_chunks(upstream):
-                out = [event for event in splitter.feed(data) if meter.take(event, strip_usage)]
+                out = [event for event in splitter.feed(data) if take(event)]
                 if out:
                     try:
                         await ex.write(b"".join(out) if len(out) > 1 else out[0])
@@ -206,7 +188,7 @@ class _Call:
             status, upstream_cut = exc.status, True
             log.warning("upstream stream for %s ended early: %s", self.request_id, exc.message)
         upstream_done = time.perf_counter()
-        measured = meter.result(self.chat.model, self.prompt_tokens)
+        measured = meter.result(self.prompt_tokens)
         # Recorded once the last byte is out, without holding the connection: the client's next
         # request on it does not wait for Redis to confirm this one.
         self._record(measured, 499 if client_gone else status, upstream_done)
@@ -221,10 +203,12 @@ class _Call:
         fb = self.fb
         cost = cost_nano(self.price, measured.usage)
         usage = measured.usage
+        request = self.request
+        endpoint = self.shape.name
         event = UsageEvent(
-            request_id=self.request_id, ts=time.time(), attribution=self.who, model=self.chat.model,
-            priced_model=self.priced_model, endpoint=ENDPOINT_CHAT, upstream=fb.upstream.base_url, status=status,
-            stream=self.chat.stream, estimated=measured.estimated, prompt_tokens=usage.prompt_tokens,
+            request_id=self.request_id, ts=time.time(), attribution=self.who, model=request.model,
+            priced_model=self.priced_model, endpoint=endpoint, upstream=fb.upstream.base_url, status=status,
+            stream=request.stream, estimated=measured.estimated, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
             cache_creation_tokens=usage.cache_creation_tokens, reasoning_tokens=usage.reasoning_tokens,
             cost_nano=cost, latency_ms=int((upstream_done - self.forwarded_at) * 1000),
@@ -233,7 +217,7 @@ class _Call:
         self.settled = True
         fb.record_soon(event)
         m = fb.metrics
-        m.request(ENDPOINT_CHAT, status, self.priced_model, self.who.project)
+        m.request(endpoint, status, self.priced_model, self.who.project)
         m.usage(self.priced_model, self.who.project, usage, cost, estimated=measured.estimated)
         if self.grant is not None and self.grant.clamped:
             m.clamped.inc()

@@ -169,7 +169,7 @@ def _run_budget(args: argparse.Namespace, run: Runner) -> int:
 
 
 def _run_key_id(args: argparse.Namespace) -> int:
-    from proxy.pipeline.attribute import key_fingerprint  # noqa: PLC0415
+    from proxy.attribute import key_fingerprint  # noqa: PLC0415
 
     key = sys.stdin.readline().strip()
     key_id = key_fingerprint(key if key.startswith("Bearer ") else f"Bearer {key}")

@@ -20,7 +20,7 @@ from proxy.control import reports
 from proxy.control.params import check_params
 from proxy.http.appkeys import SERVICES
 from proxy.errors import BadRequest, NotFound
-from proxy.pipeline.parse import parse_json_object
+from proxy.apis.body import parse_json_object
 
 __all__ = ["routes"]
 

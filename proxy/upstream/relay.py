@@ -1,9 +1,10 @@
 """The upstream: one pool of keep-alive connections, header filtering and error mapping.
 
-Everything transport-specific about the provider lives here: its base URL, how the
-Authorization header is chosen, which headers never cross the proxy, and how the HTTP
-client's errors become farebox's 502/504. The errors of ``proxy.upstream.wire`` (and the
-``OSError`` of a connection that cannot be made) are mapped here and nowhere else.
+What differs between providers at the transport (base URL, credentials, the encodings asked
+for) is the upstream's kind (``proxy.upstream.kinds``). What does not lives here: which headers
+never cross the proxy, and how the HTTP client's errors become farebox's 502/504. The errors
+of ``proxy.upstream.wire`` (and the ``OSError`` of a connection that cannot be made) are mapped
+here and nowhere else.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from urllib.parse import quote
 from multidict import CIMultiDict
 
 from proxy.errors import FareboxError, UpstreamTimeout, UpstreamUnreachable
-from proxy.upstream.wire import Pool, Response, WireError, WireTimeout
+from proxy.upstream.kinds import OpenAIKind, UpstreamKind
+from proxy.upstream.wire import Pool, Response, UndecodableBody, WireError, WireTimeout
 
 __all__ = ["Upstream", "HOP_BY_HOP", "response_headers", "upstream_errors"]
 
@@ -39,6 +41,10 @@ def _mapped_error(base_url: str, exc: WireError | OSError) -> FareboxError:
     """farebox's error for a failure talking to the upstream: 504 for a timeout, else 502."""
     if isinstance(exc, (WireTimeout, TimeoutError)):
         return UpstreamTimeout(f"The upstream {base_url} did not answer in time.")
+    if isinstance(exc, UndecodableBody):
+        return UpstreamUnreachable(f"The upstream {base_url} answered in Content-Encoding '{exc.encoding}', which "
+                                   "farebox cannot decode (and did not ask for); nothing was passed on.",
+                                   code="unsupported_content_encoding")
     return UpstreamUnreachable(f"Could not reach the upstream {base_url}: {exc.__class__.__name__}: {exc}")
 
 
@@ -76,9 +82,10 @@ class Upstream:
     """A provider endpoint reached through one pool of keep-alive connections."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout_s: float = 600.0,
-                 connect_timeout_s: float = 10.0, drop_headers: Iterable[str] = ()) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
+                 connect_timeout_s: float = 10.0, drop_headers: Iterable[str] = (),
+                 kind: UpstreamKind | None = None) -> None:
+        self.kind = kind if kind is not None else OpenAIKind(base_url, api_key)
+        self.base_url = self.kind.base_url
         self._timeout_s, self._connect_timeout_s = timeout_s, connect_timeout_s
         self._drop = HOP_BY_HOP | {h.lower() for h in drop_headers}
         self._pool: Pool | None = None
@@ -94,11 +101,9 @@ class Upstream:
     def request_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         """The client's headers as forwarded: hop-by-hop and farebox's own removed, auth chosen."""
         out = {k: v for k, v in headers.items() if k.lower() not in self._drop}
-        if self._api_key is not None:
-            for name in [k for k in out if k.lower() == "authorization"]:
-                del out[name]
-            out["Authorization"] = f"Bearer {self._api_key}"
-        out["Accept-Encoding"] = "identity"  # usage is read from the body: ask for it plain
+        kind = self.kind
+        kind.authenticate(out)
+        out["Accept-Encoding"] = kind.accept_encoding  # usage is read from the body: only what farebox decodes
         return out
 
     def send(self, method: str, path: str, headers: Mapping[str, str], body: bytes | None = None,
@@ -124,7 +129,7 @@ class Upstream:
                 yield chunk
 
     def describe(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, "auth": "replaced" if self._api_key else "passthrough"}
+        return self.kind.describe()
 
 
 class _Exchange:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -13,13 +12,11 @@ from datetime import datetime, timezone
 
 import httpx
 import openai
-import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from pricing.cost import Usage, cost_nano, worst_case_nano
 from pricing.money import nano_to_usd, usd_to_nano
-from proxy.tokens import count_chat_prompt
-from tests.harness import LoopThread
+from proxy.apis.chat_prompt import count_chat_prompt
 from proxy.ledger.reports import read_usage
 
 ADMIN = {"Authorization": "Bearer admin-secret"}

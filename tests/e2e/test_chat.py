@@ -12,7 +12,7 @@ from aiohttp import web
 from openai import AsyncOpenAI, OpenAI
 
 from pricing.cost import Usage, cost_nano
-from proxy.tokens import count_chat_prompt, count_completion
+from proxy.apis.chat_prompt import count_chat_prompt, count_completion
 from tests.harness import LoopThread
 from proxy.ledger.reports import read_usage
 
@@ -221,6 +221,21 @@ def test_gzip_upstream_body_reaches_the_client_decoded_and_is_metered(make_stack
     assert raw.parse().choices[0].message.content
     assert "content-encoding" not in {k.lower() for k in raw.headers}
     assert usage_of(stack)["requests"] == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_an_upstream_body_in_an_encoding_farebox_cannot_decode_is_a_502_and_nothing_is_charged(make_stack, stream):
+    stack = make_stack()
+    with pytest.raises(openai.APIStatusError) as refused:
+        client_for(stack.base_url).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=stream, extra_headers={"X-Fake-Content-Encoding": "br"})
+    assert refused.value.status_code == 502
+    error = refused.value.response.json()["error"]
+    assert (error["type"], error["code"]) == ("upstream_unreachable", "unsupported_content_encoding")
+    assert error["message"] == (f"The upstream {stack.upstream_url}/v1 answered in Content-Encoding 'br', which "
+                                "farebox cannot decode (and did not ask for); nothing was passed on.")
+    assert stack.received[-1]["headers"]["accept-encoding"] == "identity"
+    assert usage_of(stack)["requests"] == 0
 
 
 def test_models_pass_through(make_stack):

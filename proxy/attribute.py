@@ -1,4 +1,4 @@
-"""Step 2, attribute: who is spending — project, agent, session and key — from the headers."""
+"""Attribute: who is spending — project, agent, session and key — from the headers."""
 
 from __future__ import annotations
 

@@ -1,0 +1,216 @@
+"""Chat completions (``POST /v1/chat/completions``) as an ``ApiShape``.
+
+Parse: only what farebox needs is checked (the upstream validates the rest): a JSON object with
+a string ``model``, a list ``messages`` and well-typed ``stream``, ``stream_options``,
+``max_tokens`` / ``max_completion_tokens`` and ``n``. Nothing is forwarded or recorded for a
+body that fails here.
+
+Forward: a stream always asks for usage (``stream_options.include_usage``); the usage-only
+chunk that brings is kept from a client that did not ask for it. A clamped or required output
+bound is set in ``max_completion_tokens``, or ``max_tokens`` when the client used that.
+
+Measure: an explicit ``usage`` object from the upstream always wins. Without one (an upstream
+that reports none, a stream cut short, a client that left), farebox counts what was actually
+received with tiktoken and marks the result estimated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pricing.catalog import ModelPrice
+from pricing.cost import Usage
+from proxy.apis import Measured
+from proxy.apis.body import json_type, parse_json_object, positive_int
+from proxy.apis.chat_prompt import count_chat_prompt_async, count_completion
+from proxy.apis.usage import usage_from_object
+from proxy.errors import BadRequest
+from proxy.upstream.sse import event_data
+
+__all__ = ["CHAT", "ChatCompletions", "ChatRequest", "ChatStreamMeter", "parse_chat", "choices_text"]
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A chat completions request as farebox sees it."""
+
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    client_wants_usage: bool  # the client itself asked for stream_options.include_usage
+    max_output: int | None    # max_completion_tokens, else max_tokens, as the client sent it
+    bound_field: str          # which of the two to set when clamping
+    n: int
+
+
+def parse_chat(raw: bytes) -> ChatRequest:
+    body = parse_json_object(raw)
+    model = body.get("model")
+    if model is None:
+        raise BadRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest(f"Invalid type for 'model': expected a non-empty string, got {json_type(model)}.",
+                         param="model", code="invalid_type")
+    if "messages" not in body:
+        raise BadRequest("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
+    if not isinstance(body["messages"], list):
+        raise BadRequest(f"Invalid type for 'messages': expected an array, got {json_type(body['messages'])}.",
+                         param="messages", code="invalid_type")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise BadRequest(f"Invalid type for 'stream': expected a boolean, got {json_type(stream)}.",
+                         param="stream", code="invalid_type")
+    options = body.get("stream_options")
+    wants_usage = False
+    if options is not None:
+        if not isinstance(options, dict):
+            raise BadRequest(f"Invalid type for 'stream_options': expected an object, got {json_type(options)}.",
+                             param="stream_options", code="invalid_type")
+        include = options.get("include_usage", False)
+        if not isinstance(include, bool):
+            raise BadRequest(f"Invalid type for 'stream_options.include_usage': expected a boolean, got {json_type(include)}.",
+                             param="stream_options.include_usage", code="invalid_type")
+        wants_usage = include
+    max_completion = positive_int(body, "max_completion_tokens")
+    max_tokens = positive_int(body, "max_tokens")
+    n = positive_int(body, "n") or 1
+    if max_completion is not None:
+        max_output, bound_field = max_completion, "max_completion_tokens"
+    else:
+        max_output, bound_field = max_tokens, ("max_tokens" if max_tokens is not None else "max_completion_tokens")
+    return ChatRequest(body=body, model=model, stream=stream, client_wants_usage=wants_usage,
+                       max_output=max_output, bound_field=bound_field, n=n)
+
+
+def choices_text(choices: Any) -> tuple[str, list[Any]]:
+    """The generated text and tool calls of a non-stream response's choices."""
+    texts: list[str] = []
+    calls: list[Any] = []
+    if isinstance(choices, list):
+        for choice in choices:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict):
+                continue
+            if isinstance(message.get("content"), str):
+                texts.append(message["content"])
+            if isinstance(message.get("tool_calls"), list):
+                calls.extend(message["tool_calls"])
+    return "".join(texts), calls
+
+
+def _estimated(model: str, prompt_tokens: int, text: str, tool_calls: list[Any] | None) -> Measured:
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=count_completion(model, text, tool_calls or None))
+    return Measured(usage, estimated=True)
+
+
+_DONE = b"[DONE]"
+
+
+@dataclass(slots=True)
+class ChatStreamMeter:
+    """Collects what a stream of chat completion chunks reports and generates."""
+
+    model: str
+    strip_usage: bool  # farebox asked for the usage chunk, the client did not: keep it from the client
+    usage: Usage | None = None
+    texts: list[str] = field(default_factory=list)
+    tool_calls: dict[tuple[int, int], dict[str, str]] = field(default_factory=dict)
+
+    def take(self, event: bytes) -> bool:
+        """Read one raw SSE event; False when it is the usage-only chunk the client did not ask for."""
+        payload = event_data(event)
+        if not payload or payload == _DONE:
+            return True
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(chunk, dict):
+            return True
+        self.feed(chunk)
+        return not (self.strip_usage and chunk.get("usage") and not chunk.get("choices"))
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        found = usage_from_object(chunk.get("usage"))
+        if found is not None:
+            self.usage = found
+        choices = chunk.get("choices")
+        if not choices:
+            return
+        for choice in choices:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            content = delta.get("content")
+            if isinstance(content, str):
+                self.texts.append(content)
+            calls = delta.get("tool_calls")
+            if isinstance(calls, list):
+                index = choice.get("index", 0)
+                for call in calls:
+                    if not isinstance(call, dict):
+                        continue
+                    slot = self.tool_calls.setdefault((index, call.get("index", 0)), {"name": "", "arguments": ""})
+                    fn = call.get("function") or {}
+                    if isinstance(fn, dict):
+                        slot["name"] += fn.get("name") or ""
+                        slot["arguments"] += fn.get("arguments") or ""
+
+    def result(self, prompt_tokens: int) -> Measured:
+        if self.usage is not None:
+            return Measured(self.usage, estimated=False)
+        calls = [{"type": "function", "function": v} for v in self.tool_calls.values()]
+        return _estimated(self.model, prompt_tokens, "".join(self.texts), calls)
+
+
+class ChatCompletions:
+    """The ``ApiShape`` of chat completions."""
+
+    __slots__ = ()
+
+    name = "chat.completions"
+    upstream_path = "/chat/completions"
+    family = "openai"
+
+    parse = staticmethod(parse_chat)
+
+    def count_prompt(self, request: ChatRequest, price: ModelPrice) -> Awaitable[int]:
+        return count_chat_prompt_async(request.model, request.body)
+
+    def forward_body(self, raw: bytes, request: ChatRequest, bound: int | None) -> bytes:
+        changed = False
+        body = request.body
+        if request.stream and not request.client_wants_usage:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            changed = True
+        if bound is not None:
+            body[request.bound_field] = bound
+            changed = True
+        return orjson.dumps(body) if changed else raw
+
+    def measure_body(self, payload: bytes, request: ChatRequest, prompt_tokens: int) -> Measured:
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            usage = usage_from_object(obj.get("usage"))
+            if usage is not None:
+                return Measured(usage, estimated=False)
+            text, calls = choices_text(obj.get("choices"))
+        else:
+            text, calls = "", []
+        return _estimated(request.model, prompt_tokens, text, calls)
+
+    def stream_meter(self, request: ChatRequest) -> ChatStreamMeter:
+        return ChatStreamMeter(request.model, not request.client_wants_usage)
+
+
+CHAT = ChatCompletions()
+"""The chat completions shape (stateless: one for every request)."""

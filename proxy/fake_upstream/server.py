@@ -1,0 +1,295 @@
+"""The fake upstream's application: what it records, and its endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.apis.chat_prompt import count_chat_prompt_async
+from proxy.fake_upstream.controls import (
+    BODY,
+    INVALID_JSON,
+    MAX_CHOICES,
+    MAX_REPLY_TOKENS,
+    Controls,
+    Options,
+    Refused,
+    forced_error,
+    int_param,
+    json_object,
+    output_bound,
+    read_controls,
+    streaming,
+)
+from proxy.fake_upstream.replies import (
+    CHOICE_STRIDE,
+    DONE_EVENT,
+    MAX_EMBEDDING_DIMENSIONS,
+    SYSTEM_FINGERPRINT,
+    FakeUpstream,
+    chat_seed,
+    make_reply,
+    seed_of,
+    send_body,
+    send_json,
+    send_stream,
+    split_pieces,
+    sse_event,
+    usage_object,
+)
+from proxy.tokens import count_text, ensure_offline_encodings
+
+__all__ = ["RECEIVED", "RECORD_LIMIT", "create_fake_app", "run_fake_upstream"]
+
+RECORD_LIMIT = 10_000
+"""How many received requests are kept for tests (the oldest are forgotten first)."""
+
+DEFAULT_PORT = 9000
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+RECEIVED = web.AppKey("fake_upstream_received", list)
+"""Every request received, oldest first: dicts {method, path, headers (names in lower case),
+body (the parsed JSON, or None when there is none or it is not JSON)}."""
+
+
+_STATE = web.AppKey("fake_upstream_state", FakeUpstream)
+
+
+def create_fake_app(*, latency_ms: float = 0, chunks: int = 8, chunk_delay_ms: float = 0,
+                    reply_tokens: int = 16) -> web.Application:
+    """The fake upstream as an aiohttp application (see the package's docstring)."""
+    if chunks < 1:
+        raise ValueError("chunks must be at least 1")
+    if latency_ms < 0 or chunk_delay_ms < 0 or not 0 <= reply_tokens <= MAX_REPLY_TOKENS:
+        raise ValueError(f"latency_ms and chunk_delay_ms must not be negative, reply_tokens "
+                         f"must be between 0 and {MAX_REPLY_TOKENS}")
+    ensure_offline_encodings()
+    state = FakeUpstream(Options(latency_s=latency_ms / 1000, chunks=chunks,
+                                   chunk_delay_s=chunk_delay_ms / 1000, reply_tokens=reply_tokens))
+    for model in ("gpt-4o-mini", "gpt-3.5-turbo"):  # the two common encodings, ready before traffic
+        state.vocabulary(model)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_receive])
+    app[_STATE] = state
+    app[RECEIVED] = []
+    app.add_routes([
+        web.post("/v1/chat/completions", _chat_completions),
+        web.post("/v1/completions", _completions),
+        web.post("/v1/embeddings", _embeddings),
+        web.get("/v1/models", _models),
+        web.get("/_fake/requests", _list_requests),
+        web.delete("/_fake/requests", _clear_requests),
+    ])
+    return app
+
+
+def run_fake_upstream(host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, latency_ms: float = 0,
+                      chunks: int = 8, chunk_delay_ms: float = 0, reply_tokens: int = 16) -> None:
+    """Serve the fake upstream until interrupted."""
+    app = create_fake_app(latency_ms=latency_ms, chunks=chunks, chunk_delay_ms=chunk_delay_ms,
+                          reply_tokens=reply_tokens)
+    print(f"farebox fake upstream listening on http://{host}:{port}/v1", flush=True)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+
+
+# --- receiving -------------------------------------------------------------------------------
+
+@web.middleware
+async def _receive(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Record the request (all but /_fake/ ones), then answer refusals in OpenAI's shape."""
+    if not request.path.startswith("/_fake/"):
+        raw = await request.read()
+        body: Any = None
+        if raw:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = INVALID_JSON
+        request[BODY] = body
+        received = request.app[RECEIVED]
+        received.append({"method": request.method, "path": request.path,
+                         "headers": _header_dict(request.headers),
+                         "body": None if body is INVALID_JSON else body})
+        if len(received) > RECORD_LIMIT:
+            del received[0]
+    try:
+        return await handler(request)
+    except Refused as refused:
+        return web.Response(status=refused.status, body=refused.body,
+                            content_type="application/json")
+
+
+def _header_dict(headers: Any) -> dict[str, str]:
+    """Header names in lower case (as HTTP/2 and httpx send them); repeats joined with ", "."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+async def _begin(request: web.Request) -> tuple[FakeUpstream, Controls]:
+    """Read the controls, wait the latency, and answer a forced status."""
+    state = request.app[_STATE]
+    controls = read_controls(request, state.options)
+    if controls.latency_s:
+        await asyncio.sleep(controls.latency_s)
+    if controls.status is not None:
+        raise forced_error(controls.status, controls.error_body)
+    return state, controls
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    state, controls = await _begin(request)
+    body, model = json_object(request)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise Refused(400, "Invalid 'messages': expected a non-empty array.", param="messages")
+    n = int_param(body, "n", low=1, high=MAX_CHOICES) or 1
+    bound = output_bound(body)
+    stream, include_usage = streaming(body)
+    prompt_tokens = await count_chat_prompt_async(model, body)
+    seed = chat_seed(messages)
+    replies = [make_reply(state, model, seed + index * CHOICE_STRIDE, controls, bound) for index in range(n)]
+    usage = usage_object(controls, prompt_tokens, sum(reply.tokens for reply in replies))
+    number = state.next_number()
+    request_id = f"req_fb{number:024d}"
+    head = {"id": f"chatcmpl-fb{number:020d}", "object": "chat.completion", "created": int(time.time()),
+            "model": model}
+    if not stream:
+        completion = {
+            **head,
+            "choices": [{"index": index,
+                         "message": {"role": "assistant", "content": reply.text, "refusal": None,
+                                     "annotations": []},
+                         "logprobs": None, "finish_reason": reply.finish_reason}
+                        for index, reply in enumerate(replies)],
+            "service_tier": "default",
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        }
+        if usage is not None:
+            completion["usage"] = usage
+        return send_json(controls, completion, request_id)
+    head.update(object="chat.completion.chunk", service_tier="default", system_fingerprint=SYSTEM_FINGERPRINT)
+    with_usage = include_usage and usage is not None
+
+    def chunk(choices: list[dict[str, Any]]) -> bytes:
+        return sse_event({**head, "choices": choices, "usage": None} if with_usage else {**head, "choices": choices})
+
+    events = [chunk([{"index": index, "delta": {"role": "assistant", "content": "", "refusal": None},
+                      "logprobs": None, "finish_reason": None}]) for index in range(n)]
+    parts = [split_pieces(reply.pieces, state.options.chunks) for reply in replies]
+    for step in range(max(map(len, parts))):
+        events.extend(chunk([{"index": index, "delta": {"content": pieces[step]}, "logprobs": None,
+                              "finish_reason": None}])
+                      for index, pieces in enumerate(parts) if step < len(pieces))
+    events.extend(chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reply.finish_reason}])
+                  for index, reply in enumerate(replies))
+    if with_usage:
+        events.append(sse_event({**head, "choices": [], "usage": usage}))
+    events.append(DONE_EVENT)
+    return await send_stream(request, controls, events, request_id)
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    state, controls = await _begin(request)
+    body, model = json_object(request)
+    prompts = _prompts(body.get("prompt"), "prompt")
+    n = int_param(body, "n", low=1, high=MAX_CHOICES) or 1
+    bound = int_param(body, "max_tokens", low=1)
+    stream, include_usage = streaming(body)
+    prompt_tokens = sum(count_text(model, p) if isinstance(p, str) else len(p) for p in prompts)
+    replies = [make_reply(state, model, seed_of(prompt) + index * CHOICE_STRIDE, controls, bound)
+               for prompt in prompts for index in range(n)]
+    usage = usage_object(controls, prompt_tokens, sum(reply.tokens for reply in replies))
+    if usage is not None and controls.usage is None:
+        usage = {key: usage[key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    number = state.next_number()
+    request_id = f"req_fb{number:024d}"
+    head = {"id": f"cmpl-fb{number:024d}", "object": "text_completion", "created": int(time.time()),
+            "model": model, "system_fingerprint": SYSTEM_FINGERPRINT}
+    if not stream:
+        completion = {**head, "choices": [{"text": reply.text, "index": index, "logprobs": None,
+                                           "finish_reason": reply.finish_reason}
+                                          for index, reply in enumerate(replies)]}
+        if usage is not None:
+            completion["usage"] = usage
+        return send_json(controls, completion, request_id)
+    with_usage = include_usage and usage is not None
+
+    def chunk(choices: list[dict[str, Any]]) -> bytes:
+        return sse_event({**head, "choices": choices, "usage": None} if with_usage else {**head, "choices": choices})
+
+    parts = [split_pieces(reply.pieces, state.options.chunks) for reply in replies]
+    events = []
+    for step in range(max(map(len, parts))):
+        events.extend(chunk([{"text": pieces[step], "index": index, "logprobs": None, "finish_reason": None}])
+                      for index, pieces in enumerate(parts) if step < len(pieces))
+    events.extend(chunk([{"text": "", "index": index, "logprobs": None, "finish_reason": reply.finish_reason}])
+                  for index, reply in enumerate(replies))
+    if with_usage:
+        events.append(sse_event({**head, "choices": [], "usage": usage}))
+    events.append(DONE_EVENT)
+    return await send_stream(request, controls, events, request_id)
+
+
+def _prompts(value: Any, name: str) -> list[str | list[int]]:
+    """A prompt or an embedding input as a list of texts and token arrays, or a 400."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+            return [value]
+        if all(isinstance(item, str) or (isinstance(item, list) and all(
+                isinstance(token, int) and not isinstance(token, bool) for token in item)) for item in value):
+            return value
+    raise Refused(400, f"Invalid '{name}': expected a string, an array of strings or of token arrays.",
+                   param=name)
+
+
+async def _embeddings(request: web.Request) -> web.StreamResponse:
+    state, controls = await _begin(request)
+    body, model = json_object(request)
+    inputs = _prompts(body.get("input"), "input")
+    dimensions = int_param(body, "dimensions", low=1, high=MAX_EMBEDDING_DIMENSIONS) or (
+        3072 if "large" in model else 1536)
+    encoding_format = body.get("encoding_format") or "float"
+    if encoding_format not in ("float", "base64"):
+        raise Refused(400, "Invalid 'encoding_format': expected 'float' or 'base64'.", param="encoding_format")
+    data = []
+    for index, item in enumerate(inputs):
+        offset = seed_of(item) % MAX_EMBEDDING_DIMENSIONS
+        if encoding_format == "float":
+            vector: Any = state.embedding_floats[offset:offset + dimensions]
+        else:
+            vector = base64.b64encode(state.embedding_bytes[offset * 4:(offset + dimensions) * 4]).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    tokens = sum(count_text(model, item) if isinstance(item, str) else len(item) for item in inputs)
+    payload: dict[str, Any] = {"object": "list", "data": data, "model": model}
+    if controls.no_usage:
+        pass
+    elif controls.usage is not None:
+        payload["usage"] = controls.usage
+    else:
+        payload["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return send_json(controls, payload, f"req_fb{state.next_number():024d}")
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    state, controls = await _begin(request)
+    return send_body(controls, state.models_body, f"req_fb{state.next_number():024d}")
+
+
+async def _list_requests(request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps(request.app[RECEIVED]), content_type="application/json")
+
+
+async def _clear_requests(request: web.Request) -> web.Response:
+    request.app[RECEIVED].clear()
+    return web.Response(status=204)
