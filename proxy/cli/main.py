@@ -21,7 +21,8 @@ import orjson
 
 from proxy.cli import reports as cli_reports
 from proxy.cli import target
-from proxy.cli.target import EXIT_FAILURE, EXIT_USAGE, CommandError, Runner, Source
+from proxy.cli.source import EXIT_FAILURE, EXIT_USAGE, CommandError, Source
+from proxy.cli.target import Runner
 from proxy.errors import FareboxError
 from proxy.settings import Settings, SettingsError, load_settings
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from proxy.cli.target import EXIT_FAILURE, CommandError, Source
+from proxy.cli.source import EXIT_FAILURE, CommandError, Source
 from proxy.control import export
 from proxy.errors import BadRequest
 

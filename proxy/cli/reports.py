@@ -1,7 +1,7 @@
 """The reading commands of ``farebox``: ``usage`` (a report or ``--series``), ``forecast`` and
 ``events export``. Each prints text, or with ``--json`` the same JSON as the admin API; bad
 input raises ``BadRequest``, which ``proxy.cli.main`` prints before exiting with status 2.
-Each runs against a ``proxy.cli.target.Source``: the ledger, or the running proxy's admin API.
+Each runs against a ``proxy.cli.source.Source``: the ledger, or the running proxy's admin API.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from pricing.money import usd_to_nano
-from proxy.cli.target import Runner, Source
+from proxy.cli.source import Source
+from proxy.cli.target import Runner
 from proxy.control import export
 from proxy.control import reports
 

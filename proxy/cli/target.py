@@ -19,52 +19,25 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+from proxy.cli.remote import AdminSource
+from proxy.cli.source import EXIT_USAGE, CommandError, Source
 from proxy.control import budgets as control_budgets
 from proxy.control import export
 from proxy.control import reports
 from proxy.ledger.embedded import SOCKET_NAME
 from proxy.settings import Settings
 
-__all__ = ["CommandError", "Source", "LedgerSource", "Runner", "runner", "holds_embedded_data", "EXIT_USAGE",
-           "EXIT_FAILURE"]
-
-EXIT_USAGE = 2     # the command cannot work as given: bad input or setting, no ledger there, no admin API
-EXIT_FAILURE = 1   # it ran and the answer is no (no such budget), or the other side failed
+__all__ = ["LedgerSource", "Runner", "runner", "holds_embedded_data"]
 
 T = TypeVar("T")
+
+Runner = Callable[[Callable[[Source], Awaitable[T]]], T]
 
 # What the embedded Redis leaves in its data directory: snapshot, append-only file (one file up
 # to Redis 6, a directory from Redis 7), and its socket while it runs.
 EMBEDDED_DATA_NAMES = ("farebox.rdb", "farebox.aof", "appendonlydir", SOCKET_NAME)
-
-
-class CommandError(Exception):
-    """A one-line refusal or failure the CLI prints as ``farebox: <message>``."""
-
-    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-class Source(Protocol):
-    """The operations behind the commands, as the admin API names them."""
-
-    async def set_budget(self, scope: str, scope_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
-    async def get_budget(self, scope: str, scope_id: str) -> dict[str, Any] | None: ...
-    async def delete_budget(self, scope: str, scope_id: str) -> bool: ...
-    async def list_budgets(self, scope: str | None) -> list[dict[str, Any]]: ...
-    async def usage_report(self, scope: str, scope_id: str, period: str, at: str | None,
-                           top: str | None) -> dict[str, Any]: ...
-    async def usage_series(self, scope: str, scope_id: str, granularity: str, start: str | None,
-                           end: str | None) -> dict[str, Any]: ...
-    async def forecast(self, scope: str, scope_id: str, period: str) -> dict[str, Any]: ...
-    async def export_page(self, project: str | None, since: str | None, limit: int) -> export.Page: ...
-
-
-Runner = Callable[[Callable[[Source], Awaitable[T]]], T]
 
 
 class LedgerSource:
@@ -137,8 +110,6 @@ def admin_url(flag: str | None, env: Mapping[str, str] | None = None) -> str | N
 def runner(settings: Settings, url: str | None) -> Runner:
     """How this command reaches the ledger; refuses (``CommandError``) before touching anything."""
     if url:
-        from proxy.cli.remote import AdminSource  # noqa: PLC0415
-
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         source = AdminSource.for_url(url, token)
 
