@@ -156,6 +156,7 @@ class Settles:
                 settle_request(drawn[0].hold_id, not plan.renewed, str(drawn[1]), event))
         if leases.requests:
             leases.ended(rid, settled_cost=event.cost_nano)
+        leases.own.pop(rid, None)  # no longer renewed: settled, or held until its deadline
         plan.renewed = True
         job = SettleJob(plan=plan, done_key=self.keys.done(a.project, rid), cost=event.cost_nano, args=args)
         if self.pipe is not None:
