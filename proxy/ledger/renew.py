@@ -11,7 +11,8 @@ counting at most ``hold_ttl_s`` (plus a lease's life) after its last renewal.
 
 One script call per project per round. A renewal only moves a deadline later and only for a
 hold that still exists, so sending it twice changes nothing. A round that fails is logged (at
-most once a minute) and the next round tries again; the holds keep their deadlines meanwhile.
+most once a minute) and the next round tries again; the holds keep their deadlines meanwhile
+(a round or two may fail without any hold lapsing).
 """
 
 from __future__ import annotations
@@ -75,21 +76,26 @@ class Renewer:
         # a request drawing from a renewed lease never outlasts the lease's hold.
         deadline = now + self.hold_ttl_s + LEASE_LIFE_S
         leases = {lease.hold_id: lease for lease in self._leases()}
+        by_project = list(self.holds().values())
+        # Every project's call at once (on the pipe, in one write).
+        replies = await asyncio.gather(*(self._send(*renew_call(self.keys, holds, deadline)) for holds in by_project),
+                                       return_exceptions=True)
         moved = 0
-        failed: list[LedgerUnavailable] = []
-        for holds in self.holds().values():
-            keys, args = renew_call(self.keys, holds, deadline)
-            try:
-                moved += int(await self._send(keys, args))
-            except LedgerUnavailable as exc:  # logged; the next round tries again
-                failed.append(exc)
+        failed: list[BaseException] = []
+        for holds, reply in zip(by_project, replies):
+            if isinstance(reply, BaseException):  # logged; the next round tries again
+                failed.append(reply)
                 continue
+            moved += int(reply)
             for hold_id, _ in holds:
                 lease = leases.get(hold_id)
                 if lease is not None and lease.deadline < deadline:
                     lease.deadline = deadline
         if failed:
             self._warn(failed)
+            unexpected = [exc for exc in failed if not isinstance(exc, LedgerUnavailable)]
+            if unexpected:
+                raise unexpected[0]
         return moved
 
     async def _send(self, keys: list[str], args: list[str]) -> Any:
@@ -104,15 +110,15 @@ class Renewer:
                     return reply
             return await self.scripts.renew(keys, args)
 
-    def _warn(self, failed: list[LedgerUnavailable]) -> None:
+    def _warn(self, failed: list[BaseException]) -> None:
         self.failures += 1
         now = self.clock()
         if self._warned_at is not None and now - self._warned_at < _WARN_EVERY_S:
             self._unwarned += 1
             return
         more = f" ({self._unwarned} failed rounds not logged since)" if self._unwarned else ""
-        log.warning("renewing held reservations failed for %d project(s), trying again in %.0f s "
-                    "(each lapses %.0f s after its last renewal)%s: %s",
+        log.warning("renewing held reservations failed for %d project(s), trying again in %.3g s "
+                    "(each lapses %.3g s after its last renewal)%s: %s",
                     len(failed), self.hold_ttl_s / 3, self.hold_ttl_s, more, failed[0])
         self._warned_at = now
         self._unwarned = 0

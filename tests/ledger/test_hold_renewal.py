@@ -155,3 +155,27 @@ async def test_a_lease_of_a_process_that_stopped_renewing_lapses(make_ledger):
     granted = await other.reserve("o1", OTHER, 99_100, deadline_s=TTL_S)  # all the room left
     assert (granted.ok, granted.reclaimed) == (True, 1)
     assert await _held_and_spent(other) == (99_100, 900)
+
+
+async def test_a_failed_renewal_is_logged_once_a_minute_and_tried_again_next_round(make_ledger, redis_client,
+                                                                                  caplog):
+    holder, clock = make_ledger(), make_ledger.clock
+    await holder.set_budget("project", "acme", 1_000, "day")
+    assert (await holder.reserve("r1", WHO, 300, deadline_s=TTL_S)).ok
+    zset = holder.keys.reservations("acme", "project", "acme")
+    # Redis refuses the renewal (the zset replaced by a string: WRONGTYPE), two rounds running.
+    await redis_client.delete(zset)
+    await redis_client.set(zset, "not a zset")
+    with caplog.at_level("WARNING", logger="farebox.ledger"):
+        assert await holder.renew_holds() == 0
+        clock.advance(TTL_S / 3)
+        assert await holder.renew_holds() == 0
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "renewing held reservations failed for 1 project(s)" in warnings[0].getMessage()
+
+    # The next round renews the hold, still in flight.
+    await redis_client.delete(zset)
+    await redis_client.zadd(zset, {"r1": (T0 + TTL_S) * 1000})
+    clock.advance(TTL_S / 3)
+    assert await holder.renew_holds() == 1
+    assert await redis_client.zscore(zset, "r1") == int((clock.now + TTL_S + LEASE_LIFE_S) * 1000)
