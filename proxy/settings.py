@@ -71,7 +71,7 @@ class Settings(BaseModel):
     clamp_max_tokens: bool = True
     min_output_tokens: int = Field(256, ge=1)
     default_max_output_tokens: int = Field(4096, ge=1)
-    reservation_grace_s: float = Field(60.0, ge=0)
+    hold_ttl_s: float = Field(30.0, ge=1, le=3600)   # a hold lapses this long after its process's last renewal
     budget_lease_requests: int = Field(DEFAULT_LEASE_REQUESTS, ge=0)   # 0: every request reserved on its own
     stream_maxlen: int = Field(1_000_000, ge=0)
     stream_max_age_s: int = Field(0, ge=0)        # 0: events are kept by length only
@@ -147,8 +147,9 @@ class Settings(BaseModel):
 
     @property
     def reservation_deadline_s(self) -> float:
-        """How long a reservation holds budget: the longest a request may take, plus grace."""
-        return self.upstream_timeout_s + self.reservation_grace_s
+        """How long a reservation holds budget unless renewed: its process renews the holds it
+        still has in flight every third of this, so only a dead process's holds lapse."""
+        return self.hold_ttl_s
 
 
 # Settings whose environment variable is not FAREBOX_<NAME>.

@@ -210,7 +210,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         ttls = Ttls(hour=settings.ttl_hour_s or None, day=settings.ttl_day_s or None,
                     week=settings.ttl_week_s or None, month=settings.ttl_month_s or None)
         ledger = Ledger(redis.client, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen, clock=clock,
-                        ttls=ttls, pipe=redis.pipe, lease_requests=settings.budget_lease_requests)
+                        ttls=ttls, pipe=redis.pipe, lease_requests=settings.budget_lease_requests,
+                        hold_ttl_s=settings.hold_ttl_s)
         spool = Spool(Path(settings.data_dir) / "spool.ndjson")
         app_metrics = Metrics(project_labels=settings.metrics_project_labels)
         secret = settings.alert_webhook_secret
@@ -226,6 +227,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             services.start_replay()
         trimming = (asyncio.get_running_loop().create_task(trim_forever(ledger, settings.stream_max_age_s, time.time))
                     if settings.stream_max_age_s else None)
+        renewing = asyncio.get_running_loop().create_task(ledger.renew_forever())  # holds in flight stay held
         try:
             yield
         finally:
@@ -233,6 +235,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                 trimming.cancel()
                 await asyncio.gather(trimming, return_exceptions=True)
             await services.close()
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
             await alerts.close()
             await upstream.close()
             await redis.close()

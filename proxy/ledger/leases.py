@@ -28,9 +28,10 @@ What keeps it exact:
 - Every write of a lease to Redis may be sent twice (a lost connection) and counts once: a
   grant and a give-back carry an operation key that remembers their reply (``scripts.py``),
   a drawn request's settle its done-marker.
-- Its hold in Redis lasts the lease's life plus a request's reservation deadline, so a process
-  that dies leaves nothing held for more than ``LEASE_LIFE_S`` longer than a request of its
-  own would.
+- Its hold in Redis lasts the lease's life plus a request's hold deadline, and its process
+  renews it while it is open or any request it lent to is in flight (``renew.py``), so a
+  process that dies leaves nothing held for more than ``LEASE_LIFE_S`` longer than a request
+  of its own would.
 
 A drawn request sees the budget as a reservation of its own would have: the lease's view at
 grant, plus the costs of the requests it lent to that settled since, plus what it has lent and
@@ -97,7 +98,8 @@ class Leases:
     """The leases of one process and the requests it has in flight, by attribution (local
     state only: ``Ledger`` talks to Redis)."""
 
-    __slots__ = ("requests", "open", "drawn", "in_flight", "holders", "asking", "granted", "last", "_prune_at")
+    __slots__ = ("requests", "open", "drawn", "in_flight", "holders", "own", "asking", "granted", "last",
+                 "_prune_at")
 
     def __init__(self, requests: int) -> None:
         self.requests = requests                                # 0: leases are off
@@ -106,6 +108,9 @@ class Leases:
         self.drawn: dict[str, tuple[Lease, int]] = {}           # request id -> its lease and amount
         self.in_flight: dict[Attribution, int] = {}
         self.holders: dict[str, Attribution] = {}               # request ids reserved and not yet settled
+        # Request ids held in Redis under their own id, until settled or released (with or
+        # without leases): the holds this process renews besides its leases' (``renew.py``).
+        self.own: dict[str, Attribution] = {}
         self.asking: dict[Attribution, asyncio.Future[bool]] = {}  # a lease being asked for: granted?
         self.last: dict[Attribution, float] = {}                # when a request of it last began here
         self._prune_at = _PRUNE_AT

@@ -6,6 +6,7 @@ Each step is a module of its own:
 - ``reserve.py``: a request's worst case held on every budget that applies (``reserve.lua``).
 - ``leases.py``: budget leases, one hold that the requests of an attribution draw from.
 - ``settle.py``: finished requests recorded once, in batches (``settle.lua``, ``batch.py``).
+- ``renew.py``: the deadlines of the holds still in flight, renewed (``renew.lua``).
 - ``budgets.py``: budget config. ``reports.py`` and ``events.py``: reading usage back.
 - ``errors.py``: Redis errors as ``LedgerUnavailable``. ``pipe.py``: the request path's connection.
 
@@ -27,11 +28,12 @@ from proxy.ledger.errors import redis_errors
 from proxy.ledger.keys import DEFAULT_PREFIX, Keys
 from proxy.ledger.leases import Leases, Leasing
 from proxy.ledger.pipe import RedisPipe
+from proxy.ledger.renew import DEFAULT_HOLD_TTL_S, Renewer
 from proxy.ledger.reserve import Reserver
 from proxy.ledger.scripts import MAX_LUA_NANO, Scripts, hold_keys, release_argv, settle_fixed
 from proxy.ledger.settle import DAY_S, Settles, Ttls, check_attribution, check_request_id
 
-__all__ = ["Ledger", "Ttls"]
+__all__ = ["Ledger", "Ttls", "DEFAULT_HOLD_TTL_S"]
 
 DEFAULT_DONE_TTL_S = 7 * DAY_S      # how long a settled request id is remembered (idempotency)
 DEFAULT_STREAM_MAXLEN = 1_000_000   # approximate; 0 keeps every event
@@ -43,15 +45,18 @@ class Ledger:
     def __init__(self, redis: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, ttls: Ttls = Ttls(),
                  stream_maxlen: int = DEFAULT_STREAM_MAXLEN, done_ttl_s: int = DEFAULT_DONE_TTL_S,
                  clock: Callable[[], float] = time.time, pipe: RedisPipe | None = None,
-                 lease_requests: int = 0) -> None:
+                 lease_requests: int = 0, hold_ttl_s: float = DEFAULT_HOLD_TTL_S) -> None:
         """``pipe``, when given, carries the two scripts every request runs (reserve, settle)
         to the same Redis as ``redis``; everything else goes through ``redis``.
         ``lease_requests``: the size of a budget lease in worst cases of the request that asks
-        for it (``leases.py``); 0 reserves every request on its own."""
+        for it (``leases.py``); 0 reserves every request on its own. ``hold_ttl_s``: the deadline
+        ``renew_holds`` gives the holds still in flight (``renew.py``)."""
         if type(stream_maxlen) is not int or stream_maxlen < 0:
             raise ValueError(f"stream_maxlen must be an int >= 0 (0 = unbounded), not {stream_maxlen!r}")
         if type(lease_requests) is not int or lease_requests < 0:
             raise ValueError(f"lease_requests must be an int >= 0 (0 = no leases), not {lease_requests!r}")
+        if not hold_ttl_s > 0:
+            raise ValueError(f"hold_ttl_s must be positive, not {hold_ttl_s!r}")
         if type(done_ttl_s) is not int or done_ttl_s <= 0:
             raise ValueError(f"done_ttl_s must be a positive int, not {done_ttl_s!r}")
         self.redis = redis
@@ -61,7 +66,8 @@ class Ledger:
         self._leases = Leases(lease_requests)
         self._settles = Settles(redis, scripts, keys, pipe, self._leases,
                                 settle_fixed(done_ttl_s, ttls.args(), stream_maxlen))
-        self._reserver = Reserver(scripts, keys, pipe, self._settles, clock)
+        self._reserver = Reserver(scripts, keys, pipe, self._settles, clock, self._leases.own)
+        self._renewer = Renewer(self._leases, scripts, keys, pipe, clock, hold_ttl_s)
         self._leasing = Leasing(self._leases, self._reserver.in_redis, redis=redis, scripts=scripts, keys=keys,
                                 pipe=pipe, clock=clock)
         self._budgets = Budgets(redis, keys, scripts, clock, self.settled, self._leasing.give_back_all)
@@ -76,7 +82,8 @@ class Ledger:
 
         Refused when any hard budget has less room (limit - spent - held) than the amount.
         Holds past their deadline are reclaimed first. Reserving again under the same request
-        id replaces its hold. The hold lasts ``deadline_s`` seconds unless settled or released.
+        id replaces its hold. The hold lasts ``deadline_s`` seconds unless settled or released,
+        and, while it is in flight, ``renew_holds`` moves its deadline on.
         With leases on, the amount may be lent from a lease held in Redis instead (``leases.py``).
         """
         a = attribution
@@ -103,6 +110,7 @@ class Ledger:
         """Drop a request's hold without charging anything; returns the nano-USD released."""
         check_attribution(attribution)
         check_request_id(request_id)
+        self._leases.own.pop(request_id, None)
         drawn = self._leases.ended(request_id) if self._leases.requests else None
         if drawn is not None:
             return await self._leasing.release(request_id, drawn)
@@ -115,6 +123,16 @@ class Ledger:
         read sees. Open leases stay open (a read sees their whole hold as reserved)."""
         await self._settles.batcher.settled()
         await self._leasing.given_back()
+
+    async def renew_holds(self) -> int:
+        """Give every hold this process still has in flight (its requests' own, its leases')
+        the deadline ``hold_ttl_s`` from now; returns how many deadlines moved. A project whose
+        renewal failed is logged (``renew.py``)."""
+        return await self._renewer.renew()
+
+    async def renew_forever(self) -> None:
+        """``renew_holds`` every ``hold_ttl_s / 3``, until cancelled (a task of the server's)."""
+        await self._renewer.forever()
 
     async def close_leases(self) -> None:
         """Close every open lease and wait until each gave back what it did not lend (shutdown)."""

@@ -41,8 +41,9 @@ class Reserver:
     """reserve.lua for one ledger, on the pipe or on redis-py."""
 
     def __init__(self, scripts: Scripts, keys: Keys, pipe: RedisPipe | None, settles: Settles,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], own: dict[str, Attribution]) -> None:
         self.scripts, self.keys, self.pipe, self.settles, self.clock = scripts, keys, pipe, settles, clock
+        self.own = own                      # request ids held under their own id (renewed while in flight)
         self.plans: dict[tuple[Attribution, tuple[str, ...]], ReservePlan] = {}
 
     def plan(self, a: Attribution, buckets: tuple[str, ...]) -> ReservePlan:
@@ -77,6 +78,11 @@ class Reserver:
             else:
                 reply = await self.scripts.reserve(plan.keys if op_key is None else (*plan.keys, op_key), args)
         ok, reclaimed = int(reply[0]), int(reply[1])
+        if ok == 1:
+            if len(reply) > 2:  # held on some budget: renewed until settled or released
+                self.own[request_id] = a
+        elif ok == 0:  # refused: a hold this id may still have lapses at its deadline
+            self.own.pop(request_id, None)
         candidates = plan.candidates
         tightest: BudgetView | None = None
         room: int | None = None

@@ -12,18 +12,19 @@ Scripts (``lua/``, their headers say what each reads):
 - ``settle``: record requests once per request id (their done-markers), releasing their holds.
 - ``release``: drop a hold, or part of one, without charging.
 - ``budget_status``: a budget's config, spend and live holds.
+- ``renew``: move the deadlines of the holds a process still has in flight (``renew.py``).
 
 A write the pipe or redis-py may send twice (after a lost connection) changes nothing the
 second time: a request's own hold is replaced, a settle is remembered by its request id, and a
 lease grant or a partial release carries an operation key (``Keys.op``) that remembers its
-reply for a while.
+reply for a while. A renewal only moves deadlines later (``ZADD XX GT``).
 """
 
 from __future__ import annotations
 
 from functools import cache
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import redis.asyncio as aioredis
 
@@ -33,7 +34,8 @@ from proxy.ledger.pipe import RedisPipe, pack_strs
 
 __all__ = ["Scripts", "MAX_LUA_NANO", "lua_source", "hold_keys", "budget_keys", "budget_candidates",
            "reserve_keys", "reserve_argv", "settle_plan_layout", "settle_fixed",
-           "settle_request", "settle_call", "release_argv", "status_argv", "flat", "framed", "Piece"]
+           "settle_request", "settle_call", "release_argv", "status_argv", "renew_call", "flat", "framed",
+           "Piece"]
 
 # Lua numbers are doubles: amounts a script compares must stay below 2**53 (about 9 million USD).
 MAX_LUA_NANO = 2**53 - 1
@@ -49,19 +51,20 @@ def lua_source(name: str) -> str:
 
 
 class Scripts:
-    """The four scripts, registered with redis-py (which reloads a script the server forgot)
+    """The five scripts, registered with redis-py (which reloads a script the server forgot)
     and, when there is a pipe, loaded on each of its connections."""
 
-    __slots__ = ("reserve", "settle", "release", "status")
+    __slots__ = ("reserve", "settle", "release", "status", "renew")
 
     def __init__(self, redis: aioredis.Redis, pipe: RedisPipe | None) -> None:
         self.reserve = redis.register_script(lua_source("reserve.lua"))
         self.settle = redis.register_script(lua_source("settle.lua"))
         self.release = redis.register_script(lua_source("release.lua"))
         self.status = redis.register_script(lua_source("budget_status.lua"))
+        self.renew = redis.register_script(lua_source("renew.lua"))
         if pipe is not None:
             # A settle sent behind a reservation must not fail on NOSCRIPT and be retried after it.
-            pipe.load_on_connect(self.reserve.script, self.settle.script, self.release.script)
+            pipe.load_on_connect(self.reserve.script, self.settle.script, self.release.script, self.renew.script)
 
 
 def flat(pieces: Sequence[Piece]) -> list[str]:
@@ -208,3 +211,26 @@ def release_argv(hold_id: str, part: int | None = None, op_ttl_s: int = 0) -> li
 
 def status_argv(now_s: float) -> list[str]:
     return [str(int(now_s * 1000))]
+
+
+# -- renew.lua ------------------------------------------------------------------------------
+
+def renew_call(k: Keys, holds: Iterable[tuple[str, Attribution]], deadline_s: float) -> tuple[list[str], list[str]]:
+    """renew.lua's KEYS and ARGV for ``holds`` (hold id, attribution; all of one project):
+    every reservation zset that may hold one of them, once, then the new deadline (clock
+    seconds), each zset's count of hold ids, and the hold ids zset by zset."""
+    by_zset: dict[str, list[str]] = {}
+    for hold_id, a in holds:
+        p = a.project
+        zsets = [k.reservations(p, "project", p), k.reservations(p, "agent", a.agent)]
+        if a.session is not None:
+            zsets.append(k.reservations(p, "session", a.session))
+        if a.key_id is not None:
+            zsets.append(k.reservations(p, "key", a.key_id))
+        for zset in zsets:
+            by_zset.setdefault(zset, []).append(hold_id)
+    keys = list(by_zset)
+    args = [str(int(deadline_s * 1000)), *(str(len(ids)) for ids in by_zset.values())]
+    for ids in by_zset.values():
+        args += ids
+    return keys, args

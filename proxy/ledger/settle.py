@@ -3,9 +3,11 @@
 Settles are queued and written in batches (``batch.py``): one settle.lua call per project
 for those queued close together, each request still taken as if alone. What depends only on
 who, which model and which hour is a ``SettlePlan``, built once; a call carries each plan's
-keys and values once and each request only its own values and a plan index. On the pipe a
-queued settle waits up to ``SETTLE_DELAY_S`` for others to join its batch; a reservation or a
-read sends the queue at once and waits for it (``reserve.py``).
+keys and values once and each request only its own values and a plan index. A queued settle
+is written at the end of the loop turn that queued it (``SETTLE_DELAY_S`` = 0), with the other
+settles of that turn; a reservation or a read sends the queue at once and waits for it
+(``reserve.py``). What a SIGKILL can lose is what is queued in that turn: a longer wait would
+batch more at low concurrency, and lose every settle of its window (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ __all__ = ["Ttls", "Settles", "SettlePlan", "SettleJob", "SETTLE_DELAY_S", "chec
 HOUR_S = 3600
 DAY_S = 24 * HOUR_S
 MAX_REQUEST_ID_LENGTH = 256
-# How long a queued settle may wait on the pipe for others to join its batch; reservations,
-# reads and shutdown send it at once.
-SETTLE_DELAY_S = 0.005
+# How long a queued settle may wait on the pipe for others to join its batch (0: until the end
+# of the loop turn); reservations, reads and shutdown send it at once.
+SETTLE_DELAY_S = 0.0
 _MAX_PLANS = 4096               # cached plans (per attribution, model and hour); then start afresh
 _MAX_CHUNK = 128                # requests per settle.lua call
 _MAX_CHUNK_COST = 2**50         # nano-USD per settle.lua call, so its sums stay exact doubles
@@ -156,6 +158,7 @@ class Settles:
                 settle_request(drawn[0].hold_id, not plan.renewed, str(drawn[1]), event))
         if leases.requests:
             leases.ended(rid, settled_cost=event.cost_nano)
+        leases.own.pop(rid, None)  # no longer renewed: settled, or held until its deadline
         plan.renewed = True
         job = SettleJob(plan=plan, done_key=self.keys.done(a.project, rid), cost=event.cost_nano, args=args)
         if self.pipe is not None:
