@@ -129,13 +129,15 @@ def _header_size(head: bytes) -> tuple[int, int] | None:
         return struct.unpack(">II", head[16:24])
     if head[:4] == b"GIF8" and len(head) >= 10:
         return struct.unpack("<HH", head[6:10])
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 25:
         kind = head[12:16]
-        if kind == b"VP8X":
-            return (int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1)
         if kind == b"VP8L" and head[20] == 0x2F:
             bits = int.from_bytes(head[21:25], "little")
             return ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+        if len(head) < 30:
+            return None
+        if kind == b"VP8X":
+            return (int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1)
         if kind == b"VP8 ":
             w, h = struct.unpack("<HH", head[26:30])
             return (w & 0x3FFF, h & 0x3FFF)
