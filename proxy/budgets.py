@@ -60,7 +60,8 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
                          price: ModelPrice, prompt_tokens: int, request: ApiRequest,
                          *, now: float | None = None) -> Grant:
     bound, must_send = output_bound(request, price, settings)
-    n, extra = request.n, request.output_extra
+    # Output the body itself is billed for (chat's prediction); a shape without any may leave it out.
+    n, extra = request.n, getattr(request, "output_extra", 0)
     amount = worst_case_nano(price, prompt_tokens, (bound + extra) * n)
     if amount > MAX_WORST_CASE_NANO:
         raise _too_large(request, price, prompt_tokens, amount)

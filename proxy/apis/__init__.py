@@ -41,7 +41,7 @@ class ApiRequest(Protocol):
     max_output: int | None      # the client's output bound per choice; None: none set; 0: the API generates none
     bound_field: str | None     # the body field that carries the output bound; None: there is none to set
     n: int                      # choices generated (the output bound counts once per choice)
-    output_extra: int           # output tokens billed per choice on top of the bound (set by count_prompt)
+    output_extra: int           # output tokens billed per choice on top of the bound (set by count_prompt; 0 if absent)
 
 
 class StreamMeter(Protocol):
