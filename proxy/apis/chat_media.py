@@ -115,7 +115,14 @@ def data_url_image_size(url: str) -> tuple[int, int] | None:
     comma = url.find(",", 0, 256)
     if comma < 0 or not url[:comma].endswith(";base64"):
         return None
-    chunk = url[comma + 1:comma + 1 + _HEADER_BASE64_CHARS]
+    size = _decoded_size(url, comma + 1, 1024)  # PNG, GIF and WebP: in the first bytes
+    if size is None and url.startswith("/9j/", comma + 1):  # a JPEG: its size may follow its EXIF
+        size = _decoded_size(url, comma + 1, _HEADER_BASE64_CHARS)
+    return size
+
+
+def _decoded_size(url: str, start: int, chars: int) -> tuple[int, int] | None:
+    chunk = url[start:start + chars]
     chunk = chunk[:len(chunk) - len(chunk) % 4]
     try:
         head = base64.b64decode(chunk, validate=True)
