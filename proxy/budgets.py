@@ -86,6 +86,8 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
 def _too_large(request: ApiRequest, price: ModelPrice, prompt_tokens: int, amount: int) -> BadRequest:
     if worst_case_nano(price, prompt_tokens, 0) > MAX_WORST_CASE_NANO:
         param = "messages"
+    elif worst_case_nano(price, prompt_tokens, getattr(request, "output_extra", 0) * request.n) > MAX_WORST_CASE_NANO:
+        param = "prediction"
     elif request.max_output is not None:
         param = request.bound_field
     else:
