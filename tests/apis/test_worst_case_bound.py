@@ -84,7 +84,7 @@ CONTENT_PARTS = st.one_of(
               WORDS, st.binary(max_size=2000)),
 )
 JSON_VALUES = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), TEXTS),
+    st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False), TEXTS),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(WORDS, inner, max_size=4)),
     max_leaves=12,
 )
