@@ -2,7 +2,9 @@
 
 The worst case of a request is its counted prompt at the input price plus its output bound
 (the client's, e.g. chat's ``max_completion_tokens`` / ``max_tokens``, else the catalog's
-``max_output_tokens``, times ``n``) at the output price. The ledger reserves that amount atomically on every budget that
+``max_output_tokens``, plus the output the body itself is billed for, e.g. a ``prediction``,
+times ``n``) at the output price. A worst case above ``MAX_WORST_CASE_NANO`` cannot be priced:
+400, naming the field that makes it so. The ledger reserves that amount atomically on every budget that
 applies, or nothing. When it does not fit but the room left still pays for at least
 ``min_output_tokens`` of output, the request goes ahead with its output bound lowered to what
 fits (clamping) instead of being refused; below that it gets 402.
@@ -18,12 +20,16 @@ from pricing.catalog import ModelPrice
 from pricing.cost import max_output_for_budget, worst_case_nano
 from pricing.money import nano_to_usd
 from proxy.apis import ApiRequest
-from proxy.errors import BudgetExceeded
+from proxy.errors import BadRequest, BudgetExceeded
 from proxy.domain import Attribution, BudgetView, iso_utc
 from proxy.ledger.ledger import Ledger
 from proxy.settings import Settings
 
-__all__ = ["Grant", "reserve_budget", "budget_exceeded"]
+__all__ = ["Grant", "reserve_budget", "budget_exceeded", "MAX_WORST_CASE_NANO"]
+
+# $100,000: far above any one request a catalog model can be asked for, and small enough that
+# budget leases of many worst cases stay exact in the ledger's Lua numbers (below 2**53).
+MAX_WORST_CASE_NANO = 100_000 * 10**9
 
 # A concurrent request may take the room between a refusal and the clamped retry.
 _CLAMP_ATTEMPTS = 3
@@ -54,8 +60,11 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
                          price: ModelPrice, prompt_tokens: int, request: ApiRequest,
                          *, now: float | None = None) -> Grant:
     bound, must_send = output_bound(request, price, settings)
-    n = request.n
-    amount = worst_case_nano(price, prompt_tokens, bound * n)
+    # Output the body itself is billed for (chat's prediction); a shape without any may leave it out.
+    n, extra = request.n, getattr(request, "output_extra", 0)
+    amount = worst_case_nano(price, prompt_tokens, (bound + extra) * n)
+    if amount > MAX_WORST_CASE_NANO:
+        raise _too_large(request, price, prompt_tokens, amount)
     clamped = False
     for _ in range(_CLAMP_ATTEMPTS):
         outcome = await ledger.reserve(request_id, who, amount, deadline_s=settings.reservation_deadline_s)
@@ -65,13 +74,27 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
                          remaining=outcome.tightest)
         if not settings.clamp_max_tokens or request.bound_field is None:
             break
-        fit = max_output_for_budget(price, prompt_tokens, outcome.room_nano) // n
+        fit = max_output_for_budget(price, prompt_tokens, outcome.room_nano) // n - extra
         if fit < settings.min_output_tokens or fit < 1:
             break
         bound = min(bound, fit)
-        amount = worst_case_nano(price, prompt_tokens, bound * n)
+        amount = worst_case_nano(price, prompt_tokens, (bound + extra) * n)
         clamped = True
     raise budget_exceeded(outcome.tightest, amount, now=now)
+
+
+def _too_large(request: ApiRequest, price: ModelPrice, prompt_tokens: int, amount: int) -> BadRequest:
+    if worst_case_nano(price, prompt_tokens, 0) > MAX_WORST_CASE_NANO:
+        param = "messages"
+    elif worst_case_nano(price, prompt_tokens, getattr(request, "output_extra", 0) * request.n) > MAX_WORST_CASE_NANO:
+        param = "prediction"
+    elif request.max_output is not None:
+        param = request.bound_field
+    else:
+        param = "n"
+    return BadRequest(f"This request may cost up to ${nano_to_usd(amount, places=2)}, more than farebox prices "
+                      f"(${nano_to_usd(MAX_WORST_CASE_NANO, places=2)}); lower '{param}'.",
+                      param=param, code="invalid_value")
 
 
 def _label(view: BudgetView) -> str:

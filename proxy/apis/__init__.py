@@ -41,6 +41,7 @@ class ApiRequest(Protocol):
     max_output: int | None      # the client's output bound per choice; None: none set; 0: the API generates none
     bound_field: str | None     # the body field that carries the output bound; None: there is none to set
     n: int                      # choices generated (the output bound counts once per choice)
+    output_extra: int           # output tokens billed per choice on top of the bound (set by count_prompt; 0 if absent)
 
 
 class StreamMeter(Protocol):
@@ -66,7 +67,11 @@ class ApiShape(Protocol):
         """The body as this API's request; ``BadRequest`` (400) for what farebox cannot meter."""
 
     def count_prompt(self, request: Any, price: ModelPrice) -> Awaitable[int]:
-        """The prompt part of the worst case, in tokens (counted off the event loop when large)."""
+        """The prompt part of the worst case, in tokens (counted off the event loop when large).
+
+        Every part of the body the provider bills is counted, or bounded from above. Output
+        tokens the body itself makes the provider bill (chat's ``prediction``) are set in
+        ``request.output_extra``, per choice."""
 
     def forward_body(self, raw: bytes, request: Any, bound: int | None) -> bytes:
         """The body sent upstream: ``raw`` unless farebox must change it (usage asked for in a

@@ -39,8 +39,9 @@ def json_type(value: Any) -> str:
     return "an object"
 
 
-def positive_int(body: dict[str, Any], name: str) -> int | None:
-    """``body[name]`` when it is an integer of at least 1; None when absent or null; else a 400."""
+def positive_int(body: dict[str, Any], name: str, maximum: int | None = None) -> int | None:
+    """``body[name]`` when it is an integer of at least 1 (and at most ``maximum``); None when
+    absent or null; else a 400."""
     value = body.get(name)
     if value is None:
         return None
@@ -49,5 +50,8 @@ def positive_int(body: dict[str, Any], name: str) -> int | None:
                          param=name, code="invalid_type")
     if value < 1:
         raise BadRequest(f"Invalid value for '{name}': must be at least 1, got {value}.",
+                         param=name, code="invalid_value")
+    if maximum is not None and value > maximum:
+        raise BadRequest(f"Invalid value for '{name}': must be at most {maximum}, got {value}.",
                          param=name, code="invalid_value")
     return value

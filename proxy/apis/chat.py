@@ -2,8 +2,11 @@
 
 Parse: only what farebox needs is checked (the upstream validates the rest): a JSON object with
 a string ``model``, a list ``messages`` and well-typed ``stream``, ``stream_options``,
-``max_tokens`` / ``max_completion_tokens`` and ``n``. Nothing is forwarded or recorded for a
-body that fails here.
+``max_tokens`` / ``max_completion_tokens`` (at most ``MAX_OUTPUT_TOKENS``) and ``n`` (at most
+``MAX_CHOICES``, as OpenAI). Nothing is forwarded or recorded for a body that fails here.
+
+Count: every part of the body a provider bills (``proxy/apis/chat_prompt.py``); a
+``prediction`` is output billed per choice on top of the output bound (``output_extra``).
 
 Forward: a stream always asks for usage (``stream_options.include_usage``); the usage-only
 chunk that brings is kept from a client that did not ask for it. A clamped or required output
@@ -16,7 +19,6 @@ received with tiktoken and marks the result estimated.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +28,16 @@ from pricing.catalog import ModelPrice
 from pricing.cost import Usage
 from proxy.apis import Measured
 from proxy.apis.body import json_type, parse_json_object, positive_int
-from proxy.apis.chat_prompt import count_chat_prompt_async, count_completion
+from proxy.apis.chat_prompt import count_chat_async, count_completion
 from proxy.apis.usage import usage_from_object
 from proxy.errors import BadRequest
 from proxy.upstream.sse import event_data
 
-__all__ = ["CHAT", "ChatCompletions", "ChatRequest", "ChatStreamMeter", "parse_chat", "choices_text"]
+__all__ = ["CHAT", "ChatCompletions", "ChatRequest", "ChatStreamMeter", "parse_chat", "choices_text",
+           "MAX_OUTPUT_TOKENS", "MAX_CHOICES"]
+
+MAX_OUTPUT_TOKENS = 2**31 - 1  # no model generates more; larger numbers cannot be priced
+MAX_CHOICES = 128
 
 
 @dataclass(slots=True)
@@ -45,6 +51,7 @@ class ChatRequest:
     max_output: int | None    # max_completion_tokens, else max_tokens, as the client sent it
     bound_field: str          # which of the two to set when clamping
     n: int
+    output_extra: int = 0     # prediction tokens, billed as output per choice (set when counted)
 
 
 def parse_chat(raw: bytes) -> ChatRequest:
@@ -77,9 +84,9 @@ def parse_chat(raw: bytes) -> ChatRequest:
             raise BadRequest(f"Invalid type for 'stream_options.include_usage': expected a boolean, got {json_type(include)}.",
                              param="stream_options.include_usage", code="invalid_type")
         wants_usage = include
-    max_completion = positive_int(body, "max_completion_tokens")
-    max_tokens = positive_int(body, "max_tokens")
-    n = positive_int(body, "n") or 1
+    max_completion = positive_int(body, "max_completion_tokens", MAX_OUTPUT_TOKENS)
+    max_tokens = positive_int(body, "max_tokens", MAX_OUTPUT_TOKENS)
+    n = positive_int(body, "n", MAX_CHOICES) or 1
     if max_completion is not None:
         max_output, bound_field = max_completion, "max_completion_tokens"
     else:
@@ -180,8 +187,10 @@ class ChatCompletions:
 
     parse = staticmethod(parse_chat)
 
-    def count_prompt(self, request: ChatRequest, price: ModelPrice) -> Awaitable[int]:
-        return count_chat_prompt_async(request.model, request.body)
+    async def count_prompt(self, request: ChatRequest, price: ModelPrice) -> int:
+        counted = await count_chat_async(request.model, request.body, price.max_input_tokens)
+        request.output_extra = counted.predicted
+        return counted.prompt
 
     def forward_body(self, raw: bytes, request: ChatRequest, bound: int | None) -> bytes:
         changed = False

@@ -3,8 +3,11 @@
 ``farebox fake-upstream`` runs it; farebox's end-to-end tests and its benchmark point farebox
 at it. Replies are made of words that are one token each, picked from the request (a hash of
 the last user message), so the same request always gets the same reply and its length in
-tokens is known exactly. Usage is counted with the code farebox itself uses
-(``proxy.tokens``, ``proxy.apis.chat_prompt``), so an estimate farebox makes and the usage reported here agree.
+tokens is known exactly. A chat prompt is billed the way a provider bills it (``billing``: every
+text, images by their size, audio by its length, a ``prediction`` as rejected completion
+tokens), written apart from farebox's own counting, which must never come out below it; replies
+are counted with the tokenizer farebox uses (``proxy.tokens``), so an estimate farebox makes of
+a reply and the usage reported here agree.
 
 Endpoints::
 
@@ -51,7 +54,7 @@ Requests to ``/_fake/`` are not recorded; the rest are, with header names in low
 
 Here: ``server`` (the application, what it records, the endpoints), ``controls`` (what a
 request asks for: its body and its X-Fake-* headers), ``replies`` (the deterministic words,
-usage and the ways of sending them).
+usage and the ways of sending them), ``billing`` (the prompt a chat request is billed for).
 """
 
 from proxy.fake_upstream.replies import SYSTEM_FINGERPRINT

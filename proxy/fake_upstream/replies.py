@@ -182,7 +182,8 @@ def split_pieces(pieces: list[str], parts: int) -> list[str]:
     return out
 
 
-def usage_object(controls: Controls, prompt_tokens: int, completion_tokens: int) -> dict[str, Any] | None:
+def usage_object(controls: Controls, prompt_tokens: int, completion_tokens: int,
+                 rejected_prediction_tokens: int = 0) -> dict[str, Any] | None:
     """The usage object to report: none, the one X-Fake-Usage gives, or the counted one."""
     if controls.no_usage:
         return None
@@ -194,7 +195,8 @@ def usage_object(controls: Controls, prompt_tokens: int, completion_tokens: int)
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+                                      "accepted_prediction_tokens": 0,
+                                      "rejected_prediction_tokens": rejected_prediction_tokens},
     }
 
 

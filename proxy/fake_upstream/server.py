@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.apis.chat_prompt import count_chat_prompt_async
+from proxy.fake_upstream.billing import bill_chat
 from proxy.fake_upstream.controls import (
     BODY,
     INVALID_JSON,
@@ -154,10 +154,11 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     n = int_param(body, "n", low=1, high=MAX_CHOICES) or 1
     bound = output_bound(body)
     stream, include_usage = streaming(body)
-    prompt_tokens = await count_chat_prompt_async(model, body)
+    prompt_tokens, predicted = bill_chat(model, body)
     seed = chat_seed(messages)
     replies = [make_reply(state, model, seed + index * CHOICE_STRIDE, controls, bound) for index in range(n)]
-    usage = usage_object(controls, prompt_tokens, sum(reply.tokens for reply in replies))
+    usage = usage_object(controls, prompt_tokens, sum(reply.tokens for reply in replies) + n * predicted,
+                         rejected_prediction_tokens=n * predicted)
     number = state.next_number()
     request_id = f"req_fb{number:024d}"
     head = {"id": f"chatcmpl-fb{number:020d}", "object": "chat.completion", "created": int(time.time()),

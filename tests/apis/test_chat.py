@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from pricing.catalog import Catalog
 from pricing.cost import Usage
 from proxy.apis import Measured
 from proxy.apis.chat import CHAT
@@ -90,3 +91,40 @@ def test_the_stream_meter_estimates_a_stream_without_usage_from_its_text_and_too
     expected = count_completion("gpt-4o-mini", "hello world",
                                 [{"type": "function", "function": {"name": "get_time", "arguments": "{}"}}])
     assert meter.result(12) == Measured(Usage(prompt_tokens=12, completion_tokens=expected), estimated=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_tokens", 2**31, "Invalid value for 'max_tokens': must be at most 2147483647, got 2147483648."),
+        ("max_completion_tokens", 2**62,
+         f"Invalid value for 'max_completion_tokens': must be at most 2147483647, got {2**62}."),
+        ("n", 129, "Invalid value for 'n': must be at most 128, got 129."),
+        ("n", 2**40, f"Invalid value for 'n': must be at most 128, got {2**40}."),
+    ],
+)
+def test_numbers_too_large_to_price_are_refused_naming_the_field(field: str, value: int, message: str) -> None:
+    body = {"model": "gpt-4o", "messages": [], field: value}
+
+    with pytest.raises(BadRequest) as refused:
+        CHAT.parse(orjson.dumps(body))
+
+    assert (refused.value.message, refused.value.param, refused.value.code) == (message, field, "invalid_value")
+
+
+def test_the_largest_numbers_that_can_be_priced_are_taken() -> None:
+    body = {"model": "gpt-4o", "messages": [], "max_completion_tokens": 2**31 - 1, "n": 128}
+
+    request = CHAT.parse(orjson.dumps(body))
+
+    assert (request.max_output, request.n, request.output_extra) == (2**31 - 1, 128, 0)
+
+
+async def test_counting_a_body_sets_its_prediction_as_output_per_choice() -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+            "prediction": {"type": "content", "content": "hello world"}}
+    request = CHAT.parse(orjson.dumps(body))
+
+    prompt = await CHAT.count_prompt(request, Catalog.load().resolve("gpt-4o"))
+
+    assert (prompt, request.output_extra) == (8, 2)

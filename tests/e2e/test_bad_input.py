@@ -69,6 +69,23 @@ CASES = [
      "Invalid type for 'max_completion_tokens': expected an integer, got a boolean."),
     ("unknown model", json.dumps({**GOOD, "model": "no-such-model-xyz"}).encode(), 400, "invalid_request_error",
      "model_not_found", "model", "Unknown model 'no-such-model-xyz'"),
+    ("max_tokens 2**62", json.dumps({**GOOD, "max_tokens": 2**62}).encode(), 400, "invalid_request_error",
+     "invalid_value", "max_tokens", f"Invalid value for 'max_tokens': must be at most 2147483647, got {2**62}."),
+    ("max_tokens beyond 64 bits", json.dumps({**GOOD, "max_tokens": 2**70}).encode(), 400, "invalid_request_error",
+     "invalid_type", "max_tokens", "Invalid type for 'max_tokens': expected an integer, got a number."),
+    ("max_completion_tokens 2**31", json.dumps({**GOOD, "max_completion_tokens": 2**31}).encode(), 400,
+     "invalid_request_error", "invalid_value", "max_completion_tokens",
+     "Invalid value for 'max_completion_tokens': must be at most 2147483647, got 2147483648."),
+    ("n 2**40", json.dumps({**GOOD, "n": 2**40}).encode(), 400, "invalid_request_error", "invalid_value", "n",
+     f"Invalid value for 'n': must be at most 128, got {2**40}."),
+    ("n 129", json.dumps({**GOOD, "n": 129}).encode(), 400, "invalid_request_error", "invalid_value", "n",
+     "Invalid value for 'n': must be at most 128, got 129."),
+    ("n zero", json.dumps({**GOOD, "n": 0}).encode(), 400, "invalid_request_error", "invalid_value", "n",
+     "Invalid value for 'n': must be at least 1, got 0."),
+    ("worst case beyond pricing", json.dumps({**GOOD, "model": "gpt-4o", "max_completion_tokens": 2**31 - 1,
+                                              "n": 128}).encode(), 400, "invalid_request_error", "invalid_value",
+     "max_completion_tokens", "This request may cost up to $2748779.07, more than farebox prices ($100000.00); "
+     "lower 'max_completion_tokens'."),
 ]
 
 
