@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from proxy.errors import FareboxError, UpstreamTimeout, UpstreamUnreachable
 from proxy.upstream.failures import FailureLog
 from proxy.upstream.kinds import OpenAIKind, UpstreamKind
-from proxy.upstream.wire import Pool, Response, UndecodableBody, WireError, WireTimeout
+from proxy.upstream.wire import ConnectTimeout, Pool, Response, UndecodableBody, WireError, WireTimeout
 
 __all__ = ["Upstream", "Call", "HOP_BY_HOP", "response_headers", "upstream_errors"]
 
@@ -45,6 +45,8 @@ _TRANSPORT_ERRORS = (WireError, OSError)
 
 def _mapped_error(base_url: str, exc: WireError | OSError) -> FareboxError:
     """farebox's error for a failure talking to the upstream: 504 for a timeout, else 502."""
+    if isinstance(exc, ConnectTimeout):
+        return UpstreamTimeout(f"No connection to the upstream {base_url}: {exc}.")
     if isinstance(exc, (WireTimeout, TimeoutError)):
         return UpstreamTimeout(f"The upstream {base_url} did not answer in time.")
     if isinstance(exc, UndecodableBody):

@@ -147,18 +147,18 @@ class Pool:
 
     def _give_up(self, waiter: asyncio.Future[Connection | None]) -> None:
         """A request stops waiting: what it was handed, if anything, goes to the next one."""
-        if not waiter.done():
-            waiter.cancel()
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                pass
-        elif not waiter.cancelled() and waiter.exception() is None:
-            conn = waiter.result()
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            conn = waiter.result()   # handed over (and out of the queue) as it gave up
             if conn is None:
                 self._wake_next(None)
             else:
                 self.put_back(conn)
+            return
+        waiter.cancel()
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
 
     def _wake_next(self, conn: Connection | None) -> bool:
         """Hand ``conn`` (None: a free slot) to the first request still waiting; False if none is."""
