@@ -95,6 +95,7 @@ def settled(stack) -> dict:
 
 
 def events(stack, key_prefix) -> list[dict[bytes, bytes]]:
+    stack.run(stack.services.settled())   # a record is queued before the answer, written just after
     return [fields for _, fields in stack.run(stack.services.ledger.redis.xrange(f"{key_prefix}:{{acme}}:events"))]
 
 
