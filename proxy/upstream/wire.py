@@ -124,10 +124,12 @@ class Pool:
         deadline = loop.time() + self._connect_timeout
         first = True
         while True:
+            if not first and len(self._all) < self.max_connections:   # woken for a free place
+                return await self._connect(max(0.0, deadline - loop.time()))
             waiter: asyncio.Future[Connection | None] = loop.create_future()
             if first:
                 self._waiters.append(waiter)
-            else:  # woken, but another request took the slot: stay at the front
+            else:  # woken, but the place was taken or the connection closed: stay at the front
                 self._waiters.appendleft(waiter)
             first = False
             try:
@@ -139,11 +141,8 @@ class Pool:
                     raise ConnectTimeout(f"no free connection to {self.host}:{self.port} within "
                                          f"{self._connect_timeout} s ({self.max_connections} in use)") from exc
                 raise
-            if conn is not None:
-                if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
-                    return conn
-            elif len(self._all) < self.max_connections:
-                return await self._connect(max(0.0, deadline - loop.time()))
+            if conn is not None and not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
+                return conn
 
     def _give_up(self, waiter: asyncio.Future[Connection | None]) -> None:
         """A request stops waiting: what it was handed, if anything, goes to the next one."""

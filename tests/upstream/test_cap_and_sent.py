@@ -168,3 +168,31 @@ async def test_an_undecodable_answer_was_sent_and_keeps_its_status_but_not_its_b
             pass
     await upstream.close()
     assert call.sent and call.status == 429 and call.received() == b""
+
+
+async def test_under_the_cap_with_connections_closing_every_request_is_answered_and_the_cap_holds(raw_server):
+    state = {"open": 0, "peak": 0}
+
+    async def sometimes_close(server: RawServer, n, reader, writer) -> None:
+        state["open"] += 1
+        state["peak"] = max(state["peak"], state["open"])
+        try:
+            count = 0
+            while await server.next_request(reader) is not None:
+                count += 1
+                await asyncio.sleep(0.005)
+                closing = (n + count) % 3 == 0
+                writer.write(answer(b"ok", *(["Connection: close"] if closing else [])))
+                await writer.drain()
+                if closing:
+                    return
+        finally:
+            state["open"] -= 1
+
+    server = await raw_server(sometimes_close)
+    upstream = await started(server.url, max_connections=3)
+    results = await asyncio.gather(*[post(upstream) for _ in range(40)])
+    assert results == [(200, b"ok")] * 40
+    assert state["peak"] <= 3
+    assert upstream._pool is not None and upstream._pool.open_count <= 3 and not upstream._pool._waiters
+    await upstream.close()
