@@ -228,8 +228,12 @@ class _Call:
                                       self.request_id, exc.message, exc.status)
             return
         fb.metrics.request(self.shape.name, exc.status, self.priced_model, self.who.project)
-        if call.sent:
+        if call.sent:  # an error answer (which a provider does not bill) that broke off
             self._observe_upstream(upstream_done)
+            fb.upstream.failures.note(f"refused {exc.code}", "upstream error answer (%d) to request %s broke off: "
+                                      "%s (answered %d, nothing charged)", call.status, self.request_id,
+                                      exc.message, exc.status)
+            return
         fb.upstream.failures.note(f"unsent {exc.code}", "upstream not reached for request %s: %s "
                                   "(answered %d, nothing charged)", self.request_id, exc.message, exc.status)
 

@@ -120,15 +120,19 @@ def budget(stack) -> dict:
     (head_then_hang, 504, "upstream_timeout"),
 ], ids=["cut-body", "head-then-hang"])
 def test_an_answer_broken_after_the_request_was_sent_is_recorded_estimated_and_charged_its_prompt(
-        make_stack, raw_upstream, key_prefix, handler, status, kind):
+        make_stack, raw_upstream, key_prefix, caplog, handler, status, kind):
     server = raw_upstream(handler)
     stack = make_stack(upstream=server.url, upstream_timeout_s=0.3, admin_token="admin-secret")
     put_budget(stack, "1")
     client = openai.OpenAI(base_url=stack.base_url, api_key="x", default_headers=HEADERS, max_retries=0)
-    with pytest.raises(openai.APIStatusError) as failed:
+    with caplog.at_level(logging.WARNING, logger="farebox"), pytest.raises(openai.APIStatusError) as failed:
         client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=32)
     assert failed.value.status_code == status
     assert failed.value.body["type"] == kind
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "farebox"]
+    request_id = failed.value.response.headers["X-Request-Id"]
+    assert line.startswith(f"upstream answer to request {request_id} broke off after the request was sent: ")
+    assert line.endswith(f"(answered {status}, recorded as estimated)")
     prompt, cost = prompt_cost(stack)
     assert len(server.requests) == 1
     (event,) = events(stack, key_prefix)
@@ -154,12 +158,16 @@ def test_an_upstream_that_cannot_be_reached_charges_nothing_and_releases_the_hol
     assert (standing["spent_usd"], standing["reserved_usd"]) == ("0.00", "0.00")
 
 
-def test_an_error_answer_cut_short_charges_nothing(make_stack, raw_upstream):
+def test_an_error_answer_cut_short_charges_nothing(make_stack, raw_upstream, caplog):
     server = raw_upstream(cut_error_answer)
     stack = make_stack(upstream=server.url, admin_token="admin-secret")
     put_budget(stack, "1")
-    response = httpx.post(f"{stack.base_url}/chat/completions", headers=HEADERS, json=BODY, timeout=30)
+    with caplog.at_level(logging.WARNING, logger="farebox"):
+        response = httpx.post(f"{stack.base_url}/chat/completions", headers=HEADERS, json=BODY, timeout=30)
     assert response.status_code == 502
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "farebox"]
+    assert line.startswith(f"upstream error answer (500) to request {response.headers['X-Request-Id']} broke off: ")
+    assert line.endswith("(answered 502, nothing charged)")
     assert len(server.requests) == 1
     assert settled(stack)["requests"] == 0
     standing = budget(stack)
