@@ -221,7 +221,7 @@ class _Call:
         upstream_done = time.perf_counter()
         if call.sent and call.status < 400:
             measured = self.shape.measure_body(call.received(), self.request, self.prompt_tokens)
-            self._record(measured, exc.status, upstream_done)
+            self._record(Measured(measured.usage, estimated=True), exc.status, upstream_done)
             self._observe_overhead(upstream_done)
             fb.upstream.failures.note(f"broken {exc.code}", "upstream answer to request %s broke off after the "
                                       "request was sent: %s (answered %d, recorded as estimated)",

@@ -66,6 +66,16 @@ async def cut_error_answer(server: RawServer, n, reader, writer) -> None:
     writer.close()
 
 
+async def whole_body_short_of_its_length(server: RawServer, n, reader, writer) -> None:
+    """A whole answer, usage included, under a Content-Length that promised more; then the close."""
+    await server.next_request(reader)
+    body = completion(prompt_tokens=11, completion_tokens=3)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % (len(body) + 50) + body)
+    await writer.drain()
+    writer.close()
+
+
 @pytest.fixture
 def raw_upstream():
     """Factory: ``raw_upstream(handler)`` starts a raw server on its own loop thread; its URL."""
@@ -145,6 +155,18 @@ def test_an_answer_broken_after_the_request_was_sent_is_recorded_estimated_and_c
     assert (got["requests"], got["estimated_requests"], usd_to_nano(got["cost_usd"])) == (1, 1, cost)
     standing = budget(stack)
     assert (usd_to_nano(standing["spent_usd"]), standing["reserved_usd"]) == (cost, "0.00")
+
+
+def test_usage_that_arrived_before_the_body_broke_is_used_and_still_marked_estimated(make_stack, raw_upstream,
+                                                                                     key_prefix):
+    stack = make_stack(upstream=raw_upstream(whole_body_short_of_its_length).url)
+    response = httpx.post(f"{stack.base_url}/chat/completions", headers=HEADERS, json=BODY, timeout=30)
+    assert response.status_code == 502
+    (event,) = events(stack, key_prefix)
+    price = stack.services.catalog.resolve(MODEL)
+    assert (event[b"status"], event[b"estimated"], event[b"prompt_tokens"], event[b"completion_tokens"]) == (
+        b"502", b"1", b"11", b"3")
+    assert int(event[b"cost_nano"]) == cost_nano(price, Usage(11, 3))
 
 
 def test_an_upstream_that_cannot_be_reached_charges_nothing_and_releases_the_hold(make_stack):
