@@ -254,3 +254,32 @@ def test_a_cap_of_two_connections_serves_six_concurrent_slow_requests_on_two_con
     assert server.connections == 2
     assert state["peak"] == 2
     assert settled(stack)["requests"] == 6
+
+
+def test_a_request_that_finds_no_free_connection_within_the_connect_timeout_is_504_and_costs_nothing(
+        make_stack, raw_upstream):
+    async def never(server: RawServer, n, reader, writer) -> None:
+        await server.next_request(reader)
+        await server.stop.wait()
+
+    server = raw_upstream(never)
+    stack = make_stack(upstream=server.url, upstream_max_connections=1, upstream_connect_timeout_s=0.3,
+                       upstream_timeout_s=60, admin_token="admin-secret")
+    put_budget(stack, "1")
+
+    async def second_while_first_holds_the_connection() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=60) as http:
+            first = asyncio.ensure_future(http.post(f"{stack.base_url}/chat/completions", headers=HEADERS, json=BODY))
+            while not server.requests:
+                await asyncio.sleep(0.01)
+            second = await http.post(f"{stack.base_url}/chat/completions", headers=HEADERS, json=BODY)
+            first.cancel()
+            return second
+
+    second = asyncio.run(second_while_first_holds_the_connection())
+    assert second.status_code == 504
+    assert second.json()["error"]["message"] == (
+        f"No connection to the upstream {server.url}: no free connection to 127.0.0.1:{server.port} "
+        "within 0.3 s (1 in use).")
+    assert len(server.requests) == 1 and server.connections == 1
+    assert settled(stack)["requests"] == 0
