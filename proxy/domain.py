@@ -106,8 +106,9 @@ class UsageEvent:
     cache_creation_tokens: int
     reasoning_tokens: int
     cost_nano: int
-    latency_ms: int
+    latency_ms: int                 # request written to the upstream -> its last byte
     clamped_max_tokens: int | None = None
+    ttfb_ms: int | None = None      # request written -> the answer's first byte (None: none came, or not measured)
 
     def to_fields(self) -> list[str]:
         """The stream entry: field, value, field, value, ..."""
@@ -128,13 +129,17 @@ class UsageEvent:
         ]
         if self.clamped_max_tokens is not None:
             fields += ["clamped_max_tokens", str(self.clamped_max_tokens)]
+        if self.ttfb_ms is not None:
+            fields += ["ttfb_ms", str(self.ttfb_ms)]
         return head, fields
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes | str, bytes | str]) -> "UsageEvent":
-        """Read back a stream entry written by ``to_fields``."""
+        """Read back a stream entry written by ``to_fields`` (an entry from before a field was
+        added reads with its default)."""
         f = {_text(k): _text(v) for k, v in fields.items()}
         clamp = f.get("clamped_max_tokens", "")
+        ttfb = f.get("ttfb_ms", "")
         return cls(
             request_id=f["request_id"], ts=float(f["ts"]),
             attribution=Attribution(f["project"], f["agent"], f["session"] or None, f["key_id"] or None),
@@ -144,6 +149,7 @@ class UsageEvent:
             cached_tokens=int(f["cached_tokens"]), cache_creation_tokens=int(f["cache_creation_tokens"]),
             reasoning_tokens=int(f["reasoning_tokens"]), cost_nano=int(f["cost_nano"]),
             latency_ms=int(f["latency_ms"]), clamped_max_tokens=int(clamp) if clamp else None,
+            ttfb_ms=int(ttfb) if ttfb else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from proxy.budgets import Grant, reserve_budget
 from proxy.domain import Attribution, UsageEvent
 from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable
 from proxy.services import Services
-from proxy.upstream.relay import response_headers
+from proxy.upstream.relay import Call, response_headers
 from proxy.upstream.sse import SSESplitter
 
 __all__ = ["Exchange", "serve", "serve_chat"]
@@ -35,12 +35,18 @@ __all__ = ["Exchange", "serve", "serve_chat"]
 log = logging.getLogger("farebox")
 
 
-def _budget_headers(grant: Grant | None) -> list[tuple[str, str]]:
+def _budget_headers(grant: Grant | None, cost_nano: int | None = None) -> list[tuple[str, str]]:
+    """What the tightest hard budget has left: after this request's actual cost when it is known
+    (``cost_nano``: a whole answer), else after its worst case (a stream, whose headers go out
+    before its body), as the reservation saw the budget."""
     if grant is None or grant.remaining is None:
         return []
     view = grant.remaining
-    remaining = max(0, view.limit_nano - view.spent_nano - view.reserved_nano)
-    headers = [("X-Farebox-Budget-Remaining-USD", nano_to_usd(remaining))]
+    if cost_nano is None:
+        remaining = view.limit_nano - view.spent_nano - view.reserved_nano
+    else:  # this request's hold released, its cost spent
+        remaining = view.limit_nano - view.spent_nano - cost_nano - (view.reserved_nano - grant.reserved_nano)
+    headers = [("X-Farebox-Budget-Remaining-USD", nano_to_usd(max(0, remaining)))]
     if grant.clamped and grant.output_bound is not None:
         headers.append(("X-Farebox-Max-Tokens-Clamped", str(grant.output_bound)))
     return headers
@@ -90,17 +96,18 @@ async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
 
     bound = grant.output_bound if grant is not None and grant.enforce_bound else None
     body = shape.forward_body(ex.body, request, bound)                        # 5. forward
-    meter = _Call(fb, ex, shape, who, request, price, prompt_tokens, grant, started)
+    call = fb.upstream.send("POST", shape.upstream_path, ex.headers, body)
+    meter = _Call(fb, ex, shape, who, request, price, prompt_tokens, grant, started, call)
     try:
-        async with fb.upstream.send("POST", shape.upstream_path, ex.headers, body) as upstream:
-            meter.forwarded_at = time.perf_counter()
+        async with call as upstream:
             is_sse = upstream.content_type == "text/event-stream"
             if upstream.status >= 400 or not (request.stream and is_sse):
                 payload = await fb.upstream.read(upstream)
                 return await meter.finish_whole(upstream, payload)               # 6–8
             return await meter.relay_stream(upstream)                            # 6–8 as bytes arrive
-    except FareboxError as exc:  # no answer from the upstream (502, 504): counted here, nothing charged
-        fb.metrics.request(shape.name, exc.status, price.name, who.project)
+    except FareboxError as exc:  # no whole answer from the upstream (502, 504)
+        if not meter.settled:
+            meter.upstream_failed(exc)
         raise
     finally:
         await meter.release_if_unsettled()
@@ -124,37 +131,43 @@ async def _reserve(fb: Services, shape: ApiShape, request_id: str, who: Attribut
 
 
 class _Call:
-    """One forwarded request: measures what came back, settles it, answers the client."""
+    """One forwarded request: measures what came back, settles it, answers the client.
+
+    Its times (``time.perf_counter()``): ``started`` (the request arrived), ``asked_at`` (a
+    connection to the upstream was asked for), the call's ``sent_at`` and ``first_byte_at``,
+    and the answer's last byte (``upstream_done``). Upstream latency is sent -> last byte, time
+    to first byte sent -> first byte, farebox's overhead what lies outside asked -> last byte."""
 
     __slots__ = ("fb", "ex", "shape", "request_id", "who", "request", "price", "priced_model", "prompt_tokens",
-                 "grant", "started", "forwarded_at", "settled")
+                 "grant", "started", "call", "asked_at", "settled")
 
     def __init__(self, fb: Services, ex: Exchange, shape: ApiShape, who: Attribution, request: ApiRequest,
-                 price: ModelPrice, prompt_tokens: int, grant: Grant | None, started: float) -> None:
+                 price: ModelPrice, prompt_tokens: int, grant: Grant | None, started: float, call: Call) -> None:
         self.fb, self.ex, self.shape, self.request_id = fb, ex, shape, ex.request_id
         self.who, self.request = who, request
         self.price, self.priced_model = price, price.name
         self.prompt_tokens, self.grant, self.started = prompt_tokens, grant, started
-        self.forwarded_at = started
+        self.call = call
         self.settled = False
+        self.asked_at = time.perf_counter()
 
     async def finish_whole(self, upstream: Any, payload: bytes) -> None:
         """A complete (non-stream, or error) upstream answer."""
         extra = [("X-Request-Id", self.request_id)]
+        upstream_done = time.perf_counter()
         if upstream.status >= 400:
             # Passed through as the upstream sent it; nothing is charged.
             await self.release_if_unsettled()
             self.fb.metrics.request(self.shape.name, upstream.status, self.priced_model, self.who.project)
-            self.fb.metrics.upstream_latency.observe(time.perf_counter() - self.forwarded_at)
+            self._observe_upstream(upstream_done)
             self.ex.reply(upstream.status, response_headers(upstream.headers, extra), payload)
             return
-        upstream_done = time.perf_counter()
         measured = self.shape.measure_body(payload, self.request, self.prompt_tokens)
         # Queued for Redis before the answer goes out (the client's next reservation comes
         # after it); the answer does not wait for Redis to confirm it.
         cost = self._record(measured, upstream.status, upstream_done)
         extra.append(("X-Farebox-Cost-USD", nano_to_usd(cost)))
-        extra.extend(_budget_headers(self.grant))
+        extra.extend(_budget_headers(self.grant, cost))
         self.ex.reply(upstream.status, response_headers(upstream.headers, extra), payload)
         self._observe_overhead(upstream_done)
 
@@ -186,7 +199,9 @@ class _Call:
             client_gone = True
         except FareboxError as exc:  # the upstream failed mid-stream: the client gets what arrived
             status, upstream_cut = exc.status, True
-            log.warning("upstream stream for %s ended early: %s", self.request_id, exc.message)
+            self.fb.upstream.failures.note(
+                f"stream {exc.code}", "upstream stream for request %s ended early: %s (recorded as received)",
+                self.request_id, exc.message)
         upstream_done = time.perf_counter()
         measured = meter.result(self.prompt_tokens)
         # Recorded once the last byte is out, without holding the connection: the client's next
@@ -197,6 +212,31 @@ class _Call:
             # Cut the client's stream too (no final chunk), so it cannot mistake it for a whole one.
             ex.cut()
 
+    def upstream_failed(self, exc: FareboxError) -> None:
+        """No whole answer came back (``exc``: the 502 or 504 the client gets). A request that
+        reached the upstream is recorded, estimated from what arrived: the provider may well
+        have billed it. One that never did, or that an error answer refused, costs nothing
+        (``release_if_unsettled`` gives its hold back)."""
+        call, fb = self.call, self.fb
+        upstream_done = time.perf_counter()
+        if call.sent and call.status < 400:
+            measured = self.shape.measure_body(call.received(), self.request, self.prompt_tokens)
+            self._record(Measured(measured.usage, estimated=True), exc.status, upstream_done)
+            self._observe_overhead(upstream_done)
+            fb.upstream.failures.note(f"broken {exc.code}", "upstream answer to request %s broke off after the "
+                                      "request was sent: %s (answered %d, recorded as estimated)",
+                                      self.request_id, exc.message, exc.status)
+            return
+        fb.metrics.request(self.shape.name, exc.status, self.priced_model, self.who.project)
+        if call.sent:  # an error answer (which a provider does not bill) that broke off
+            self._observe_upstream(upstream_done)
+            fb.upstream.failures.note(f"refused {exc.code}", "upstream error answer (%d) to request %s broke off: "
+                                      "%s (answered %d, nothing charged)", call.status, self.request_id,
+                                      exc.message, exc.status)
+            return
+        fb.upstream.failures.note(f"unsent {exc.code}", "upstream not reached for request %s: %s "
+                                  "(answered %d, nothing charged)", self.request_id, exc.message, exc.status)
+
     def _record(self, measured: Measured, status: int, upstream_done: float) -> int:
         """Queue the request's settle (confirmed in the background: spooled if Redis cannot
         take it) and count it; its cost in nano-USD."""
@@ -205,14 +245,16 @@ class _Call:
         usage = measured.usage
         request = self.request
         endpoint = self.shape.name
+        sent_at, first_byte_at = self.call.sent_at, self.call.first_byte_at
         event = UsageEvent(
             request_id=self.request_id, ts=time.time(), attribution=self.who, model=request.model,
             priced_model=self.priced_model, endpoint=endpoint, upstream=fb.upstream.base_url, status=status,
             stream=request.stream, estimated=measured.estimated, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
             cache_creation_tokens=usage.cache_creation_tokens, reasoning_tokens=usage.reasoning_tokens,
-            cost_nano=cost, latency_ms=int((upstream_done - self.forwarded_at) * 1000),
+            cost_nano=cost, latency_ms=int((upstream_done - sent_at) * 1000),
             clamped_max_tokens=self.grant.output_bound if self.grant is not None and self.grant.clamped else None,
+            ttfb_ms=int((first_byte_at - sent_at) * 1000) if first_byte_at else None,
         )
         self.settled = True
         fb.record_soon(event)
@@ -221,13 +263,21 @@ class _Call:
         m.usage(self.priced_model, self.who.project, usage, cost, estimated=measured.estimated)
         if self.grant is not None and self.grant.clamped:
             m.clamped.inc()
-        m.upstream_latency.observe(upstream_done - self.forwarded_at)
+        self._observe_upstream(upstream_done)
         return cost
+
+    def _observe_upstream(self, upstream_done: float) -> None:
+        """The upstream call's times, for a request that was sent."""
+        call, m = self.call, self.fb.metrics
+        sent_at, first_byte_at = call.sent_at, call.first_byte_at
+        m.upstream_connect.observe(sent_at - self.asked_at)
+        m.upstream_latency.observe(upstream_done - sent_at)
+        if first_byte_at:
+            m.upstream_ttfb.observe(first_byte_at - sent_at)
 
     def _observe_overhead(self, upstream_done: float) -> None:
         now = time.perf_counter()
-        spent_outside = (self.forwarded_at - self.started) + (now - upstream_done)
-        self.fb.metrics.overhead.observe(spent_outside)
+        self.fb.metrics.overhead.observe((self.asked_at - self.started) + (now - upstream_done))
 
     async def release_if_unsettled(self) -> None:
         if not self.settled and self.grant is not None:

@@ -54,9 +54,19 @@ class Metrics:
         self.clamped = Counter("farebox_clamped_requests", "Requests forwarded with their output bound lowered to fit a budget.",
                                registry=r)
         self.estimated = Counter("farebox_estimated_usage", "Requests whose usage was estimated with tiktoken.", registry=r)
-        self.upstream_latency = Histogram("farebox_upstream_latency_seconds", "Time from forwarding to the upstream's last byte.",
+        self.upstream_latency = Histogram("farebox_upstream_latency_seconds",
+                                          "Time from the request written to the upstream to the answer's last byte.",
                                           buckets=_LATENCY_BUCKETS, registry=r)
-        self.overhead = Histogram("farebox_overhead_seconds", "Time farebox spends on a request outside the upstream call.",
+        self.upstream_ttfb = Histogram("farebox_upstream_ttfb_seconds",
+                                       "Time from the request written to the upstream to the answer's first byte.",
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.upstream_connect = Histogram("farebox_upstream_connect_seconds",
+                                          "Time to get a connection to the upstream: reusing an idle one, opening one, "
+                                          "or waiting for one under upstream_max_connections.",
+                                          buckets=_OVERHEAD_BUCKETS + _LATENCY_BUCKETS[7:], registry=r)
+        self.overhead = Histogram("farebox_overhead_seconds",
+                                  "Time farebox spends on a request outside the upstream call (before asking for a "
+                                  "connection, and after the answer's last byte).",
                                   buckets=_OVERHEAD_BUCKETS, registry=r)
         self.redis_errors = Counter("farebox_redis_errors", "Redis calls that failed.", registry=r)
         self.reservation_overruns = Counter("farebox_reservation_overruns",

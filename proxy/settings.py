@@ -52,6 +52,7 @@ class Settings(BaseModel):
     upstream_api_key: SecretStr | None = None
     upstream_timeout_s: float = Field(600.0, gt=0)
     upstream_connect_timeout_s: float = Field(10.0, gt=0)
+    upstream_max_connections: int = Field(1000, ge=1)   # per process; more requests wait for a free one
     redis_url: str | None = None
     redis_prefix: str = Field("fb", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     data_dir: Path = Path(".farebox")

@@ -204,6 +204,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             settings.upstream,
             api_key=settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
             timeout_s=settings.upstream_timeout_s, connect_timeout_s=settings.upstream_connect_timeout_s,
+            max_connections=settings.upstream_max_connections,
             drop_headers=(settings.project_header, settings.agent_header, settings.session_header),
         )
         await upstream.start()

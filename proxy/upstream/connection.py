@@ -4,13 +4,14 @@ httptools (llhttp), whose callbacks fill in the current ``Response``."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 import httptools
 from multidict import CIMultiDict
 
 from proxy.upstream.decoding import DECODED, PLAIN
-from proxy.upstream.errors import ConnectionLost, ProtocolError, ReadTimeout, UndecodableBody
+from proxy.upstream.errors import ConnectionLost, ProtocolError, ReadTimeout, UndecodableBody, WireError
 from proxy.upstream.response import Response
 
 if TYPE_CHECKING:
@@ -42,13 +43,20 @@ class Connection(asyncio.Protocol):
     # -- driving one exchange --
 
     async def exchange(self, payload: bytes, response: Response) -> Response:
+        """Write the request; the response once its head has arrived. A ``WireError`` from here on
+        carries ``response``: the request was written."""
         self.response = response
         try:
+            response.sent_at = time.perf_counter()
             self.transport.write(payload)  # type: ignore[union-attr]
             while response.status == 0:
                 if response.error is not None:
                     raise response.error
                 await response.wait()
+        except WireError as exc:
+            exc.response = response
+            self.close()
+            raise
         except BaseException:
             self.close()
             raise
@@ -90,7 +98,9 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self.last_io = self.loop.time()
-        response.got_bytes = True
+        if not response.got_bytes:
+            response.got_bytes = True
+            response.first_byte_at = time.perf_counter()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -152,7 +162,7 @@ class Connection(asyncio.Protocol):
             if encoding in DECODED:
                 response.encoding = encoding
             elif encoding not in PLAIN:  # refused before anything of it is read or passed on
-                response.fail(UndecodableBody(encoding))
+                response.fail(UndecodableBody(encoding, status))
                 return
         if "Content-Length" not in headers and "chunked" not in headers.get("Transfer-Encoding", "").lower():
             response.until_close = True  # unless the parser finds it has no body (204, 304): ends at the close

@@ -5,14 +5,20 @@
     ├── ProtocolError          what came back is not an HTTP/1.1 response farebox can read
     │   └── UndecodableBody    its body is in a content encoding farebox does not decode
     └── WireTimeout            nothing came in time
-        ├── ConnectTimeout     no connection within the connect timeout
+        ├── ConnectTimeout     no connection within the connect timeout (nothing was sent)
         └── ReadTimeout        no byte of the response for the read timeout
 
 and ``OSError`` as the loop raises it when a connection cannot be made (refused, unreachable,
 a name that does not resolve, a TLS handshake that fails).
+
+A ``WireError`` raised once the request was written carries its ``Response`` (what came back of
+it, if anything): the upstream had the request and may bill it. One raised before (a connect
+timeout, the wait for a free connection) carries None, as the loop's ``OSError`` carries nothing.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["WireError", "ConnectionLost", "ProtocolError", "UndecodableBody", "WireTimeout", "ConnectTimeout",
            "ReadTimeout"]
@@ -20,6 +26,8 @@ __all__ = ["WireError", "ConnectionLost", "ProtocolError", "UndecodableBody", "W
 
 class WireError(Exception):
     """The exchange with the upstream failed."""
+
+    response: Any = None   # the ``Response`` of a request that was written (set by the connection)
 
 
 class ConnectionLost(WireError):
@@ -34,9 +42,10 @@ class ProtocolError(WireError):
 class UndecodableBody(ProtocolError):
     """The response's body is in a content encoding farebox does not decode."""
 
-    def __init__(self, encoding: str) -> None:
+    def __init__(self, encoding: str, status: int = 0) -> None:
         super().__init__(f"the response body is in Content-Encoding {encoding!r}, which farebox does not decode")
         self.encoding = encoding
+        self.status = status   # the refused response's status
 
 
 class WireTimeout(WireError):
@@ -44,7 +53,7 @@ class WireTimeout(WireError):
 
 
 class ConnectTimeout(WireTimeout):
-    """No connection to the upstream within the connect timeout."""
+    """No connection to the upstream within the connect timeout (waiting for a free one included)."""
 
 
 class ReadTimeout(WireTimeout):

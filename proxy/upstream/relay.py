@@ -4,11 +4,14 @@ What differs between providers at the transport (base URL, credentials, the enco
 for) is the upstream's kind (``proxy.upstream.kinds``). What does not lives here: which headers
 never cross the proxy, and how the HTTP client's errors become farebox's 502/504. The errors
 of ``proxy.upstream.wire`` (and the ``OSError`` of a connection that cannot be made) are mapped
-here and nowhere else.
+here and nowhere else, and so is the difference between a request that never reached the
+upstream (nothing to pay) and one that did (``Call.sent``: the provider may bill it, whatever
+came back).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -17,10 +20,13 @@ from urllib.parse import quote
 from multidict import CIMultiDict
 
 from proxy.errors import FareboxError, UpstreamTimeout, UpstreamUnreachable
+from proxy.upstream.failures import FailureLog
 from proxy.upstream.kinds import OpenAIKind, UpstreamKind
-from proxy.upstream.wire import Pool, Response, UndecodableBody, WireError, WireTimeout
+from proxy.upstream.wire import ConnectTimeout, Pool, Response, UndecodableBody, WireError, WireTimeout
 
-__all__ = ["Upstream", "HOP_BY_HOP", "response_headers", "upstream_errors"]
+__all__ = ["Upstream", "Call", "HOP_BY_HOP", "response_headers", "upstream_errors"]
+
+log = logging.getLogger("farebox")
 
 # RFC 9110 §7.6.1 connection-specific headers, plus those farebox sets itself.
 HOP_BY_HOP = frozenset({
@@ -39,6 +45,8 @@ _TRANSPORT_ERRORS = (WireError, OSError)
 
 def _mapped_error(base_url: str, exc: WireError | OSError) -> FareboxError:
     """farebox's error for a failure talking to the upstream: 504 for a timeout, else 502."""
+    if isinstance(exc, ConnectTimeout):
+        return UpstreamTimeout(f"No connection to the upstream {base_url}: {exc}.")
     if isinstance(exc, (WireTimeout, TimeoutError)):
         return UpstreamTimeout(f"The upstream {base_url} did not answer in time.")
     if isinstance(exc, UndecodableBody):
@@ -82,16 +90,19 @@ class Upstream:
     """A provider endpoint reached through one pool of keep-alive connections."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout_s: float = 600.0,
-                 connect_timeout_s: float = 10.0, drop_headers: Iterable[str] = (),
+                 connect_timeout_s: float = 10.0, max_connections: int = 1000, drop_headers: Iterable[str] = (),
                  kind: UpstreamKind | None = None) -> None:
         self.kind = kind if kind is not None else OpenAIKind(base_url, api_key)
         self.base_url = self.kind.base_url
         self._timeout_s, self._connect_timeout_s = timeout_s, connect_timeout_s
+        self.max_connections = max_connections
         self._drop = HOP_BY_HOP | {h.lower() for h in drop_headers}
         self._pool: Pool | None = None
+        self.failures = FailureLog(log)   # warnings for failed calls, rate-limited per kind
 
     async def start(self) -> None:
-        self._pool = Pool(self.base_url, connect_timeout_s=self._connect_timeout_s, read_timeout_s=self._timeout_s)
+        self._pool = Pool(self.base_url, connect_timeout_s=self._connect_timeout_s, read_timeout_s=self._timeout_s,
+                          max_connections=self.max_connections)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -107,14 +118,14 @@ class Upstream:
         return out
 
     def send(self, method: str, path: str, headers: Mapping[str, str], body: bytes | None = None,
-             query: str = "") -> _Exchange:
+             query: str = "") -> Call:
         """Send one request: ``async with upstream.send(...) as response`` yields the response with
         its body still unread, and gives the connection back to the pool afterwards if the body
         was read to the end (otherwise the connection is closed). ``path`` is below the base
         URL's path; ``query`` is the raw query string, without its ``?``."""
         assert self._pool is not None, "Upstream.start() was not awaited"
         target = f"{path}?{quote(query, safe=_QUERY_SAFE)}" if query else path
-        return _Exchange(self._pool, self.base_url, method, target, self.request_headers(headers), body)
+        return Call(self._pool, self.base_url, method, target, self.request_headers(headers), body)
 
     async def read(self, response: Response) -> bytes:
         """The whole response body."""
@@ -132,28 +143,70 @@ class Upstream:
         return self.kind.describe()
 
 
-class _Exchange:
+class Call:
     """One request and its response, as ``Upstream.send`` hands it out (an async context manager
-    written out as a class: it runs on every request, and a generator-based one costs more)."""
+    written out as a class: it runs on every request, and a generator-based one costs more).
 
-    __slots__ = ("_pool", "_base_url", "_method", "_target", "_headers", "_body", "_response")
+    After a failure it still tells what happened: whether the request was written (``sent``),
+    the status of a head that came back (``status``), the body bytes that arrived (``received``),
+    and when (``sent_at``, ``first_byte_at``)."""
+
+    __slots__ = ("_pool", "_base_url", "_method", "_target", "_headers", "_body", "_response", "_refused_status")
 
     def __init__(self, pool: Pool, base_url: str, method: str, target: str, headers: dict[str, str],
                  body: bytes | None) -> None:
         self._pool, self._base_url = pool, base_url
         self._method, self._target, self._headers, self._body = method, target, headers, body
         self._response: Response | None = None
+        self._refused_status = 0
 
     async def __aenter__(self) -> Response:
-        with upstream_errors(self._base_url):
+        try:
             self._response = await self._pool.request(self._method, self._target, self._headers, self._body)
+        except _TRANSPORT_ERRORS as exc:
+            if isinstance(exc, WireError) and exc.response is not None:
+                self._response = exc.response   # written: what came back of it stays readable here
+                if isinstance(exc, UndecodableBody):
+                    self._refused_status = exc.status
+            raise _mapped_error(self._base_url, exc) from exc
         return self._response
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool:
-        assert self._response is not None
-        if kind is None:
-            self._response.release()
-        else:
-            self._response.close()  # the body may be half read: never put this connection back
+        response = self._response
+        if response is not None:
+            if kind is None:
+                response.release()
+            else:
+                response.close()  # the body may be half read: never put this connection back
         return False
+
+    @property
+    def sent(self) -> bool:
+        """The request was written to the upstream: it may have been served (and billed)."""
+        return self._response is not None
+
+    @property
+    def status(self) -> int:
+        """The status of the response whose head arrived (0: none did)."""
+        response = self._response
+        if response is None:
+            return 0
+        return response.status or self._refused_status
+
+    @property
+    def sent_at(self) -> float:
+        """``time.perf_counter()`` when the request was written (0.0: it was not)."""
+        return self._response.sent_at if self._response is not None else 0.0
+
+    @property
+    def first_byte_at(self) -> float:
+        """``time.perf_counter()`` when the response's first byte arrived (0.0: none did)."""
+        return self._response.first_byte_at if self._response is not None else 0.0
+
+    def received(self) -> bytes:
+        """The body bytes that arrived and were not read: what is left of a body cut short
+        (nothing of a body in an encoding farebox does not decode)."""
+        if self._response is None or self._refused_status:
+            return b""
+        return self._response.received()

@@ -27,8 +27,8 @@ class Response:
     """A response whose head has arrived; its body is read with ``read`` or ``read_chunk``."""
 
     __slots__ = ("status", "headers", "content_type", "keep_alive", "chunks", "buffered", "waiter", "complete",
-                 "error", "got_bytes", "until_close", "interim", "whole", "encoding", "raw_headers", "_conn",
-                 "_decoder", "_drained")
+                 "error", "got_bytes", "until_close", "interim", "whole", "encoding", "raw_headers", "sent_at",
+                 "first_byte_at", "_conn", "_decoder", "_drained")
 
     def __init__(self, conn: Connection) -> None:
         self._conn: Connection | None = conn
@@ -49,6 +49,8 @@ class Response:
         self.encoding: str | None = None   # set for a body to decode (one of ``decoding.DECODED``)
         self._decoder: Any = None
         self._drained = False   # the reader was told the body ended
+        self.sent_at = 0.0         # time.perf_counter() when the request was written
+        self.first_byte_at = 0.0   # ... when the first byte of the response arrived (0: none yet)
 
     # -- filled by the connection --
 
@@ -122,6 +124,18 @@ class Response:
                 self._drained = True
                 return self._decode_end() if self.encoding is not None else b""
             await self.wait()
+
+    def received(self) -> bytes:
+        """The body bytes that arrived and were not read yet (decoded as far as they go): what a
+        failed ``read`` leaves of a body cut short."""
+        chunks = self.chunks
+        data = b"".join(chunks)
+        if self.encoding is not None and data:
+            try:
+                data = self._decode(data)
+            except ProtocolError:
+                return b""
+        return data
 
     def release(self) -> None:
         """Done with this response: its connection goes back to the pool if the body was read to

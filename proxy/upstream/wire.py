@@ -43,15 +43,21 @@ _NEEDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
 
 
 class Pool:
-    """Keep-alive connections to the origin of ``base_url``; ``request`` sends one request."""
+    """Keep-alive connections to the origin of ``base_url``, at most ``max_connections`` open at
+    once; ``request`` sends one request. A request that finds no idle connection and the cap
+    reached waits for one (first come, first served); the wait counts against the connect
+    timeout."""
 
     __slots__ = ("scheme", "host", "port", "prefix", "_host_line", "_ssl", "_connect_timeout", "read_timeout",
-                 "_idle", "_all", "_sweeper", "_loop", "_closed")
+                 "max_connections", "_idle", "_all", "_waiters", "_sweeper", "_loop", "_closed")
 
-    def __init__(self, base_url: str, *, connect_timeout_s: float = 10.0, read_timeout_s: float = 600.0) -> None:
+    def __init__(self, base_url: str, *, connect_timeout_s: float = 10.0, read_timeout_s: float = 600.0,
+                 max_connections: int = 1000) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
         self.scheme, self.host = parts.scheme, parts.hostname
         self.port = parts.port or _DEFAULT_PORTS[parts.scheme]
         self.prefix = parts.path.rstrip("/")
@@ -62,8 +68,10 @@ class Pool:
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._connect_timeout = connect_timeout_s
         self.read_timeout = read_timeout_s
+        self.max_connections = max_connections
         self._idle: deque[Connection] = deque()   # oldest on the left; reuse takes the newest
-        self._all: set[Connection] = set()
+        self._all: set[Connection] = set()         # open or opening: what counts against the cap
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -72,29 +80,94 @@ class Pool:
     def idle_count(self) -> int:
         return sum(1 for conn in self._idle if not conn.closed)
 
+    @property
+    def open_count(self) -> int:
+        """Connections open or being opened."""
+        return len(self._all)
+
     async def request(self, method: str, target: str, headers: dict[str, str], body: bytes | None = None) -> Response:
         """Send ``method target`` (``target`` below the base URL's path, query included) and
         return the response once its head has arrived, its body unread. The caller must end it
-        with ``Response.release()`` or ``Response.close()``."""
+        with ``Response.release()`` or ``Response.close()``. A ``WireError`` raised after the
+        request was written carries its ``Response`` (``errors``)."""
         if self._closed:
             raise RuntimeError("the connection pool is closed")
         if method == "HEAD":
             raise ValueError("HEAD requests are not supported")
         payload = self._message(method, target, headers, body)
-        idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if conn.closed or conn.transport.is_closing():  # type: ignore[union-attr]
-                continue
+        conn = self._idle_connection()
+        if conn is not None:
             response = Response(conn)
             try:
                 return await conn.exchange(payload, response)
             except ConnectionLost:
                 if response.got_bytes:
                     raise
-                break  # the server had closed this idle connection: one more try on a new one
-        conn = await self._connect()
+                # the server had closed this idle connection: one more try on a new one
+        conn = await self._new_connection()
         return await conn.exchange(payload, Response(conn))
+
+    def _idle_connection(self) -> Connection | None:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
+                return conn
+        return None
+
+    async def _new_connection(self) -> Connection:
+        """A new connection, or one freed while this request waited for it under the cap."""
+        if len(self._all) < self.max_connections and not self._waiters:
+            return await self._connect(self._connect_timeout)
+        loop = self._loop
+        assert loop is not None  # a connection was made before the cap could be reached
+        deadline = loop.time() + self._connect_timeout
+        first = True
+        while True:
+            if not first and len(self._all) < self.max_connections:   # woken for a free place
+                return await self._connect(max(0.0, deadline - loop.time()))
+            waiter: asyncio.Future[Connection | None] = loop.create_future()
+            if first:
+                self._waiters.append(waiter)
+            else:  # woken, but the place was taken or the connection closed: stay at the front
+                self._waiters.appendleft(waiter)
+            first = False
+            try:
+                async with asyncio.timeout_at(deadline):
+                    conn = await waiter
+            except BaseException as exc:
+                self._give_up(waiter)
+                if isinstance(exc, TimeoutError):
+                    raise ConnectTimeout(f"no free connection to {self.host}:{self.port} within "
+                                         f"{self._connect_timeout} s ({self.max_connections} in use)") from exc
+                raise
+            if conn is not None and not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
+                return conn
+
+    def _give_up(self, waiter: asyncio.Future[Connection | None]) -> None:
+        """A request stops waiting: what it was handed, if anything, goes to the next one."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            conn = waiter.result()   # handed over (and out of the queue) as it gave up
+            if conn is None:
+                self._wake_next(None)
+            else:
+                self.put_back(conn)
+            return
+        waiter.cancel()
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+
+    def _wake_next(self, conn: Connection | None) -> bool:
+        """Hand ``conn`` (None: a free slot) to the first request still waiting; False if none is."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
 
     def _message(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> bytes:
         lines = [f"{method} {self.prefix}{target} HTTP/1.1", self._host_line]
@@ -112,25 +185,33 @@ class Pool:
         head = text.encode("utf-8", "surrogateescape")
         return head + body if body else head
 
-    async def _connect(self) -> Connection:
+    async def _connect(self, timeout_s: float) -> Connection:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         conn = Connection(self, loop)
+        self._all.add(conn)
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout(timeout_s):
                 await loop.create_connection(lambda: conn, self.host, self.port, ssl=self._ssl,
                                              server_hostname=self.host if self._ssl is not None else None)
-        except TimeoutError as exc:
-            raise ConnectTimeout(f"no connection to {self.host}:{self.port} within {self._connect_timeout} s") from exc
-        if not conn.closed:
-            self._all.add(conn)
+        except BaseException as exc:
+            conn.close()
+            self.forget(conn)
+            if isinstance(exc, TimeoutError):
+                raise ConnectTimeout(f"no connection to {self.host}:{self.port} within {self._connect_timeout} s") from exc
+            raise
+        if conn.closed:  # the upstream closed it as soon as it was made: nothing was sent
+            raise ConnectionLost(f"{self.host}:{self.port} closed the connection as soon as it was made")
         return conn
 
     def put_back(self, conn: Connection) -> None:
-        """Keep a connection whose response was read to the end, for the next request."""
+        """Keep a connection whose response was read to the end, for the next request (the
+        first one waiting for a connection, if any)."""
         if self._closed:
             conn.close()
+            return
+        if self._waiters and self._wake_next(conn):
             return
         loop = conn.loop
         conn.idle_since = loop.time()
@@ -139,7 +220,11 @@ class Pool:
             self._sweeper = loop.call_at(conn.idle_since + IDLE_TIMEOUT_S, self._sweep)
 
     def forget(self, conn: Connection) -> None:
-        self._all.discard(conn)
+        """A connection closed (or was never made): its place under the cap goes to a waiting request."""
+        if conn in self._all:
+            self._all.discard(conn)
+            if self._waiters:
+                self._wake_next(None)
 
     def _sweep(self) -> None:
         """Close connections idle for ``IDLE_TIMEOUT_S``; come back for the next one due."""
@@ -160,6 +245,10 @@ class Pool:
             self._sweeper.cancel()
             self._sweeper = None
         self._idle.clear()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionLost("the connection pool was closed"))
         for conn in list(self._all):
             conn.close()
         if self._all:

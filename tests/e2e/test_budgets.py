@@ -249,16 +249,16 @@ def test_allowed_response_carries_the_remaining_budget(make_stack):
 def test_requests_one_after_another_draw_from_a_lease_and_see_the_remaining_budget_exactly(make_stack):
     stack = make_stack(admin_token="admin-secret")
     put_budget(stack, "project", "acme", "5")
-    worst, _ = per_request_cost(stack, max_tokens=16)
     _, actual = per_request_cost(stack, max_tokens=4)  # the upstream answers 4 of the 16 tokens
     client = OpenAI(base_url=stack.base_url, api_key="x", default_headers={**HEADERS, "X-Fake-Reply-Tokens": "4"},
                     max_retries=0)
     remaining = [client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, max_tokens=16)
                  .headers["X-Farebox-Budget-Remaining-USD"] for _ in range(8)]
     # Back to back, the second asks for a lease and the rest draw from it; each still says what
-    # a reservation of its own would have: the spend of those before it, and its own worst case.
+    # a reservation of its own would have left once its actual cost is spent: that of those
+    # before it and its own.
     assert stack.services.ledger.leases_granted >= 1
-    assert remaining == [nano_to_usd(usd_to_nano("5") - n * actual - worst) for n in range(8)]
+    assert remaining == [nano_to_usd(usd_to_nano("5") - (n + 1) * actual) for n in range(8)]
     assert len(stack.received) == 8
     _check_settled(stack, 8 * actual)
 

@@ -190,13 +190,16 @@ def test_unreachable_upstream_is_502(make_stack):
     assert usage_of(stack)["requests"] == 0
 
 
-def test_upstream_timeout_is_504(make_stack):
+def test_an_upstream_silent_after_the_request_is_504_and_its_prompt_is_charged_as_estimated(make_stack):
     stack = make_stack(upstream_timeout_s=0.3)
     response = httpx.post(f"{stack.base_url}/chat/completions", headers={**HEADERS, "X-Fake-Latency-Ms": "3000"},
                           json={"model": "gpt-4o-mini", "messages": MESSAGES})
     assert response.status_code == 504
     assert response.json()["error"]["type"] == "upstream_timeout"
-    assert usage_of(stack)["requests"] == 0
+    report = usage_of(stack)   # the upstream had the request: a provider may bill it
+    assert (report["requests"], report["estimated_requests"]) == (1, 1)
+    assert report["prompt_tokens"] == count_chat_prompt("gpt-4o-mini", {"messages": MESSAGES})
+    assert report["completion_tokens"] == 0
 
 
 def test_upstream_key_replaces_the_clients_and_attribution_headers_stay_home(make_stack):
@@ -224,7 +227,7 @@ def test_gzip_upstream_body_reaches_the_client_decoded_and_is_metered(make_stack
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_an_upstream_body_in_an_encoding_farebox_cannot_decode_is_a_502_and_nothing_is_charged(make_stack, stream):
+def test_an_upstream_body_in_an_encoding_farebox_cannot_decode_is_a_502_charged_as_estimated(make_stack, stream):
     stack = make_stack()
     with pytest.raises(openai.APIStatusError) as refused:
         client_for(stack.base_url).chat.completions.create(
@@ -235,7 +238,9 @@ def test_an_upstream_body_in_an_encoding_farebox_cannot_decode_is_a_502_and_noth
     assert error["message"] == (f"The upstream {stack.upstream_url}/v1 answered in Content-Encoding 'br', which "
                                 "farebox cannot decode (and did not ask for); nothing was passed on.")
     assert stack.received[-1]["headers"]["accept-encoding"] == "identity"
-    assert usage_of(stack)["requests"] == 0
+    report = usage_of(stack)   # answered 200, so served: charged for its prompt, estimated
+    assert (report["requests"], report["estimated_requests"]) == (1, 1)
+    assert report["prompt_tokens"] == count_chat_prompt("gpt-4o-mini", {"messages": MESSAGES})
 
 
 def test_models_pass_through(make_stack):

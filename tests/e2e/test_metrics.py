@@ -112,3 +112,27 @@ def test_metrics_token_when_configured(make_stack):
     assert httpx.get(f"{stack.url}/metrics").status_code == 401
     allowed = httpx.get(f"{stack.url}/metrics", headers={"Authorization": "Bearer scrape-me"})
     assert allowed.status_code == 200 and "# TYPE farebox_requests_total counter" in allowed.text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_upstream_time_is_measured_from_the_request_written_and_not_counted_as_overhead(make_stack, key_prefix,
+                                                                                       stream):
+    stack = make_stack()
+    for _ in range(3):
+        response = httpx.post(f"{stack.base_url}/chat/completions", json={**BODY, "stream": stream}, timeout=30,
+                              headers={"X-Project-Id": "acme", "X-Fake-Latency-Ms": "300"})
+        assert response.status_code == 200
+    stack.run(stack.services.settled())
+    events = [f for _, f in stack.run(stack.services.ledger.redis.xrange(f"{key_prefix}:{{acme}}:events"))]
+    assert len(events) == 3
+    for event in events:
+        assert int(event[b"latency_ms"]) >= 300
+        assert 300 <= int(event[b"ttfb_ms"]) <= int(event[b"latency_ms"])
+    m = scrape(stack)
+    assert value(m, "farebox_upstream_latency_seconds_count") == 3
+    assert value(m, "farebox_upstream_latency_seconds_sum") >= 0.9
+    assert value(m, "farebox_upstream_ttfb_seconds_count") == 3
+    assert value(m, "farebox_upstream_ttfb_seconds_sum") >= 0.9
+    assert value(m, "farebox_upstream_connect_seconds_count") == 3
+    assert value(m, "farebox_overhead_seconds_count") == 3
+    assert value(m, "farebox_overhead_seconds_sum") / 3 < 0.25   # the upstream's 0.3 s is not farebox's
