@@ -36,6 +36,8 @@ log = logging.getLogger("farebox")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+REDIS_CHECK_S = 5.0  # how long start-up waits for Redis to answer before saying it does not
+
 
 def _error_response(edge: Edge, exc: FareboxError, request_id: str) -> web.Response:
     status, headers, body = edge.render(exc, request_id)
@@ -165,6 +167,23 @@ async def _close_when_opened(opening: asyncio.Future[RedisHandle]) -> None:
     await redis.close()
 
 
+async def _redis_answers(ledger: Ledger) -> bool:
+    """Whether Redis answers a ping now (within ``REDIS_CHECK_S``)."""
+    try:
+        async with asyncio.timeout(REDIS_CHECK_S):
+            return await ledger.ping()
+    except (FareboxError, TimeoutError):
+        return False
+
+
+def _without_redis(fail_mode: str, spool: Path) -> str:
+    """What happens to requests meanwhile, under ``fail_mode``."""
+    if fail_mode == "open":
+        return (f"meanwhile metered requests are forwarded without a budget check (fail_mode open) and their "
+                f"usage is spooled to {spool}")
+    return "meanwhile metered requests are answered 503, as they need a budget check (fail_mode closed)"
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -221,7 +240,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
                             metrics=app_metrics, redis_description=redis.description, alerts=alerts)
         app[SERVICES] = services
-        log.info("ready: redis %s; upstream %s; %d priced models", redis.description, upstream.base_url, len(catalog))
+        if await _redis_answers(ledger):
+            log.info("ready: redis %s; upstream %s; %d priced models", redis.description, upstream.base_url,
+                     len(catalog))
+        else:
+            log.warning("started, but not ready: redis %s does not answer (/readyz answers 503 until it does); %s",
+                        redis.description, _without_redis(settings.fail_mode, spool.path))
         if await spool.pending():
             services.start_replay()
         trimming = (asyncio.get_running_loop().create_task(trim_forever(ledger, settings.stream_max_age_s, time.time))
