@@ -108,8 +108,9 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
         try:
             response = await answer(request, handler, request_id)
             status = response.status
-            if not response.prepared and "X-Request-Id" not in response.headers:
-                response.headers["X-Request-Id"] = request_id
+            if not response.prepared and "X-Farebox-Request-Id" not in response.headers:
+                response.headers["X-Farebox-Request-Id"] = request_id
+                response.headers.setdefault("X-Request-Id", request_id)
             return response
         except web.HTTPException as exc:
             status = exc.status
@@ -265,6 +266,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.add_routes([
         web.post("/v1/chat/completions", routes.chat_completions),
         web.get("/v1/models", routes.models),
+        web.get("/v1/models/{model:.+}", routes.model),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),

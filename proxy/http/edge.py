@@ -3,7 +3,8 @@
 ``proxy.http.front`` (farebox's own HTTP/1.1 server) and ``proxy.http.app`` (aiohttp's
 middleware) each take an ``Edge`` and use it for:
 
-- the request id (``new_request_id``), sent back as ``X-Request-Id`` on every answer;
+- the request id (``new_request_id``), sent back as ``X-Farebox-Request-Id`` on every answer
+  (and as ``X-Request-Id`` unless the answer is the upstream's and carries its own);
 - the checks on a request's headers before anything else runs: a credential or an attribution
   id given twice, a header value to forward that is not ASCII (``check_head``, ``check_forwarded``);
 - an error's answer (``render``: status, headers, body in the API family's ``ErrorShape``);
