@@ -168,13 +168,16 @@ async def _close_when_opened(opening: asyncio.Future[RedisHandle]) -> None:
     await redis.close()
 
 
-async def _redis_answers(ledger: Ledger) -> bool:
-    """Whether Redis answers a ping now (within ``REDIS_CHECK_S``)."""
+async def _redis_problem(ledger: Ledger) -> str | None:
+    """Why Redis does not answer a ping now (within ``REDIS_CHECK_S``), or None when it does."""
     try:
         async with asyncio.timeout(REDIS_CHECK_S):
-            return await ledger.ping()
-    except (FareboxError, TimeoutError):
-        return False
+            await ledger.ping()
+    except FareboxError as exc:
+        return exc.message
+    except TimeoutError:
+        return f"no answer within {REDIS_CHECK_S:g} s"
+    return None
 
 
 def _without_redis(fail_mode: str, spool: Path) -> str:
@@ -241,12 +244,13 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
                             metrics=app_metrics, redis_description=redis.description, alerts=alerts)
         app[SERVICES] = services
-        if await _redis_answers(ledger):
+        problem = await _redis_problem(ledger)
+        if problem is None:
             log.info("ready: redis %s; upstream %s; %d priced models", redis.description, upstream.base_url,
                      len(catalog))
         else:
-            log.warning("started, but not ready: redis %s does not answer (/readyz answers 503 until it does); %s",
-                        redis.description, _without_redis(settings.fail_mode, spool.path))
+            log.warning("started, but not ready: redis %s does not answer (%s); /readyz answers 503 until it does; "
+                        "%s", redis.description, problem, _without_redis(settings.fail_mode, spool.path))
         if await spool.pending():
             services.start_replay()
         trimming = (asyncio.get_running_loop().create_task(trim_forever(ledger, settings.stream_max_age_s, time.time))
