@@ -87,6 +87,9 @@ async def models(request: web.Request) -> web.StreamResponse:
     return await _pass_through(request, "/models")
 
 
+_MODELS_PREFIX = "/v1/models/"
+
+
 async def model(request: web.Request) -> web.StreamResponse:
     """``GET /v1/models/{model}`` (the SDKs' ``models.retrieve``) passes through unmetered. The
     id is one path segment, sent on as the client encoded it (``%2F`` for a ``/`` in an id, as
@@ -96,9 +99,6 @@ async def model(request: web.Request) -> web.StreamResponse:
     if not raw_path.startswith(_MODELS_PREFIX) or "/" in segment or unquote(segment) in (".", ".."):
         raise NotFound(f"No such endpoint: GET {request.path}.", code="unknown_endpoint")
     return await _pass_through(request, f"/models/{segment}")
-
-
-_MODELS_PREFIX = "/v1/models/"
 
 
 async def _pass_through(request: web.Request, path: str) -> web.StreamResponse:
