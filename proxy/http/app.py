@@ -105,9 +105,10 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
         since = time.perf_counter()
         request_id = request[REQUEST_ID] = edge.new_request_id()
         status = 499  # unless an answer comes
+        answer_id = None
         try:
             response = await answer(request, handler, request_id)
-            status = response.status
+            status, answer_id = response.status, response.headers.get("X-Request-Id")
             if not response.prepared and "X-Farebox-Request-Id" not in response.headers:
                 response.headers["X-Farebox-Request-Id"] = request_id
                 response.headers.setdefault("X-Request-Id", request_id)
@@ -116,7 +117,8 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
             status = exc.status
             raise
         finally:
-            edge.access(request.method, request.rel_url.raw_path, status, request.headers, request_id, since)
+            edge.access(request.method, request.rel_url.raw_path, status, request.headers, request_id, since,
+                        answer_id)
 
     return middleware
 
