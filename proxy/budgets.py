@@ -80,7 +80,8 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
         bound = min(bound, fit)
         amount = worst_case_nano(price, prompt_tokens, (bound + extra) * n)
         clamped = True
-    raise budget_exceeded(outcome.tightest, amount, now=now)
+    raise budget_exceeded(outcome.tightest, amount, now=now,
+                          fit=_Fit(price, prompt_tokens, outcome.room_nano, request, bound))
 
 
 def _too_large(request: ApiRequest, price: ModelPrice, prompt_tokens: int, amount: int) -> BadRequest:
@@ -106,8 +107,33 @@ def _human(nano: int) -> str:
     return nano_to_usd(nano, places=2) if abs(nano) >= 10_000_000 else nano_to_usd(nano)
 
 
-def budget_exceeded(view: BudgetView | None, amount_nano: int, *, now: float | None = None) -> BudgetExceeded:
-    """The 402 for a refused reservation, naming the tightest budget."""
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    """What a refused request was and the room left: enough to say which output bound would fit."""
+
+    price: ModelPrice
+    prompt_tokens: int
+    room_nano: int | None
+    request: ApiRequest
+    bound: int              # the output bound per choice the refused request was priced with
+
+    def hint(self) -> str:
+        """``; a request with max_tokens <= 812 would fit`` (the client's own field), or nothing
+        when not even one output token fits, or the request has no bound to lower."""
+        field, n = self.request.bound_field, self.request.n
+        if self.room_nano is None or field is None or n < 1:
+            return ""
+        fits = max_output_for_budget(self.price, self.prompt_tokens, self.room_nano) // n
+        if not 1 <= fits < self.bound:
+            return ""
+        per_choice = f" per choice (n={n})" if n > 1 else ""
+        return f"; a request with {field} <= {fits}{per_choice} would fit"
+
+
+def budget_exceeded(view: BudgetView | None, amount_nano: int, *, now: float | None = None,
+                    fit: _Fit | None = None) -> BudgetExceeded:
+    """The 402 for a refused reservation, naming the tightest budget and, with ``fit``, the
+    largest output bound that the room left would pay for."""
     if view is None:  # the ledger refused without naming a budget: should not happen
         return BudgetExceeded("Budget exceeded.", extra={"scope": None, "scope_id": None})
     resets = iso_utc(view.resets_at)
@@ -115,7 +141,8 @@ def budget_exceeded(view: BudgetView | None, amount_nano: int, *, now: float | N
     held = f" (plus ${_human(view.reserved_nano)} held by requests in flight)" if view.reserved_nano else ""
     message = (f"Budget exceeded for {_label(view)}: {_ADJECTIVE.get(view.period, view.period)} limit "
                f"${_human(view.limit_nano)}, spent ${_human(view.spent_nano)}{held}, this request may cost up to "
-               f"${_human(amount_nano)}" + (f"; resets {resets}" if resets else "; this budget never resets"))
+               f"${_human(amount_nano)}" + (fit.hint() if fit is not None else "")
+               + (f"; resets {resets}" if resets else "; this budget never resets"))
     headers = {}
     if view.resets_at is not None:
         current = datetime.now(timezone.utc).timestamp() if now is None else now

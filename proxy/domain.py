@@ -256,10 +256,12 @@ class BudgetState:
 
     @property
     def percent(self) -> float:
-        """Spent as a percentage of the limit, 0-100 (a zero limit counts as used up)."""
+        """Spent as a percentage of the limit, never capped: a soft budget spent 3.24 times over
+        shows 324.0. A zero limit has no share to show: 0.0 while nothing is spent, then 100.0
+        (used up, as its alerts say: they all fire at the first cost)."""
         if self.limit_nano <= 0:
-            return 100.0
-        return min(100.0, round(self.spent_nano * 100 / self.limit_nano, 2))
+            return 0.0 if self.spent_nano <= 0 else 100.0
+        return round(self.spent_nano * 100 / self.limit_nano, 2)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -36,6 +36,8 @@ log = logging.getLogger("farebox")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+REDIS_CHECK_S = 5.0  # how long start-up waits for Redis to answer before saying it does not
+
 
 def _error_response(edge: Edge, exc: FareboxError, request_id: str) -> web.Response:
     status, headers, body = edge.render(exc, request_id)
@@ -103,17 +105,20 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
         since = time.perf_counter()
         request_id = request[REQUEST_ID] = edge.new_request_id()
         status = 499  # unless an answer comes
+        answer_id = None
         try:
             response = await answer(request, handler, request_id)
-            status = response.status
-            if not response.prepared and "X-Request-Id" not in response.headers:
-                response.headers["X-Request-Id"] = request_id
+            status, answer_id = response.status, response.headers.get("X-Request-Id")
+            if not response.prepared and "X-Farebox-Request-Id" not in response.headers:
+                response.headers["X-Farebox-Request-Id"] = request_id
+                response.headers.setdefault("X-Request-Id", request_id)
             return response
         except web.HTTPException as exc:
             status = exc.status
             raise
         finally:
-            edge.access(request.method, request.rel_url.raw_path, status, request.headers, request_id, since)
+            edge.access(request.method, request.rel_url.raw_path, status, request.headers, request_id, since,
+                        answer_id)
 
     return middleware
 
@@ -163,6 +168,26 @@ async def _close_when_opened(opening: asyncio.Future[RedisHandle]) -> None:
     except BaseException:
         return  # it did not open: nothing to close, and the error to report is the other step's
     await redis.close()
+
+
+async def _redis_problem(ledger: Ledger) -> str | None:
+    """Why Redis does not answer a ping now (within ``REDIS_CHECK_S``), or None when it does."""
+    try:
+        async with asyncio.timeout(REDIS_CHECK_S):
+            await ledger.ping()
+    except FareboxError as exc:
+        return exc.message
+    except TimeoutError:
+        return f"no answer within {REDIS_CHECK_S:g} s"
+    return None
+
+
+def _without_redis(fail_mode: str, spool: Path) -> str:
+    """What happens to requests meanwhile, under ``fail_mode``."""
+    if fail_mode == "open":
+        return (f"meanwhile metered requests are forwarded without a budget check (fail_mode open) and their "
+                f"usage is spooled to {spool}")
+    return "meanwhile metered requests are answered 503, as they need a budget check (fail_mode closed)"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -223,7 +248,13 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
                             metrics=app_metrics, redis_description=redis.description, alerts=alerts)
         app[SERVICES] = services
-        log.info("ready: redis %s; upstream %s; %d priced models", redis.description, upstream.base_url, len(catalog))
+        problem = await _redis_problem(ledger)
+        if problem is None:
+            log.info("ready: redis %s; upstream %s; %d priced models", redis.description, upstream.base_url,
+                     len(catalog))
+        else:
+            log.warning("started, but not ready: redis %s does not answer (%s); /readyz answers 503 until it does; "
+                        "%s", redis.description, problem, _without_redis(settings.fail_mode, spool.path))
         if await spool.pending():
             services.start_replay()
         trimming = (asyncio.get_running_loop().create_task(trim_forever(ledger, settings.stream_max_age_s, time.time))
@@ -246,6 +277,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.add_routes([
         web.post("/v1/chat/completions", routes.chat_completions),
         web.get("/v1/models", routes.models),
+        web.get("/v1/models/{model:.+}", routes.model),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),

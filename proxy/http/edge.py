@@ -3,7 +3,8 @@
 ``proxy.http.front`` (farebox's own HTTP/1.1 server) and ``proxy.http.app`` (aiohttp's
 middleware) each take an ``Edge`` and use it for:
 
-- the request id (``new_request_id``), sent back as ``X-Request-Id`` on every answer;
+- the request id (``new_request_id``), sent back as ``X-Farebox-Request-Id`` on every answer
+  (and as ``X-Request-Id`` unless the answer is the upstream's and carries its own);
 - the checks on a request's headers before anything else runs: a credential or an attribution
   id given twice, a header value to forward that is not ASCII (``check_head``, ``check_forwarded``);
 - an error's answer (``render``: status, headers, body in the API family's ``ErrorShape``);
@@ -37,6 +38,7 @@ ACCESS_LOGGER = "farebox.access"
 BODY_TIMEOUT_S = 60.0  # a request body must arrive whole within this long of its head, on either server
 _CREDENTIALS = ("Authorization", "x-api-key")
 _MAX_LOGGED_PATH = 200
+_MAX_LOGGED_ID = 128
 
 
 def new_request_id() -> str:
@@ -113,10 +115,12 @@ class Edge:
     # access log
 
     def access(self, method: str, path: str, status: int, headers: Mapping[str, str] | None,
-               request_id: str | None, started: float) -> None:
+               request_id: str | None, started: float, answer_id: str | None = None) -> None:
         """One line on ``farebox.access``: method, path (no query string), status, the project the
-        request named, request id, duration in ms (``started``: its ``time.perf_counter()``).
-        Nothing is formatted when the logger does not take INFO."""
+        request named, request id, the provider's request id when the answer carried one
+        (``answer_id``: the answer's ``X-Request-Id``, when not farebox's), duration in ms
+        (``started``: its ``time.perf_counter()``). Nothing is formatted when the logger does not
+        take INFO."""
         access_log = self.access_log
         if not access_log.isEnabledFor(logging.INFO):
             return
@@ -126,8 +130,10 @@ class Edge:
         elif not ID_PATTERN.fullmatch(project):
             project = "(invalid)"
         ms = (time.perf_counter() - started) * 1000
+        upstream = (f" upstream_request_id={_printable(answer_id, _MAX_LOGGED_ID).replace(' ', '_')}"
+                    if answer_id and answer_id != request_id else "")
         line = (f"{method} {_printable(path, _MAX_LOGGED_PATH)} {status} project={project} "
-                f"request_id={request_id or '-'} duration_ms={ms:.1f}")
+                f"request_id={request_id or '-'}{upstream} duration_ms={ms:.1f}")
         # The record made directly: ``info()`` would also look up its caller's frame, a third of the cost.
         access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, line, None, None))
 

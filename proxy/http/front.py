@@ -251,7 +251,8 @@ class _Connection(asyncio.Protocol):
         except Exception:  # a bug: logged, answered 500 as on aiohttp's side, never left hanging
             ex.fail(edge.crashed(ex.request_id))
         finally:
-            edge.access("POST", CHAT_PATH, ex.status if ex.started else 499, ex.headers, ex.request_id, ex.since)
+            edge.access("POST", CHAT_PATH, ex.status if ex.started else 499, ex.headers, ex.request_id, ex.since,
+                        ex.answer_id)
             self._finished(ex)
 
     def _finished(self, ex: FrontExchange) -> None:

@@ -69,7 +69,8 @@ def response_head(status: int, headers: CIMultiDict[str] | dict[str, str], frami
 class FrontExchange:
     """``proxy.flow.Exchange`` for a request farebox's own server answers itself."""
 
-    __slots__ = ("conn", "request_id", "headers", "body", "keep_alive", "started", "answered", "status", "since")
+    __slots__ = ("conn", "request_id", "headers", "body", "keep_alive", "started", "answered", "status", "since",
+                 "answer_id")
 
     def __init__(self, conn: _Connection, request_id: str, headers: CIMultiDict[str], body: bytes,
                  keep_alive: bool, since: float) -> None:
@@ -78,12 +79,14 @@ class FrontExchange:
         self.started = self.answered = False
         self.status = 0      # the status sent, for the access log
         self.since = since   # time.perf_counter() when the request was read
+        self.answer_id: str | None = None  # the answer's X-Request-Id, for the access log
 
     def reply(self, status: int, headers: CIMultiDict[str] | dict[str, str], body: bytes) -> None:
         self.keep_alive = self.keep_alive and not self.conn.server.closing
         head = response_head(status, headers, f"Content-Length: {len(body)}\r\n", self.keep_alive)
         self.started = self.answered = True
         self.status = status
+        self.answer_id = headers.get("X-Request-Id")
         try:
             self.conn.write(head + body)
         except ConnectionError:
@@ -93,6 +96,7 @@ class FrontExchange:
         self.keep_alive = self.keep_alive and not self.conn.server.closing
         self.started = True
         self.status = status
+        self.answer_id = headers.get("X-Request-Id")
         try:
             self.conn.write(response_head(status, headers, "Transfer-Encoding: chunked\r\n", self.keep_alive))
         except ConnectionError:

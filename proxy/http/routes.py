@@ -1,9 +1,11 @@
 """The data-plane routes aiohttp serves: the requests ``proxy.http.front`` hands over for chat
-completions (adapted to an ``Exchange``), ``GET /v1/models`` passed through, and 404 for the rest."""
+completions (adapted to an ``Exchange``), ``GET /v1/models`` and ``/v1/models/{model}`` passed
+through, and 404 for the rest."""
 
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import unquote
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -13,7 +15,7 @@ from proxy.flow import serve_chat
 from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES
 from proxy.upstream.relay import response_headers
 
-__all__ = ["chat_completions", "models", "not_found", "read_body"]
+__all__ = ["chat_completions", "model", "models", "not_found", "read_body"]
 
 
 async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
@@ -82,8 +84,28 @@ class _AiohttpExchange:
 
 async def models(request: web.Request) -> web.StreamResponse:
     """``GET /v1/models`` passes through unmetered."""
+    return await _pass_through(request, "/models")
+
+
+_MODELS_PREFIX = "/v1/models/"
+
+
+async def model(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/models/{model}`` (the SDKs' ``models.retrieve``) passes through unmetered. The
+    id is one path segment, sent on as the client encoded it (``%2F`` for a ``/`` in an id, as
+    the SDKs send it); a dot segment, which would name another path upstream, is not found."""
+    raw_path = request.rel_url.raw_path
+    segment = raw_path[len(_MODELS_PREFIX):]
+    if not raw_path.startswith(_MODELS_PREFIX) or "/" in segment or unquote(segment) in (".", ".."):
+        raise NotFound(f"No such endpoint: GET {request.path}.", code="unknown_endpoint")
+    return await _pass_through(request, f"/models/{segment}")
+
+
+async def _pass_through(request: web.Request, path: str) -> web.StreamResponse:
+    """The upstream's answer to ``GET path`` (below its base URL) with the request's query string:
+    status, headers (as ``response_headers`` makes them) and body as the upstream sent them."""
     fb = request.app[SERVICES]
-    async with fb.upstream.send("GET", "/models", request.headers, query=request.rel_url.raw_query_string) as upstream:
+    async with fb.upstream.send("GET", path, request.headers, query=request.rel_url.raw_query_string) as upstream:
         payload = await fb.upstream.read(upstream)
         headers = response_headers(upstream.headers, [("X-Request-Id", request[REQUEST_ID])])
         return web.Response(status=upstream.status, body=payload, headers=headers)
@@ -91,4 +113,5 @@ async def models(request: web.Request) -> web.StreamResponse:
 
 async def not_found(request: web.Request) -> web.StreamResponse:
     raise NotFound(f"farebox does not serve {request.method} {request.path}: metered endpoints are "
-                   "POST /v1/chat/completions; GET /v1/models passes through.", code="unknown_endpoint")
+                   "POST /v1/chat/completions; GET /v1/models and GET /v1/models/{model} pass through.",
+                   code="unknown_endpoint")

@@ -59,13 +59,19 @@ async def test_status_shows_live_holds_and_percent_of_spend(ledger: Ledger):
         "2.00", "3.00", "5.00", 20.0)
 
 
-async def test_percent_stays_within_0_to_100(ledger: Ledger):
+async def test_percent_of_a_soft_budget_spent_over_its_limit_is_not_capped(ledger: Ledger):
     await ledger.set_budget("project", "acme", 1 * USD, "day", mode="soft")
-    await ledger.settle(event("r1", PLANNER, ts=T0, cost_nano=3 * USD))
+    await ledger.settle(event("r1", PLANNER, ts=T0, cost_nano=3_240_000_000))
     status = await ledger.get_budget("project", "acme")
-    assert status["percent"] == 100.0 and status["remaining_usd"] == "0.00"
-    zero = await ledger.set_budget("agent", "acme/coder", 0, "day")
-    assert zero["percent"] == 100.0 and zero["limit_usd"] == "0.00"
+    assert (status["spent_usd"], status["remaining_usd"], status["percent"]) == ("3.24", "0.00", 324.0)
+
+
+async def test_percent_of_a_zero_limit_is_0_until_something_is_spent_then_100(ledger: Ledger):
+    zero = await ledger.set_budget("agent", "acme/coder", 0, "day", mode="soft")
+    assert (zero["limit_usd"], zero["spent_usd"], zero["percent"]) == ("0.00", "0.00", 0.0)
+    await ledger.settle(event("r1", CODER, ts=T0, cost_nano=5 * USD))
+    spent = await ledger.get_budget("agent", "acme/coder")
+    assert (spent["spent_usd"], spent["remaining_usd"], spent["percent"]) == ("5.00", "0.00", 100.0)
 
 
 async def test_list_and_delete(ledger: Ledger):
