@@ -223,7 +223,7 @@ async def _load(port: int, duration_s: float, concurrency: int, tally: Tally, ti
                         await resp.read()
                         if resp.status == 200:
                             tally.ok += 1
-                            tally.ok_ids.add(resp.headers.get("X-Farebox-Request-Id", ""))
+                            tally.ok_ids.add(resp.headers.get("X-Request-Id", ""))
                         elif 500 <= resp.status < 600:
                             tally.server_errors += 1
                         else:

@@ -216,5 +216,5 @@ def render_error(exc: FareboxError, request_id: str | None,
     """The answer for ``exc``: status, headers (the error's own, JSON, the request id), body."""
     headers = {**exc.headers, "Content-Type": "application/json"}
     if request_id:
-        headers["X-Request-Id"] = headers["X-Farebox-Request-Id"] = request_id
+        headers["X-Request-Id"] = request_id
     return exc.status, headers, orjson.dumps(shape(exc))

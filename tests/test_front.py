@@ -40,7 +40,7 @@ def events(stack) -> list[dict[bytes, bytes]]:
 def assert_metered(status: int, headers: dict[str, str], body: bytes) -> None:
     assert status == 200, body
     assert json.loads(body)["object"] == "chat.completion"
-    assert len(headers["x-farebox-request-id"]) == 32
+    assert len(headers["x-request-id"]) == 32
     assert headers["x-farebox-cost-usd"]
 
 
@@ -130,7 +130,7 @@ def test_a_body_over_the_limit_gets_413_and_is_neither_forwarded_nor_recorded(st
     assert json.loads(body) == {"error": {
         "message": f"Request body of {len(big)} bytes exceeds the limit of 65536 bytes.",
         "type": "invalid_request_error", "param": None, "code": "request_too_large"}}
-    assert len(headers["x-farebox-request-id"]) == 32
+    assert len(headers["x-request-id"]) == 32
     assert stack.received == [] and events(stack) == []
 
 
@@ -140,7 +140,7 @@ def test_a_bad_body_answered_here_gets_the_same_400_and_nothing_is_forwarded_or_
     assert status == 400
     error = json.loads(body)["error"]
     assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_json")
-    assert headers["content-type"] == "application/json" and len(headers["x-farebox-request-id"]) == 32
+    assert headers["content-type"] == "application/json" and len(headers["x-request-id"]) == 32
     assert stack.front.handed_over == 0
     assert stack.received == [] and events(stack) == []
     wire.send(request())  # the connection is still good

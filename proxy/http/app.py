@@ -108,10 +108,9 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
         answer_id = None
         try:
             response = await answer(request, handler, request_id)
-            status, answer_id = response.status, response.headers.get("X-Request-Id")
-            if not response.prepared and "X-Farebox-Request-Id" not in response.headers:
-                response.headers["X-Farebox-Request-Id"] = request_id
-                response.headers.setdefault("X-Request-Id", request_id)
+            status, answer_id = response.status, response.headers.get("X-Upstream-Request-Id")
+            if not response.prepared and "X-Request-Id" not in response.headers:
+                response.headers["X-Request-Id"] = request_id
             return response
         except web.HTTPException as exc:
             status = exc.status

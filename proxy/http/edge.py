@@ -3,8 +3,8 @@
 ``proxy.http.front`` (farebox's own HTTP/1.1 server) and ``proxy.http.app`` (aiohttp's
 middleware) each take an ``Edge`` and use it for:
 
-- the request id (``new_request_id``), sent back as ``X-Farebox-Request-Id`` on every answer
-  (and as ``X-Request-Id`` unless the answer is the upstream's and carries its own);
+- the request id (``new_request_id``), sent back as ``X-Request-Id`` on every answer (an
+  upstream's own id, when it sent one, is passed on as ``X-Upstream-Request-Id``);
 - the checks on a request's headers before anything else runs: a credential or an attribution
   id given twice, a header value to forward that is not ASCII (``check_head``, ``check_forwarded``);
 - an error's answer (``render``: status, headers, body in the API family's ``ErrorShape``);
@@ -118,7 +118,7 @@ class Edge:
                request_id: str | None, started: float, answer_id: str | None = None) -> None:
         """One line on ``farebox.access``: method, path (no query string), status, the project the
         request named, request id, the provider's request id when the answer carried one
-        (``answer_id``: the answer's ``X-Request-Id``, when not farebox's), duration in ms
+        (``answer_id``: the provider's request id, ``X-Upstream-Request-Id``, when it sent one), duration in ms
         (``started``: its ``time.perf_counter()``). Nothing is formatted when the logger does not
         take INFO."""
         access_log = self.access_log

@@ -79,14 +79,14 @@ class FrontExchange:
         self.started = self.answered = False
         self.status = 0      # the status sent, for the access log
         self.since = since   # time.perf_counter() when the request was read
-        self.answer_id: str | None = None  # the answer's X-Request-Id, for the access log
+        self.answer_id: str | None = None  # the provider's request id, for the access log
 
     def reply(self, status: int, headers: CIMultiDict[str] | dict[str, str], body: bytes) -> None:
         self.keep_alive = self.keep_alive and not self.conn.server.closing
         head = response_head(status, headers, f"Content-Length: {len(body)}\r\n", self.keep_alive)
         self.started = self.answered = True
         self.status = status
-        self.answer_id = headers.get("X-Request-Id")
+        self.answer_id = headers.get("X-Upstream-Request-Id")
         try:
             self.conn.write(head + body)
         except ConnectionError:
@@ -96,7 +96,7 @@ class FrontExchange:
         self.keep_alive = self.keep_alive and not self.conn.server.closing
         self.started = True
         self.status = status
-        self.answer_id = headers.get("X-Request-Id")
+        self.answer_id = headers.get("X-Upstream-Request-Id")
         try:
             self.conn.write(response_head(status, headers, "Transfer-Encoding: chunked\r\n", self.keep_alive))
         except ConnectionError:

@@ -76,20 +76,15 @@ class upstream_errors:  # noqa: N801 - used like a function: ``with upstream_err
 def response_headers(headers: Mapping[str, str], extra: Iterable[tuple[str, str]] = ()) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones, plus farebox's own.
 
-    farebox's request id, given as ``X-Request-Id`` in ``extra``, is sent as
-    ``X-Farebox-Request-Id``, and as ``X-Request-Id`` only when the upstream sent none: the
-    provider's ``X-Request-Id`` stays where the SDKs read it (their ``_request_id``), the id
-    the provider's support can look up."""
+    ``X-Request-Id`` is farebox's id (the usage event's ``request_id``); the provider's own
+    ``X-Request-Id``, the id its support can look up, is passed on as ``X-Upstream-Request-Id``."""
     out: CIMultiDict[str] = CIMultiDict(headers)
     for name in HOP_BY_HOP:  # case-insensitive lookups, in C: cheaper than lowering every name
         if name in out:
             del out[name]
-    provider_id = "X-Request-Id" in out
+    if "X-Request-Id" in out:  # farebox's own id takes the name; the provider's is kept beside it
+        out["X-Upstream-Request-Id"] = out.popall("X-Request-Id")[0]
     for key, value in extra:
-        if key == "X-Request-Id":
-            out["X-Farebox-Request-Id"] = value
-            if provider_id:
-                continue
         out[key] = value
     return out
 

@@ -81,7 +81,7 @@ def test_usage_forecast_series_and_export_with_url_show_the_proxys_requests(make
     exported = farebox(["events", "export", "--project", "acme", *url], cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
-    assert [r["request_id"] for r in rows] == [response.headers["X-Farebox-Request-Id"]]
+    assert [r["request_id"] for r in rows] == [response.headers["X-Request-Id"]]
     assert exported.stdout == admin_get(stack, "/admin/events", project="acme").text
     assert exported.stderr.startswith("farebox: exported 1 events; continue after them with --since ")
     assert list(tmp_path.iterdir()) == []

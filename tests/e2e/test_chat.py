@@ -55,7 +55,7 @@ def test_non_stream_content_is_the_upstreams_and_cost_is_recorded(make_stack):
     assert report["cost_usd"] == raw.headers["X-Farebox-Cost-USD"]
     from pricing.money import nano_to_usd
     assert report["cost_usd"] == nano_to_usd(expected)
-    assert len(raw.headers["X-Farebox-Request-Id"]) == 32
+    assert len(raw.headers["X-Request-Id"]) == 32
     assert usage_of(stack, "agent", "acme/planner")["requests"] == 1
     assert usage_of(stack, "session", "acme/run-42")["requests"] == 1
 

@@ -56,9 +56,9 @@ def test_fail_open_forwards_spools_and_replays_when_redis_is_back(make_stack, ow
     stack.run(stack.services.settled())
     spool = stack.services.spool
     spooled = stack.run(spool.events())
-    assert sorted(e.request_id for e in spooled) == sorted(r.headers["X-Farebox-Request-Id"] for r in responses)
+    assert sorted(e.request_id for e in spooled) == sorted(r.headers["X-Request-Id"] for r in responses)
     assert all(e.completion_tokens == r.json()["usage"]["completion_tokens"] for e, r in
-               zip(sorted(spooled, key=lambda e: e.request_id), sorted(responses, key=lambda r: r.headers["X-Farebox-Request-Id"])))
+               zip(sorted(spooled, key=lambda e: e.request_id), sorted(responses, key=lambda r: r.headers["X-Request-Id"])))
     own_redis.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and stack.run(spool.pending()):

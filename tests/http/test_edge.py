@@ -63,7 +63,7 @@ def test_an_internal_error_is_the_same_openai_shaped_500_on_both_servers(stack, 
     wire.send(data)
     status, headers, body = wire.response()
 
-    request_id = headers["x-farebox-request-id"]
+    request_id = headers["x-request-id"]
     assert (status, headers["content-type"], json.loads(body)) == (500, "application/json", internal_error(request_id))
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
     assert stack.front.handed_over == (0 if server == "farebox's own server" else 1)
@@ -109,8 +109,8 @@ def test_each_request_is_one_access_log_line_without_its_credential(stack, wire,
         fields = LINE.fullmatch(line)
         assert fields is not None, line
         assert (fields["method"], fields["path"], fields["status"], fields["project"], fields["id"],
-                fields["upstream"]) == ("POST", path, "200", "acme", headers["x-farebox-request-id"],
-                                        headers["x-request-id"])
+                fields["upstream"]) == ("POST", path, "200", "acme", headers["x-request-id"],
+                                        headers["x-upstream-request-id"])
         assert fields["upstream"].startswith("req_fb")  # the fake upstream's id, as the client got it
     assert not any(SECRET in r.getMessage() or SECRET in str(r.args) for r in caplog.records)
     assert stack.front.handed_over == (0 if server == "farebox's own server" else 1)
@@ -125,7 +125,7 @@ def test_a_request_naming_no_project_is_logged_with_a_dash(stack, wire, caplog):
     assert status == 200
     [line] = wait_for_lines(caplog, 1)
     assert LINE.fullmatch(line)
-    assert line.startswith(f"GET /healthz 200 project=- request_id={headers['x-farebox-request-id']} duration_ms=")
+    assert line.startswith(f"GET /healthz 200 project=- request_id={headers['x-request-id']} duration_ms=")
 
 
 def test_an_error_answered_by_the_own_server_is_logged_with_its_status(stack, wire, caplog):
@@ -136,7 +136,7 @@ def test_an_error_answered_by_the_own_server_is_logged_with_its_status(stack, wi
 
     assert status == 400
     [line] = wait_for_lines(caplog, 1)
-    assert line.startswith(f"POST /v1/chat/completions 400 project=acme request_id={headers['x-farebox-request-id']} "
+    assert line.startswith(f"POST /v1/chat/completions 400 project=acme request_id={headers['x-request-id']} "
                            "duration_ms=")
 
 

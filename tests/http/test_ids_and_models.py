@@ -1,9 +1,9 @@
 """Which request id a client sees, and ``GET /v1/models/{model}`` passed through, with the
 official OpenAI SDK as the client.
 
-The provider's ``X-Request-Id`` stays where the SDK reads it (``_request_id``: the id the
-provider's support can look up); farebox's own id is always in ``X-Farebox-Request-Id``, and in
-``X-Request-Id`` too when the upstream sent none (farebox's own answers: 402, 503, ...)."""
+``X-Request-Id`` is farebox's own id (the ``request_id`` of its usage event and access-log line),
+so the SDK's ``_request_id`` is farebox's; the provider's id, the one its support can look up, is
+passed on as ``X-Upstream-Request-Id``."""
 
 from __future__ import annotations
 
@@ -34,36 +34,35 @@ def client_for(base_url: str, headers: dict[str, str] | None = None) -> OpenAI:
 
 # --------------------------------------------------------------------------- request ids
 
-def test_the_sdks_request_id_is_the_providers_and_farebox_id_is_beside_it(make_stack):
+def test_the_sdks_request_id_is_farebox_and_the_providers_is_beside_it(make_stack):
     stack = make_stack()
     raw = client_for(stack.base_url).chat.completions.with_raw_response.create(model="gpt-4o-mini",
                                                                                 messages=MESSAGES)
     completion = raw.parse()
-    farebox_id = raw.headers["X-Farebox-Request-Id"]
-    assert completion._request_id == raw.headers["X-Request-Id"] == "req_fb000000000000000000000001"
-    assert FAREBOX_ID.fullmatch(farebox_id)
-    assert "X-Upstream-Request-Id" not in raw.headers
+    farebox_id = raw.headers["X-Request-Id"]
+    assert completion._request_id == farebox_id and FAREBOX_ID.fullmatch(farebox_id)
+    assert raw.headers["X-Upstream-Request-Id"] == "req_fb000000000000000000000001"
     # farebox's id is the one its records use.
     events = stack.run(read_events(stack.services.ledger, ["acme"], (0, 0), 10))
     assert [e.fields["request_id"] for e in events] == [farebox_id]
 
 
-def test_a_stream_carries_the_providers_id_and_farebox_id_too(make_stack):
+def test_a_stream_carries_farebox_id_and_the_providers_too(make_stack):
     stack = make_stack()
     with client_for(stack.base_url).chat.completions.with_streaming_response.create(
             model="gpt-4o-mini", messages=MESSAGES, stream=True) as response:
-        assert response.headers["X-Request-Id"] == "req_fb000000000000000000000001"
-        assert FAREBOX_ID.fullmatch(response.headers["X-Farebox-Request-Id"])
+        assert FAREBOX_ID.fullmatch(response.headers["X-Request-Id"])
+        assert response.headers["X-Upstream-Request-Id"] == "req_fb000000000000000000000001"
         assert [line for line in response.iter_lines() if line][-1] == "data: [DONE]"
 
 
-def test_farebox_own_answer_has_its_id_under_both_names(make_stack):
+def test_farebox_own_answer_has_its_id_alone(make_stack):
     stack = make_stack()
     with pytest.raises(openai.BadRequestError) as caught:
         client_for(stack.base_url, headers={}).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     headers = caught.value.response.headers
-    assert FAREBOX_ID.fullmatch(headers["X-Farebox-Request-Id"])
-    assert caught.value.request_id == headers["X-Request-Id"] == headers["X-Farebox-Request-Id"]
+    assert FAREBOX_ID.fullmatch(headers["X-Request-Id"]) and caught.value.request_id == headers["X-Request-Id"]
+    assert "X-Upstream-Request-Id" not in headers
     assert stack.received == []
 
 
@@ -116,7 +115,7 @@ def test_models_retrieve_passes_through_without_a_project(models_upstream, fareb
     client = client_for(farebox_before, headers={})
     model = client.models.retrieve(MODEL["id"])
     assert model.to_dict() == MODEL
-    assert model._request_id == "req_up_1"
+    assert FAREBOX_ID.fullmatch(model._request_id)
     assert seen == [{"path": "/v1/models/ft:gpt-4o-mini:acme::abc123", "query": "",
                      "authorization": "Bearer sk-test-client", "project": None}]
 
@@ -129,13 +128,13 @@ def test_models_retrieve_keeps_the_upstreams_status_body_query_and_encoding(mode
     assert response.json() == {"error": {"message": "The model 'org/nope' does not exist",
                                          "type": "invalid_request_error", "param": "model",
                                          "code": "model_not_found"}}
-    assert response.headers["X-Request-Id"] == "req_up_404"
-    assert FAREBOX_ID.fullmatch(response.headers["X-Farebox-Request-Id"])
+    assert response.headers["X-Upstream-Request-Id"] == "req_up_404"
+    assert FAREBOX_ID.fullmatch(response.headers["X-Request-Id"])
     assert seen == [{"path": "/v1/models/org%2Fnope", "query": "a=1+2", "authorization": "Bearer sk-test-client",
                      "project": None}]
     with pytest.raises(openai.NotFoundError) as caught:
         client_for(farebox_before).models.retrieve("org/nope")  # the SDK encodes the / as %2F
-    assert caught.value.request_id == "req_up_404"
+    assert caught.value.response.headers["X-Upstream-Request-Id"] == "req_up_404"
     assert seen[-1]["path"] == "/v1/models/org%2Fnope"
 
 

@@ -45,7 +45,7 @@ def assert_refused(stack, response, status: int, code: str, param: str | None) -
     got, headers, body = response
     error = json.loads(body)["error"]
     assert (got, error["type"], error["code"], error["param"]) == (status, "invalid_request_error", code, param)
-    assert len(headers["x-farebox-request-id"]) == 32
+    assert len(headers["x-request-id"]) == 32
     assert stack.received == [] and events(stack) == []
 
 

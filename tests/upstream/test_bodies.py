@@ -208,4 +208,4 @@ async def test_multiple_headers_of_one_name_are_kept_and_the_upstream_request_id
         out = response_headers(response.headers, [("X-Request-Id", "fb1")])
     await upstream.close()
     assert list(out.items()) == [("Content-Type", "application/json"), ("Set-Cookie", "a=1"),
-                                 ("x-request-id", "req_9"), ("Set-Cookie", "b=2"), ("X-Farebox-Request-Id", "fb1")]
+                                 ("Set-Cookie", "b=2"), ("X-Upstream-Request-Id", "req_9"), ("X-Request-Id", "fb1")]

@@ -218,15 +218,15 @@ async def test_configured_key_replaces_the_clients():
     assert "authorization" not in out
 
 
-def test_response_headers_keep_the_upstream_request_id_and_put_farebox_own_beside_it():
+def test_response_headers_keep_the_upstream_request_id_beside_farebox_own():
     out = response_headers({"Content-Type": "application/json", "X-Request-Id": "req_123", "Connection": "close",
                             "Content-Length": "99", "Content-Encoding": "gzip"}, [("X-Request-Id", "fb1")])
-    assert dict(out) == {"Content-Type": "application/json", "X-Request-Id": "req_123", "X-Farebox-Request-Id": "fb1"}
+    assert dict(out) == {"Content-Type": "application/json", "X-Upstream-Request-Id": "req_123", "X-Request-Id": "fb1"}
 
 
-def test_response_headers_give_farebox_id_under_both_names_when_the_upstream_sent_none():
+def test_response_headers_give_farebox_id_alone_when_the_upstream_sent_none():
     out = response_headers({"Content-Type": "application/json"}, [("X-Request-Id", "fb1")])
-    assert dict(out) == {"Content-Type": "application/json", "X-Farebox-Request-Id": "fb1", "X-Request-Id": "fb1"}
+    assert dict(out) == {"Content-Type": "application/json", "X-Request-Id": "fb1"}
 
 
 def test_response_headers_drop_hop_by_hop_ones_whatever_their_case_and_keep_the_rest_in_order():
@@ -235,8 +235,8 @@ def test_response_headers_drop_hop_by_hop_ones_whatever_their_case_and_keep_the_
                             ("openai-processing-ms", "12")])
     out = response_headers(upstream, [("X-Request-Id", "fb1"), ("X-Farebox-Cost-USD", "0.000123")])
     assert list(out.items()) == [("Set-Cookie", "a=1"), ("Content-Type", "application/json"), ("Set-Cookie", "b=2"),
-                                 ("openai-processing-ms", "12"), ("X-Farebox-Request-Id", "fb1"),
-                                 ("X-Request-Id", "fb1"), ("X-Farebox-Cost-USD", "0.000123")]
+                                 ("openai-processing-ms", "12"), ("X-Request-Id", "fb1"),
+                                 ("X-Farebox-Cost-USD", "0.000123")]
 
 
 # -- https --
