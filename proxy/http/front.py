@@ -46,7 +46,7 @@ from proxy.http.front_head import CHAT_PATH, HAND_OVER, Refusal, Request, read_h
 if TYPE_CHECKING:
     from proxy.flow import Exchange
 
-__all__ = ["FrontServer", "Limits", "give_connection"]
+__all__ = ["FrontServer", "Connection", "Limits", "give_connection"]
 
 MAX_PENDING_BYTES = 1 << 20   # bytes received ahead of the request in flight before reading pauses
 
@@ -75,7 +75,7 @@ class FrontServer:
                  open_elsewhere: Callable[[], int] = lambda: 0) -> None:
         self.handler, self.edge, self.hand_over = handler, edge, hand_over
         self.max_body, self.limits, self.open_elsewhere = max_body_bytes, limits, open_elsewhere
-        self.connections: set[_Connection] = set()
+        self.connections: set[Connection] = set()
         self.handed_over = 0  # connections aiohttp took over
         self.refused = 0      # connections closed at once, over max_connections
         self.closing = False
@@ -85,7 +85,7 @@ class FrontServer:
 
     async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(lambda: _Connection(self), host, port,
+        self._listener = await loop.create_server(lambda: Connection(self), host, port,
                                                   reuse_address=True, reuse_port=reuse_port or None)
         self._sweeper = loop.create_task(self._sweep())
 
@@ -146,7 +146,7 @@ def give_connection(transport: asyncio.BaseTransport, protocol: asyncio.Protocol
         protocol.data_received(pending)
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One client connection while farebox answers it itself."""
 
     __slots__ = ("server", "loop", "transport", "buf", "scan_from", "waiting", "exchange", "task", "deadline",

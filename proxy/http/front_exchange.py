@@ -13,7 +13,7 @@ from multidict import CIMultiDict
 from proxy.errors import FareboxError
 
 if TYPE_CHECKING:
-    from proxy.http.front import _Connection
+    from proxy.http.front import Connection
 
 __all__ = ["FrontExchange", "response_head"]
 
@@ -72,7 +72,7 @@ class FrontExchange:
     __slots__ = ("conn", "request_id", "headers", "body", "keep_alive", "started", "answered", "status", "since",
                  "answer_id")
 
-    def __init__(self, conn: _Connection, request_id: str, headers: CIMultiDict[str], body: bytes,
+    def __init__(self, conn: Connection, request_id: str, headers: CIMultiDict[str], body: bytes,
                  keep_alive: bool, since: float) -> None:
         self.conn, self.request_id, self.headers, self.body = conn, request_id, headers, body
         self.keep_alive = keep_alive
