@@ -98,12 +98,17 @@ async def test_200_concurrent_requests_never_overspend(make_stack):
     _check_settled(stack, 57 * actual)
 
 
-async def _burst_beside_one_in_flight(base_url: str, count: int):
-    """One slow request first (a second at the upstream), then ``count`` at once: each of them
-    is reserved while another of the same attribution is in flight, as under steady load."""
-    slow = asyncio.ensure_future(_burst(base_url, 1, headers={**HEADERS, "X-Fake-Latency-Ms": "1000"}))
-    await asyncio.sleep(0.3)
-    results = await _burst(base_url, count)
+async def _burst_beside_one_in_flight(stack, count: int):
+    """One slow request first (three seconds at the upstream), then, once the upstream has it,
+    ``count`` at once: each of them is reserved while another of the same attribution is in
+    flight, as under steady load, however slow the machine is."""
+    slow = asyncio.ensure_future(_burst(stack.base_url, 1, headers={**HEADERS, "X-Fake-Latency-Ms": "3000"}))
+    for _ in range(400):
+        if stack.received:
+            break
+        await asyncio.sleep(0.025)
+    assert len(stack.received) == 1, "the slow request did not reach the upstream within 10 s"
+    results = await _burst(stack.base_url, count)
     return [*(await slow), *results]
 
 
@@ -111,7 +116,7 @@ async def test_concurrent_requests_draw_from_budget_leases_and_are_recorded_exac
     stack = make_stack(admin_token="admin-secret")
     worst, actual = per_request_cost(stack)
     put_budget(stack, "project", "acme", nano_to_usd(10_000 * worst))
-    results = await _burst_beside_one_in_flight(stack.base_url, 199)
+    results = await _burst_beside_one_in_flight(stack, 199)
     allowed, refused = _check_burst(stack, results, 10_000 * worst)
     assert len(allowed) == 200 and not refused
     assert stack.services.ledger.leases_granted > 0
@@ -127,7 +132,7 @@ async def test_with_leases_a_burst_still_gets_exactly_what_the_budget_pays_for(m
     # (down to 16 worst cases of room), then every request on its own.
     limit_nano = 150 * worst + worst // 2
     put_budget(stack, "project", "acme", nano_to_usd(limit_nano))
-    results = await _burst_beside_one_in_flight(stack.base_url, 199)
+    results = await _burst_beside_one_in_flight(stack, 199)
     allowed, refused = _check_burst(stack, results, limit_nano)
     assert len(allowed) == 150 and len(refused) == 50
     assert stack.services.ledger.leases_granted > 0
