@@ -29,8 +29,6 @@ from proxy.settings import Settings
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from proxy.http.site import FrontSite
-
 __all__ = ["serve", "configure_logging"]
 
 log = logging.getLogger("farebox")

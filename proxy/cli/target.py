@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy.cli.remote import AdminSource
-from proxy.cli.source import EXIT_USAGE, CommandError, Source
+from proxy.cli.source import CommandError, Source
 from proxy.control import budgets as control_budgets
 from proxy.control import export
 from proxy.control import reports

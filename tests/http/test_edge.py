@@ -13,7 +13,7 @@ import time
 import pytest
 
 from proxy.http.edge import ACCESS_LOGGER, Edge
-from tests.http.wire import BODY, Wire, request
+from tests.http.wire import BODY, request
 
 SECRET = "sk-test-credential-4f9d2a"
 
@@ -34,13 +34,6 @@ class ExplodingUpstream:
 @pytest.fixture
 def stack(make_stack):
     return make_stack()
-
-
-@pytest.fixture
-def wire(stack):
-    w = Wire(stack.url)
-    yield w
-    w.close()
 
 
 def internal_error(request_id: str) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.http_exceptions import BadHttpMessage
 
 from proxy.http.edge import ProtocolLog
-from tests.http.wire import BODY, Wire, request
+from tests.http.wire import BODY, Wire, events, request
 
 
 def chunked(headers: list[tuple[str, str]]) -> bytes:
@@ -26,19 +26,6 @@ SERVERS = {"farebox's own server": lambda headers: request(headers=headers), "ai
 @pytest.fixture
 def stack(make_stack):
     return make_stack()
-
-
-@pytest.fixture
-def wire(stack):
-    w = Wire(stack.url)
-    yield w
-    w.close()
-
-
-def events(stack) -> list[dict[bytes, bytes]]:
-    stack.run(stack.services.settled())
-    ledger = stack.services.ledger
-    return [fields for _, fields in stack.run(ledger.redis.xrange(f"{ledger.keys.prefix}:{{acme}}:events"))]
 
 
 def assert_refused(stack, response, status: int, code: str, param: str | None) -> None:

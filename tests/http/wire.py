@@ -77,3 +77,9 @@ class Wire:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def events(stack) -> list[dict[bytes, bytes]]:
+    stack.run(stack.services.settled())
+    ledger = stack.services.ledger
+    return [fields for _, fields in stack.run(ledger.redis.xrange(f"{ledger.keys.prefix}:{{acme}}:events"))]
