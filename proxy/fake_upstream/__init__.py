@@ -15,6 +15,7 @@ Endpoints::
     POST   /v1/completions        text_completion, stream and not
     POST   /v1/embeddings         deterministic vectors (encoding_format float or base64)
     GET    /v1/models             a short list of models
+    GET    /v1/models/{model}     one of them (404 for any other)
     GET    /_fake/requests        the requests received (the last RECORD_LIMIT), as JSON
     DELETE /_fake/requests        forgets them
 

@@ -30,6 +30,7 @@ from proxy.fake_upstream.replies import (
     CHOICE_STRIDE,
     DONE_EVENT,
     MAX_EMBEDDING_DIMENSIONS,
+    MODELS,
     SYSTEM_FINGERPRINT,
     FakeUpstream,
     chat_seed,
@@ -81,6 +82,7 @@ def create_fake_app(*, latency_ms: float = 0, chunks: int = 8, chunk_delay_ms: f
         web.post("/v1/completions", _completions),
         web.post("/v1/embeddings", _embeddings),
         web.get("/v1/models", _models),
+        web.get("/v1/models/{model}", _model),
         web.get("/_fake/requests", _list_requests),
         web.delete("/_fake/requests", _clear_requests),
     ])
@@ -285,6 +287,17 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
 async def _models(request: web.Request) -> web.StreamResponse:
     state, controls = await _begin(request)
     return send_body(controls, state.models_body, f"req_fb{state.next_number():024d}")
+
+
+async def _model(request: web.Request) -> web.StreamResponse:
+    """One model of the list, as OpenAI answers ``GET /v1/models/{model}``; 404 for the others."""
+    state, controls = await _begin(request)
+    name = request.match_info["model"]
+    created = dict(MODELS).get(name)
+    if created is None:
+        raise Refused(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
+    return send_json(controls, {"id": name, "object": "model", "created": created, "owned_by": "system"},
+                     f"req_fb{state.next_number():024d}")
 
 
 async def _list_requests(request: web.Request) -> web.Response:

@@ -21,6 +21,18 @@ async def test_models_is_an_openai_list(fake):
     assert {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"} in listing["data"]
 
 
+async def test_one_listed_model_is_retrieved_and_any_other_is_not_found(fake):
+    response = await fake.get("/v1/models/gpt-4o-mini")
+    assert response.status == 200
+    assert await response.json() == {"id": "gpt-4o-mini", "object": "model", "created": 1721172741,
+                                     "owned_by": "system"}
+    missing = await fake.get("/v1/models/gpt-9")
+    assert missing.status == 404
+    assert await missing.json() == {"error": {"message": "The model 'gpt-9' does not exist",
+                                              "type": "invalid_request_error", "param": "model",
+                                              "code": "model_not_found"}}
+
+
 async def test_legacy_completion_with_usage(fake):
     body = {"model": "gpt-3.5-turbo-instruct", "prompt": ["Once upon", "a time"], "max_tokens": 7}
     response = await fake.post("/v1/completions", json=body)
