@@ -94,10 +94,15 @@ async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
     prompt_tokens = await shape.count_prompt(request, price)
     grant = await _reserve(fb, shape, request_id, who, price, prompt_tokens, request)  # 4. reserve
 
-    bound = grant.output_bound if grant is not None and grant.enforce_bound else None
-    body = shape.forward_body(ex.body, request, bound)                        # 5. forward
-    call = fb.upstream.send("POST", shape.upstream_path, ex.headers, body)
-    meter = _Call(fb, ex, shape, who, request, price, prompt_tokens, grant, started, call)
+    try:
+        bound = grant.output_bound if grant is not None and grant.enforce_bound else None
+        body = shape.forward_body(ex.body, request, bound)                    # 5. forward
+        call = fb.upstream.send("POST", shape.upstream_path, ex.headers, body)
+        meter = _Call(fb, ex, shape, who, request, price, prompt_tokens, grant, started, call)
+    except BaseException:  # nothing was sent: the hold goes now (it would be renewed while held)
+        if grant is not None:
+            await fb.release(request_id, who)
+        raise
     try:
         async with call as upstream:
             is_sse = upstream.content_type == "text/event-stream"
