@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,35 +15,13 @@ import pytest
 
 from proxy.fake_upstream import create_fake_app
 from tests.harness import LoopThread
+from tests.processes import clean_env, free_port, wait_ready
 
 FAREBOX = [sys.executable, "-m", "proxy"]
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 32})
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("FAREBOX_") and k != "REDIS_URL"}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "farebox exited"
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("farebox --workers did not become ready")
 
 
 def _worker_pids(parent: psutil.Process, port: int) -> set[int]:
@@ -70,14 +47,14 @@ def upstream_url():
 
 @pytest.fixture
 def farebox_workers(tmp_path, upstream_url):
-    port = _free_port()
+    port = free_port()
     data_dir = tmp_path / "data"
     proc = subprocess.Popen(
         FAREBOX + ["serve", "--workers", "2", "--port", str(port), "--upstream", f"{upstream_url}/v1",
                    "--data-dir", str(data_dir), "--log-level", "warning"],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_ready(port, proc)
+        wait_ready(port, proc)
         yield proc, port, data_dir
     finally:
         if proc.poll() is None:
@@ -133,7 +110,7 @@ def test_workers_share_the_port_record_every_request_and_stop_on_sigterm(farebox
         conn.close()
 
     report = subprocess.run(FAREBOX + ["usage", "project", "workers", "--json", "--data-dir", str(data_dir)],
-                            env=_env(), capture_output=True, text=True, timeout=60)
+                            env=clean_env(), capture_output=True, text=True, timeout=60)
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["requests"] == 24
 

@@ -11,43 +11,21 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from proxy.fake_upstream import create_fake_app
 from proxy.ledger.ledger import Ledger
 from tests.harness import LoopThread
+from tests.processes import clean_env, free_port, wait_ready
 
 HOLD_TTL_S = 1
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}],
                    "max_tokens": 32, "stream": True})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "farebox exited"
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("farebox did not become ready")
 
 
 def _start_stream(port: int) -> http.client.HTTPConnection:
@@ -73,15 +51,15 @@ def upstream_url():
 
 @pytest.fixture
 def farebox(tmp_path, upstream_url, redis_url, key_prefix):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAREBOX_") and k != "REDIS_URL"}
+    port = free_port()
+    env = clean_env()
     env.update(FAREBOX_HOLD_TTL_S=str(HOLD_TTL_S), FAREBOX_REDIS_PREFIX=key_prefix)
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--upstream", f"{upstream_url}/v1",
          "--redis-url", redis_url, "--data-dir", str(tmp_path / "data"), "--log-level", "warning"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_ready(port, proc)
+        wait_ready(port, proc)
         yield proc, port
     finally:
         if proc.poll() is None:
