@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import redis
 
+from bench.report import get_path
+
 if TYPE_CHECKING:
     from bench.targets import Server
 
@@ -101,15 +103,6 @@ _FIGURES = {  # name: (where in a run, what it is)
 _LOWER_IS_BETTER = {"added_p50_ms", "farebox_cpu_ms", "redis_cpu_ms", "command_us", "script_calls", "calls"}
 
 
-def _get(run: dict[str, Any], path: str) -> float | None:
-    value: Any = run
-    for part in path.split("."):
-        if not isinstance(value, dict) or value.get(part) is None:
-            return None
-        value = value[part]
-    return float(value)
-
-
 def _values(runs: list[dict[str, Any]], direct: dict[int, dict[str, Any]], key: str) -> dict[int, float]:
     """``key`` of each run, by round."""
     out: dict[int, float] = {}
@@ -119,7 +112,7 @@ def _values(runs: list[dict[str, Any]], direct: dict[int, dict[str, Any]], key: 
             if base is not None:
                 out[run["round"]] = run["latency_ms"]["p50"] - base["latency_ms"]["p50"]
             continue
-        value = _get(run, _FIGURES[key][0])
+        value = get_path(run, _FIGURES[key][0])
         if value is not None:
             out[run["round"]] = value
     return out

@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-__all__ = ["summarise", "render_markdown", "write_markdown", "MARK_BEGIN", "MARK_END"]
+__all__ = ["summarise", "render_markdown", "write_markdown", "get_path", "MARK_BEGIN", "MARK_END"]
 
 MARK_BEGIN = "<!-- bench:results:begin (written by python -m bench; edit outside these marks) -->"
 MARK_END = "<!-- bench:results:end -->"
@@ -23,7 +23,8 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def _get(run: dict[str, Any], path: str) -> float | None:
+def get_path(run: dict[str, Any], path: str) -> float | None:
+    """The number at a dotted ``path`` of a run's figures, or None where any part is missing."""
     value: Any = run
     for part in path.split("."):
         if not isinstance(value, dict) or value.get(part) is None:
@@ -55,7 +56,7 @@ def _paired(runs: list[dict[str, Any]], base: list[dict[str, Any]], path: str) -
     diffs = []
     for run in runs:
         other = by_round.get(run["round"])
-        mine, theirs = _get(run, path), _get(other, path) if other else None
+        mine, theirs = get_path(run, path), get_path(other, path) if other else None
         if mine is not None and theirs is not None:
             diffs.append(mine - theirs)
     return _median(diffs)
@@ -75,7 +76,7 @@ def summarise(results: dict[str, dict[str, list[dict[str, Any]]]], scenarios: li
         direct = per_target.get("direct", [])
         medians[name] = {}
         for target, runs in per_target.items():
-            row = {key: _median([_get(r, path) for r in runs]) for key, path in _METRICS.items()}
+            row = {key: _median([get_path(r, path) for r in runs]) for key, path in _METRICS.items()}
             if target != "direct" and direct:
                 row["added_p50_ms"] = _paired(runs, direct, "latency_ms.p50")
                 row["added_p99_ms"] = _paired(runs, direct, "latency_ms.p99")
