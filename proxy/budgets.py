@@ -60,8 +60,8 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
                          price: ModelPrice, prompt_tokens: int, request: ApiRequest,
                          *, now: float | None = None) -> Grant:
     bound, must_send = output_bound(request, price, settings)
-    # Output the body itself is billed for (chat's prediction); a shape without any may leave it out.
-    n, extra = request.n, getattr(request, "output_extra", 0)
+    # Output the body itself is billed for (chat's prediction), per choice.
+    n, extra = request.n, request.output_extra
     amount = worst_case_nano(price, prompt_tokens, (bound + extra) * n)
     if amount > MAX_WORST_CASE_NANO:
         raise _too_large(request, price, prompt_tokens, amount)
@@ -87,7 +87,7 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
 def _too_large(request: ApiRequest, price: ModelPrice, prompt_tokens: int, amount: int) -> BadRequest:
     if worst_case_nano(price, prompt_tokens, 0) > MAX_WORST_CASE_NANO:
         param = "messages"
-    elif worst_case_nano(price, prompt_tokens, getattr(request, "output_extra", 0) * request.n) > MAX_WORST_CASE_NANO:
+    elif worst_case_nano(price, prompt_tokens, request.output_extra * request.n) > MAX_WORST_CASE_NANO:
         param = "prediction"
     elif request.max_output is not None:
         param = request.bound_field

@@ -30,6 +30,7 @@ class UnboundedRequest:
     max_output: int | None = 1000
     bound_field: str | None = None
     n: int = 1
+    output_extra: int = 0
     stream: bool = False
     body: dict[str, Any] = field(default_factory=dict)
 
