@@ -284,12 +284,6 @@ class RedisPipe:
         self._arm_watchdog()
         return list(await asyncio.gather(*futures))
 
-    @property
-    def connected(self) -> bool:
-        """An open connection now: ``send_now`` would send at once."""
-        protocol = self._protocol
-        return protocol is not None and protocol.closed is None
-
     def send_now(self, packed: list[bytes]) -> Awaitable[list[Any]] | None:
         """Put ``packed`` commands on the connection before returning, so that any command sent
         after this call reaches Redis after them; their replies as ``execute_packed`` gives
