@@ -30,9 +30,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from proxy.domain import ID_PATTERN
 from proxy.errors import (DuplicateHeader, ErrorShape, FareboxError, InternalError, InvalidHeaderValue,
                           openai_shape, render_error)
+from proxy.ratelimited import RateLimitedLog
 from proxy.upstream.relay import HOP_BY_HOP
 
-__all__ = ["Edge", "ProtocolLog", "Throttled", "new_request_id", "ACCESS_LOGGER", "BODY_TIMEOUT_S"]
+__all__ = ["Edge", "ProtocolLog", "new_request_id", "ACCESS_LOGGER", "BODY_TIMEOUT_S"]
 
 ACCESS_LOGGER = "farebox.access"
 BODY_TIMEOUT_S = 60.0  # a request body must arrive whole within this long of its head, on either server
@@ -138,28 +139,6 @@ class Edge:
         access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, line, None, None))
 
 
-class Throttled:
-    """A WARNING at most once per ``interval_s``; the next one logged says how many were left out."""
-
-    __slots__ = ("log", "interval_s", "clock", "next_at", "suppressed")
-
-    def __init__(self, log: logging.Logger, *, interval_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.log, self.interval_s, self.clock = log, interval_s, clock
-        self.next_at = float("-inf")
-        self.suppressed = 0
-
-    def warning(self, message: str, *args: object) -> None:
-        now = self.clock()
-        if now < self.next_at:
-            self.suppressed += 1
-            return
-        if self.suppressed:
-            message += f" ({self.suppressed} more left out of the log)"
-        self.next_at, self.suppressed = now + self.interval_s, 0
-        self.log.warning(message, *args)
-
-
 class ProtocolLog:
     """The logger aiohttp's server is given (``AppRunner(logger=...)``). A malformed request
     (aiohttp's ``HttpProcessingError``: it answers 400 itself) is one WARNING line, throttled;
@@ -170,7 +149,8 @@ class ProtocolLog:
     def __init__(self, log: logging.Logger, *, interval_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.log = log
-        self.malformed = Throttled(log, interval_s=interval_s, clock=clock)
+        self.malformed = RateLimitedLog(log, interval_s=interval_s, clock=clock,
+                                       held_note=" (%d more left out of the log)")
 
     def exception(self, message: str, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
         exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]

@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict
 
 from proxy.errors import FareboxError, RequestTimeout
-from proxy.http.edge import BODY_TIMEOUT_S, Edge, Throttled
+from proxy.http.edge import BODY_TIMEOUT_S, Edge
 from proxy.http.front_exchange import FrontExchange
 from proxy.http.front_head import CHAT_PATH, HAND_OVER, Refusal, Request, read_head
+from proxy.ratelimited import RateLimitedLog
 
 if TYPE_CHECKING:
     from proxy.flow import Exchange
@@ -79,7 +80,7 @@ class FrontServer:
         self.handed_over = 0  # connections aiohttp took over
         self.refused = 0      # connections closed at once, over max_connections
         self.closing = False
-        self._refusals = Throttled(edge.log)
+        self._refusals = RateLimitedLog(edge.log, held_note=" (%d more left out of the log)")
         self._listener: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -30,6 +30,7 @@ from proxy.ledger.keys import Keys
 from proxy.ledger.leases import LEASE_LIFE_S, Lease, Leases
 from proxy.ledger.pipe import RedisPipe, pack_command
 from proxy.ledger.scripts import Scripts, renew_call
+from proxy.ratelimited import RateLimitedLog
 
 __all__ = ["Renewer", "DEFAULT_HOLD_TTL_S"]
 
@@ -47,8 +48,8 @@ class Renewer:
         self.leases, self.scripts, self.keys, self.pipe, self.clock = leases, scripts, keys, pipe, clock
         self.hold_ttl_s = hold_ttl_s
         self.failures = 0                   # rounds in which some renewal failed
-        self._warned_at: float | None = None
-        self._unwarned = 0
+        self._warnings = RateLimitedLog(log, interval_s=_WARN_EVERY_S, clock=clock,
+                                        held_note=" (%d failed rounds not logged since)")
 
     def holds(self) -> dict[str, list[tuple[str, Attribution]]]:
         """The holds this process has in flight, by project: (hold id, attribution)."""
@@ -112,16 +113,9 @@ class Renewer:
 
     def _warn(self, failed: list[BaseException]) -> None:
         self.failures += 1
-        now = self.clock()
-        if self._warned_at is not None and now - self._warned_at < _WARN_EVERY_S:
-            self._unwarned += 1
-            return
-        more = f" ({self._unwarned} failed rounds not logged since)" if self._unwarned else ""
-        log.warning("renewing held reservations failed for %d project(s), trying again in %.3g s "
-                    "(each lapses %.3g s after its last renewal)%s: %s",
-                    len(failed), self.hold_ttl_s / 3, self.hold_ttl_s, more, failed[0])
-        self._warned_at = now
-        self._unwarned = 0
+        self._warnings.warning("renewing held reservations failed for %d project(s), trying again in %.3g s "
+                               "(each lapses %.3g s after its last renewal): %s",
+                               len(failed), self.hold_ttl_s / 3, self.hold_ttl_s, failed[0])
 
     async def forever(self) -> None:
         """A round every ``hold_ttl_s / 3`` until cancelled."""

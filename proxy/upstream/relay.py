@@ -20,7 +20,7 @@ from urllib.parse import quote
 from multidict import CIMultiDict
 
 from proxy.errors import FareboxError, UpstreamTimeout, UpstreamUnreachable
-from proxy.upstream.failures import FailureLog
+from proxy.ratelimited import RateLimitedLog
 from proxy.upstream.kinds import OpenAIKind, UpstreamKind
 from proxy.upstream.wire import ConnectTimeout, Pool, Response, UndecodableBody, WireError, WireTimeout
 
@@ -101,7 +101,7 @@ class Upstream:
         self.max_connections = max_connections
         self._drop = HOP_BY_HOP | {h.lower() for h in drop_headers}
         self._pool: Pool | None = None
-        self.failures = FailureLog(log)   # warnings for failed calls, rate-limited per kind
+        self.failures = RateLimitedLog(log)   # warnings for failed calls, rate-limited per kind
 
     async def start(self) -> None:
         self._pool = Pool(self.base_url, connect_timeout_s=self._connect_timeout_s, read_timeout_s=self._timeout_s,

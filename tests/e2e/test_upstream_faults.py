@@ -18,7 +18,7 @@ from pricing.cost import Usage, cost_nano
 from pricing.money import usd_to_nano
 from proxy.apis.chat_prompt import count_chat_prompt
 from proxy.ledger.reports import read_usage
-from proxy.upstream.failures import FailureLog
+from proxy.ratelimited import RateLimitedLog
 from tests.harness import LoopThread
 from tests.upstream.clients import free_port
 from tests.upstream.servers import RawServer, answer
@@ -200,7 +200,7 @@ def test_an_unreachable_upstream_logs_one_warning_per_failure_kind_at_most_once_
     port = free_port()
     stack = make_stack(upstream=f"http://127.0.0.1:{port}/v1")
     now = [100.0]
-    stack.services.upstream.failures = FailureLog(logging.getLogger("farebox"), clock=lambda: now[0])
+    stack.services.upstream.failures = RateLimitedLog(logging.getLogger("farebox"), clock=lambda: now[0])
 
     def fail() -> str:
         response = httpx.post(f"{stack.base_url}/chat/completions", headers=HEADERS, json=BODY, timeout=30)

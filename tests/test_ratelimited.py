@@ -1,16 +1,16 @@
-"""Rate-limited warnings for failed upstream calls: one line per kind per interval, with a count
+"""Rate-limited warnings (``proxy.ratelimited``): one line per kind per interval, with a count
 of the lines held back."""
 
 from __future__ import annotations
 
 import logging
 
-from proxy.upstream.failures import FailureLog
+from proxy.ratelimited import RateLimitedLog
 
 
 def test_one_line_per_kind_per_second_and_the_next_says_how_many_were_held(caplog):
     now = [0.0]
-    failures = FailureLog(logging.getLogger("farebox.test"), clock=lambda: now[0])
+    failures = RateLimitedLog(logging.getLogger("farebox.test"), clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="farebox.test"):
         assert failures.note("unreachable", "failed %s", "a") is True
         assert failures.note("unreachable", "failed %s", "b") is False
