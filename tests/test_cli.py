@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from tests.harness import LoopThread
+from tests.processes import free_port
 from proxy.fake_upstream import create_fake_app
 
 FAREBOX = [sys.executable, "-m", "proxy"]
@@ -64,12 +64,6 @@ def test_config_file_is_read_and_flags_win(tmp_path):
     assert settings.port == 8282 and settings.upstream == "http://127.0.0.1:9/v1" and settings.min_output_tokens == 32
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def fake_upstream():
     threads = LoopThread()
@@ -107,7 +101,7 @@ def _stop(proc) -> str:
 
 def test_embedded_redis_data_survives_a_restart_and_the_cli_finds_it(tmp_path, fake_upstream):
     data_dir = tmp_path / "fb"
-    port = _free_port()
+    port = free_port()
     proc = _serve(data_dir, fake_upstream, port)
     try:
         response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers={"X-Project-Id": "acme"},

@@ -3,18 +3,18 @@ with no farebox settings in its environment but those a test gives."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from tests import processes
 
 FAREBOX = [sys.executable, "-m", "proxy"]
 REPO = Path(__file__).resolve().parents[2]
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAREBOX_") and k != "REDIS_URL"}
+    env = processes.clean_env()
     env["PYTHONPATH"] = str(REPO)  # `python -m proxy` from any folder runs this checkout
     env.update(extra or {})
     return env
@@ -28,10 +28,3 @@ def farebox(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | N
                               timeout=timeout)
     return subprocess.run(FAREBOX + args, cwd=cwd, env=clean_env(env), stdout=stdout, stderr=subprocess.PIPE,
                           text=True, timeout=timeout)
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (just freed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

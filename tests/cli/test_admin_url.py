@@ -8,7 +8,8 @@ import json
 import httpx
 import pytest
 
-from tests.cli.helpers import closed_port, farebox
+from tests.cli.helpers import farebox
+from tests.processes import free_port
 
 TOKEN = "admin-secret"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
@@ -110,7 +111,7 @@ def test_url_of_a_proxy_without_admin_api_is_one_line_and_exit_2(make_stack, tmp
 
 
 def test_unreachable_url_is_one_line_and_exit_2(tmp_path):
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = farebox(["budget", "list", "--url", url], cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.splitlines()

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cli.helpers import REPO, clean_env, closed_port
+from tests.cli.helpers import REPO, clean_env
+from tests.processes import free_port
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -90,7 +91,7 @@ def test_the_health_check_asks_the_port_in_farebox_port(make_stack):
     healthy = subprocess.run(healthcheck_argv(), env=clean_env({"FAREBOX_PORT": port}), capture_output=True,
                              timeout=30)
     assert healthy.returncode == 0, healthy.stderr
-    elsewhere = subprocess.run(healthcheck_argv(), env=clean_env({"FAREBOX_PORT": str(closed_port())}),
+    elsewhere = subprocess.run(healthcheck_argv(), env=clean_env({"FAREBOX_PORT": str(free_port())}),
                                capture_output=True, timeout=30)
     assert elsewhere.returncode == 1 and b"Connection refused" in elsewhere.stderr
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pricing.cost import Usage, cost_nano, worst_case_nano
 from pricing.money import nano_to_usd, usd_to_nano
 from proxy.apis.chat_prompt import count_chat_prompt
 from proxy.ledger.reports import read_usage
+from tests.processes import free_port
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 HEADERS = {"X-Project-Id": "acme", "X-Agent-Id": "planner", "X-Session-Id": "run-42"}
@@ -138,12 +138,6 @@ async def test_with_leases_a_burst_still_gets_exactly_what_the_budget_pays_for(m
     assert stack.services.ledger.leases_granted > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_proxy_process(port: int, upstream: str, redis_url: str, prefix: str, data_dir: str) -> subprocess.Popen:
     env = {**os.environ, "REDIS_URL": redis_url, "FAREBOX_REDIS_PREFIX": prefix, "FAREBOX_ADMIN_TOKEN": "admin-secret",
            "FAREBOX_DATA_DIR": data_dir}
@@ -168,7 +162,7 @@ async def test_two_proxy_processes_sharing_one_redis_never_overspend(make_stack,
     worst, _ = per_request_cost(stack)
     limit_nano = 40 * worst + 7
     put_budget(stack, "project", "acme", nano_to_usd(limit_nano))
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     procs = [_start_proxy_process(p, f"{stack.upstream_url}/v1", redis_url, key_prefix, str(tmp_path / f"d{p}"))
              for p in ports]
     try:

@@ -20,7 +20,7 @@ from proxy.apis.chat_prompt import count_chat_prompt
 from proxy.ledger.reports import read_usage
 from proxy.ratelimited import RateLimitedLog
 from tests.harness import LoopThread
-from tests.upstream.clients import free_port
+from tests.processes import free_port
 from tests.upstream.servers import RawServer, answer
 
 HEADERS = {"X-Project-Id": "acme", "X-Agent-Id": "planner"}

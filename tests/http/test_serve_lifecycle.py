@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from proxy.fake_upstream import create_fake_app
-from tests.cli.helpers import FAREBOX, clean_env, closed_port
+from tests.cli.helpers import FAREBOX, clean_env
+from tests.processes import free_port
 from tests.harness import LoopThread
 
 START_WITHIN_S = 60  # a generous bound for a loaded machine, not a measure
@@ -35,7 +36,7 @@ class Serve:
     """A ``farebox serve`` process, its log written to a file."""
 
     def __init__(self, args: list[str], data_dir: Path) -> None:
-        port = closed_port()
+        port = free_port()
         self.log_path = data_dir.parent / f"serve-{port}.log"
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(

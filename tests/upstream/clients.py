@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 from aiohttp import web
 
@@ -28,12 +27,6 @@ async def post(upstream: Upstream, body: bytes = b"{}") -> tuple[int, bytes]:
 async def chunks_of(upstream: Upstream) -> list[bytes]:
     async with upstream.send("POST", "/chat/completions", {}, b"{}") as response:
         return [chunk async for chunk in upstream.iter_chunks(response)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def never_answer(server: RawServer, n, reader, writer) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from proxy.upstream.wire import ConnectTimeout, Pool
-from tests.upstream.clients import free_port, never_answer, post, started
+from tests.processes import free_port
+from tests.upstream.clients import never_answer, post, started
 from tests.upstream.servers import RawServer, answer
 
 

@@ -16,7 +16,8 @@ from multidict import CIMultiDict
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from proxy.upstream.relay import Upstream, response_headers, upstream_errors
 from proxy.upstream.wire import ConnectionLost, ReadTimeout
-from tests.upstream.clients import BASE, chunks_of, free_port, never_answer, peer_port, post, started
+from tests.processes import free_port
+from tests.upstream.clients import BASE, chunks_of, never_answer, peer_port, post, started
 from tests.upstream.servers import RawServer, answer
 
 
