@@ -61,8 +61,8 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
                          *, now: float | None = None) -> Grant:
     bound, must_send = output_bound(request, price, settings)
     # Output the body itself is billed for (chat's prediction), per choice.
-    n, extra = request.n, request.output_extra
-    amount = worst_case_nano(price, prompt_tokens, (bound + extra) * n)
+    n, extra, calls = request.n, request.output_extra, request.hosted_calls
+    amount = worst_case_nano(price, prompt_tokens, (bound + extra) * n, web_search_calls=calls)
     if amount > MAX_WORST_CASE_NANO:
         raise _too_large(request, price, prompt_tokens, amount)
     clamped = False
@@ -74,11 +74,11 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
                          remaining=outcome.tightest)
         if not settings.clamp_max_tokens or request.bound_field is None:
             break
-        fit = max_output_for_budget(price, prompt_tokens, outcome.room_nano) // n - extra
-        if fit < settings.min_output_tokens or fit < 1:
+        fit = max_output_for_budget(price, prompt_tokens, outcome.room_nano, web_search_calls=calls) // n - extra
+        if fit < settings.min_output_tokens or fit < max(1, request.min_output):
             break
         bound = min(bound, fit)
-        amount = worst_case_nano(price, prompt_tokens, (bound + extra) * n)
+        amount = worst_case_nano(price, prompt_tokens, (bound + extra) * n, web_search_calls=calls)
         clamped = True
     raise budget_exceeded(outcome.tightest, amount, now=now,
                           fit=_Fit(price, prompt_tokens, outcome.room_nano, request, bound))
@@ -86,7 +86,7 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
 
 def _too_large(request: ApiRequest, price: ModelPrice, prompt_tokens: int, amount: int) -> BadRequest:
     if worst_case_nano(price, prompt_tokens, 0) > MAX_WORST_CASE_NANO:
-        param = "messages"
+        param = request.prompt_field
     elif worst_case_nano(price, prompt_tokens, request.output_extra * request.n) > MAX_WORST_CASE_NANO:
         param = "prediction"
     elif request.max_output is not None:
@@ -123,7 +123,8 @@ class _Fit:
         field, n = self.request.bound_field, self.request.n
         if self.room_nano is None or field is None or n < 1:
             return ""
-        fits = max_output_for_budget(self.price, self.prompt_tokens, self.room_nano) // n
+        fits = max_output_for_budget(self.price, self.prompt_tokens, self.room_nano,
+                                     web_search_calls=self.request.hosted_calls) // n
         if not 1 <= fits < self.bound:
             return ""
         per_choice = f" per choice (n={n})" if n > 1 else ""

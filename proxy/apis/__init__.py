@@ -42,6 +42,9 @@ class ApiRequest(Protocol):
     bound_field: str | None     # the body field that carries the output bound; None: there is none to set
     n: int                      # choices generated (the output bound counts once per choice)
     output_extra: int           # output tokens billed per choice on top of the bound (set by count_prompt; 0 if absent)
+    hosted_calls: int           # the most calls billed per call (hosted web searches) the request can make; 0: none
+    prompt_field: str           # the body field that holds the prompt, named when it alone is too large to price
+    min_output: int             # the smallest output bound per choice the API takes for this body (clamping stops there)
 
 
 class StreamMeter(Protocol):
@@ -61,7 +64,7 @@ class ApiShape(Protocol):
 
     name: str            # the endpoint as recorded and labelled in metrics, e.g. "chat.completions"
     upstream_path: str   # below the upstream's base URL, e.g. "/chat/completions"
-    family: str          # the error shape its clients expect: "openai" (later "anthropic")
+    family: str          # "openai" or "anthropic": the upstreams it goes to and the error shape its clients expect
 
     def parse(self, raw: bytes) -> ApiRequest:
         """The body as this API's request; ``BadRequest`` (400) for what farebox cannot meter."""
@@ -75,7 +78,8 @@ class ApiShape(Protocol):
 
     def forward_body(self, raw: bytes, request: Any, bound: int | None) -> bytes:
         """The body sent upstream: ``raw`` unless farebox must change it (usage asked for in a
-        stream, ``bound`` set in ``request.bound_field`` when not None)."""
+        stream, ``bound`` set in ``request.bound_field`` when not None, a limit on hosted calls
+        so that ``request.hosted_calls`` holds)."""
 
     def measure_body(self, payload: bytes, request: Any, prompt_tokens: int) -> Measured:
         """The usage of a whole (non-stream, successful) response body: reported, else estimated."""

@@ -52,6 +52,9 @@ class ChatRequest:
     bound_field: str          # which of the two to set when clamping
     n: int
     output_extra: int = 0     # prediction tokens, billed as output per choice (set when counted)
+    hosted_calls: int = 0     # chat bills no call by itself
+    min_output: int = 1
+    prompt_field = "messages"
 
 
 def parse_chat(raw: bytes) -> ChatRequest:
