@@ -26,6 +26,7 @@ from proxy.fake_upstream.controls import (
     read_controls,
     streaming,
 )
+from proxy.fake_upstream.messages import count_tokens_endpoint, messages_endpoint
 from proxy.fake_upstream.replies import (
     CHOICE_STRIDE,
     DONE_EVENT,
@@ -81,6 +82,8 @@ def create_fake_app(*, latency_ms: float = 0, chunks: int = 8, chunk_delay_ms: f
         web.post("/v1/chat/completions", _chat_completions),
         web.post("/v1/completions", _completions),
         web.post("/v1/embeddings", _embeddings),
+        web.post("/v1/messages", _messages),
+        web.post("/v1/messages/count_tokens", _count_tokens),
         web.get("/v1/models", _models),
         web.get("/v1/models/{model}", _model),
         web.get("/_fake/requests", _list_requests),
@@ -113,7 +116,7 @@ async def _receive(request: web.Request, handler: Any) -> web.StreamResponse:
                 body = INVALID_JSON
         request[BODY] = body
         received = request.app[RECEIVED]
-        received.append({"method": request.method, "path": request.path,
+        received.append({"method": request.method, "path": request.path, "query": request.query_string,
                          "headers": _header_dict(request.headers),
                          "body": None if body is INVALID_JSON else body})
         if len(received) > RECORD_LIMIT:
@@ -282,6 +285,14 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
     else:
         payload["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
     return send_json(controls, payload, f"req_fb{state.next_number():024d}")
+
+
+async def _messages(request: web.Request) -> web.StreamResponse:
+    return await messages_endpoint(request, request.app[_STATE])
+
+
+async def _count_tokens(request: web.Request) -> web.StreamResponse:
+    return await count_tokens_endpoint(request, request.app[_STATE])
 
 
 async def _models(request: web.Request) -> web.StreamResponse:
