@@ -9,8 +9,9 @@ completion = ``output_tokens`` (thinking included); web searches =
 ``server_tool_use.web_search_requests``.
 
 A stream reports input and cache tokens in ``message_start`` and the output in each
-``message_delta`` (cumulative: the last one counts); any input, cache or server tool fields a
-``message_delta`` carries replace ``message_start``'s. A stream cut before its last
+``message_delta`` (cumulative: the last one counts); the input, cache and server tool counts a
+``message_delta`` carries replace ``message_start``'s (input and cache counts only upwards: they
+are cumulative too, and some compatible servers send zeros there). A stream cut before its last
 ``message_delta`` (a client gone, an upstream broken off) is charged the input
 ``message_start`` reported and the output estimated from the text, tool input and thinking
 seen (tiktoken, cl100k for Claude models), marked estimated.
@@ -75,6 +76,28 @@ def content_text(content: Any) -> str:
     return "".join(texts)
 
 
+_INPUT_FIELDS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+_SPLIT_FIELDS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+
+
+def _merged(start: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """message_start's usage updated by the last message_delta's. Every count is cumulative,
+    so an input or cache count the delta carries replaces the start's when larger (a server
+    tool's results added to the input); a smaller one (a compatible server sending zeros) is
+    not taken."""
+    merged = {**start, "output_tokens": last.get("output_tokens", start.get("output_tokens"))}
+    for key in _INPUT_FIELDS:
+        merged[key] = max(_count(start.get(key)), _count(last.get(key)))
+    split_start, split_last = start.get("cache_creation"), last.get("cache_creation")
+    if isinstance(split_last, dict):
+        split_start = split_start if isinstance(split_start, dict) else {}
+        merged["cache_creation"] = {key: max(_count(split_start.get(key)), _count(split_last.get(key)))
+                                    for key in _SPLIT_FIELDS}
+    if isinstance(last.get("server_tool_use"), dict):
+        merged["server_tool_use"] = last["server_tool_use"]
+    return merged
+
+
 _DELTA_PREFIX = b'{"type":"content_block_delta"'
 _DELTA_TEXT = {"text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
 
@@ -132,8 +155,7 @@ class MessagesStreamMeter:
 
     def result(self, prompt_tokens: int) -> Measured:
         if self.start is not None and self.last is not None:
-            merged = {**self.start, **{k: v for k, v in self.last.items() if v is not None}}
-            usage = anthropic_usage(merged)
+            usage = anthropic_usage(_merged(self.start, self.last))
             if usage is not None:
                 return Measured(usage, estimated=False)
         output = count_completion(self.model, self.generated())

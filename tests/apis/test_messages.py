@@ -224,3 +224,13 @@ def test_a_stream_without_any_usage_is_estimated_on_the_counted_prompt():
     meter.take(b"data: not json\n\n")
     meter.take(b": comment\n\n")
     assert meter.result(321) == Measured(Usage(321, count_completion(MODEL, "Hello there")), estimated=True)
+
+
+def test_zeros_in_message_delta_do_not_undo_message_starts_input():
+    meter = MESSAGES.stream_meter(MESSAGES.parse(raw(stream=True)))
+    meter.take(START)
+    meter.take(sse("message_delta", {"type": "message_delta", "usage": {
+        "output_tokens": 9, "input_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}}}))
+    assert meter.result(5) == Measured(Usage(1400, 9, cached_tokens=1000, cache_creation_tokens=300,
+                                             cache_creation_1h_tokens=100), estimated=False)
