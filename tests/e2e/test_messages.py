@@ -245,3 +245,16 @@ def test_estimated_output_matches_the_text_when_no_usage_comes(make_stack, key_p
     assert event["estimated"] == "1"
     assert event["completion_tokens"] == str(count_completion(MODEL, text))
     assert event["prompt_tokens"] == str(bound_of(stack, max_tokens=50, messages=USER))
+
+
+def test_an_upstream_cut_mid_stream_is_charged_what_arrived(make_stack, key_prefix):
+    stack = make_stack()
+    client = client_for(stack, **{"X-Fake-Drop-After-Chunks": "5", "X-Fake-Reply-Tokens": "64"})
+    with pytest.raises(Exception, match="incomplete chunked read"):  # the SDK's HTTP client's error
+        with client.messages.stream(model=MODEL, max_tokens=200, messages=USER) as stream:
+            stream.get_final_message()
+    [event] = events_of(stack, key_prefix)
+    # message_start, content_block_start, ping and two text deltas arrived.
+    assert (event["estimated"], event["stream"]) == ("1", "1")
+    assert event["prompt_tokens"] == str(bill_messages(MODEL, {"messages": USER}))
+    assert 0 < int(event["completion_tokens"]) < 64
