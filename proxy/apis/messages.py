@@ -5,8 +5,9 @@ Parse: only what farebox needs is checked (the upstream validates the rest): a J
 with a string ``model``, a list ``messages``, the required ``max_tokens`` (a positive integer:
 the output bound), a boolean ``stream``, ``system`` as a string or a list of blocks, ``tools``
 as a list of objects, and ``thinking``: with ``{"type": "enabled"}``, ``budget_tokens`` of at
-least ``MIN_THINKING_BUDGET`` and below ``max_tokens``, so the output bound is never lowered
-below ``MIN_THINKING_BUDGET + 1``. One reply per request (n = 1).
+least ``MIN_THINKING_BUDGET``, so the output bound is never lowered below
+``MIN_THINKING_BUDGET + 1`` (thinking needs its budget below ``max_tokens``, unless interleaved
+with tool calls, a beta, where it may exceed it: the upstream judges). One reply per request (n = 1).
 
 Server tools, run by Anthropic inside one request:
 
@@ -97,7 +98,7 @@ def _int(value: Any, param: str, low: int) -> int:
     return value
 
 
-def _thinking(body: dict[str, Any], max_tokens: int) -> int | None:
+def _thinking(body: dict[str, Any]) -> int | None:
     thinking = body.get("thinking")
     if thinking is None:
         return None
@@ -108,12 +109,10 @@ def _thinking(body: dict[str, Any], max_tokens: int) -> int | None:
         raise _invalid("thinking.type", f"Input should be a valid string, got {json_type(kind)}")
     if kind != "enabled":
         return None
-    budget = _int(_required(thinking, "budget_tokens", "thinking.budget_tokens"), "thinking.budget_tokens",
-                  MIN_THINKING_BUDGET)
-    if budget >= max_tokens:
-        raise BadRequest("max_tokens: must be greater than thinking.budget_tokens", param="max_tokens",
-                         code="invalid_value")
-    return budget
+    # A budget of max_tokens or more is the upstream's to judge: with interleaved thinking (a
+    # beta Claude Code uses) it may exceed max_tokens; without, Anthropic refuses it, unbilled.
+    return _int(_required(thinking, "budget_tokens", "thinking.budget_tokens"), "thinking.budget_tokens",
+                MIN_THINKING_BUDGET)
 
 
 def _server_tools(body: dict[str, Any]) -> tuple[int, list[tuple[int, int | None]], bool]:
@@ -167,7 +166,7 @@ def parse_messages(raw: bytes) -> MessagesRequest:
     if body.get("mcp_servers") is not None:
         raise BadRequest("mcp_servers: farebox cannot meter remote MCP tools (their calls have no bound); call "
                          "the tools from the client instead.", param="mcp_servers", code="unsupported_tool")
-    budget = _thinking(body, max_tokens)
+    budget = _thinking(body)
     searches, fetches, rewrite = _server_tools(body)
     return MessagesRequest(body=body, model=model, stream=bool(stream), max_output=max_tokens,
                            thinking_budget=budget, hosted_calls=searches, fetches=fetches, rewrite=rewrite,
