@@ -10,7 +10,8 @@ tool, an image at ``width × height / 750`` after scaling its long edge to 1568 
 base64. A prompt over ``CONTEXT_TOKENS`` (``CONTEXT_1M_TOKENS`` with the ``context-1m`` beta)
 is refused with 400, as Anthropic does. Each web search adds ``SEARCH_RESULT_TOKENS`` of
 results to the input. Replies are the package's one-token words, at most ``max_tokens``
-(``stop_reason: "max_tokens"`` when cut there).
+(``stop_reason: "max_tokens"`` when cut there); with thinking enabled, a thinking block of
+``THINKING_TOKENS`` words (fewer for a small budget) comes first, counted in ``output_tokens``.
 
 Controls, besides the package's X-Fake-* headers (status, usage, no usage, reply tokens, chunk
 delay, latency, drop after N events, which here count ``event:`` blocks):
@@ -30,13 +31,14 @@ import asyncio
 import base64
 import math
 import struct
+from dataclasses import replace
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from proxy.fake_upstream.controls import BODY, INVALID_JSON, Refused, read_controls
-from proxy.fake_upstream.replies import chat_seed, make_reply, send_body, send_stream, split_pieces
+from proxy.fake_upstream.controls import BODY, INVALID_JSON, Controls, Refused, read_controls
+from proxy.fake_upstream.replies import Reply, chat_seed, make_reply, send_body, send_stream, split_pieces
 from proxy.tokens import count_text
 
 __all__ = ["messages_endpoint", "count_tokens_endpoint", "bill_messages", "error_body"]
@@ -46,6 +48,8 @@ TYPED_TOOL_TOKENS = 700
 IMAGE_TOKENS = 1600
 IMAGE_LONG_EDGE = 1568
 SEARCH_RESULT_TOKENS = 500
+THINKING_TOKENS = 8
+SIGNATURE = "ZmFrZS10aGlua2luZy1zaWduYXR1cmU="
 CONTEXT_TOKENS = 200_000
 CONTEXT_1M_TOKENS = 1_000_000
 
@@ -203,6 +207,16 @@ def _usage(request: web.Request, prompt: int, output: int, searches: int) -> dic
     return usage
 
 
+def _thinking(state: Any, model: str, body: dict[str, Any], controls: Controls, seed: int) -> Reply | None:
+    """With thinking enabled: THINKING_TOKENS of thinking (fewer for a small budget or bound)."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    length = min(THINKING_TOKENS, budget if isinstance(budget, int) else THINKING_TOKENS, body["max_tokens"] - 1)
+    return make_reply(state, model, seed + 7, replace(controls, reply_tokens=length), None) if length > 0 else None
+
+
 def _search_blocks(number: int, searches: int) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for index in range(searches):
@@ -227,9 +241,13 @@ async def messages_endpoint(request: web.Request, state: Any) -> web.StreamRespo
     stream = body.get("stream") is True
     prompt = _prompt_tokens(request, body, model)
     searches = _searches(request, body)
-    reply = make_reply(state, model, chat_seed(body["messages"]), controls, body["max_tokens"])
+    seed = chat_seed(body["messages"])
+    thought = _thinking(state, model, body, controls, seed)
+    thinking_tokens = thought.tokens if thought is not None else 0
+    reply = make_reply(state, model, seed, controls, body["max_tokens"] - thinking_tokens)
     number = state.next_number()
-    usage: dict[str, Any] | None = _usage(request, prompt + searches * SEARCH_RESULT_TOKENS, reply.tokens, searches)
+    usage: dict[str, Any] | None = _usage(request, prompt + searches * SEARCH_RESULT_TOKENS,
+                                          thinking_tokens + reply.tokens, searches)
     if controls.no_usage:
         usage = None
     elif controls.usage is not None:
@@ -237,9 +255,11 @@ async def messages_endpoint(request: web.Request, state: Any) -> web.StreamRespo
     stop_reason = "max_tokens" if reply.finish_reason == "length" else "end_turn"
     message: dict[str, Any] = {"id": f"msg_fb{number:020d}", "type": "message", "role": "assistant", "model": model}
     request_id = f"req_fb{number:024d}"
-    searched = _search_blocks(number, searches)
+    leading = _search_blocks(number, searches)
+    if thought is not None:
+        leading.insert(0, {"type": "thinking", "thinking": thought.text, "signature": SIGNATURE})
     if not stream:
-        out = {**message, "content": [*searched, {"type": "text", "text": reply.text}],
+        out = {**message, "content": [*leading, {"type": "text", "text": reply.text}],
                "stop_reason": stop_reason, "stop_sequence": None}
         if usage is not None:
             out["usage"] = usage
@@ -249,13 +269,18 @@ async def messages_endpoint(request: web.Request, state: Any) -> web.StreamRespo
         start["usage"] = _usage(request, prompt, 1, 0) if controls.usage is None else usage
     events = [_event("message_start", {"type": "message_start", "message": start})]
     index = 0
-    for block in searched:
+    for block in leading:
         empty = {**block, "input": {}} if block["type"] == "server_tool_use" else block
+        if block["type"] == "thinking":
+            empty = {"type": "thinking", "thinking": "", "signature": ""}
         events.append(_event("content_block_start", {"type": "content_block_start", "index": index,
                                                      "content_block": empty}))
         if block["type"] == "server_tool_use":
             events.append(_delta(index, {"type": "input_json_delta",
                                          "partial_json": orjson.dumps(block["input"]).decode()}))
+        elif block["type"] == "thinking":
+            events.append(_delta(index, {"type": "thinking_delta", "thinking": block["thinking"]}))
+            events.append(_delta(index, {"type": "signature_delta", "signature": SIGNATURE}))
         events.append(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
         index += 1
     events.append(_event("content_block_start", {"type": "content_block_start", "index": index,

@@ -258,3 +258,14 @@ def test_an_upstream_cut_mid_stream_is_charged_what_arrived(make_stack, key_pref
     assert (event["estimated"], event["stream"]) == ("1", "1")
     assert event["prompt_tokens"] == str(bill_messages(MODEL, {"messages": USER}))
     assert 0 < int(event["completion_tokens"]) < 64
+
+
+def test_a_stream_with_thinking_reaches_the_sdk_whole_and_is_charged_its_output(make_stack, key_prefix):
+    stack = make_stack()
+    with client_for(stack).messages.stream(model=MODEL, max_tokens=2000, messages=USER,
+                                           thinking={"type": "enabled", "budget_tokens": 1024}) as stream:
+        final = stream.get_final_message()
+    assert [block.type for block in final.content] == ["thinking", "text"]
+    [event] = events_of(stack, key_prefix)
+    assert (event["estimated"], event["completion_tokens"]) == ("0", str(final.usage.output_tokens))
+    assert final.usage.output_tokens == count_completion(MODEL, final.content[0].thinking + final.content[1].text)

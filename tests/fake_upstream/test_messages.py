@@ -152,3 +152,22 @@ async def test_the_sdk_reads_messages_streams_and_counts(fake):
     with pytest.raises(anthropic.RateLimitError):
         await client.messages.create(**BODY, extra_headers={"X-Fake-Status": "429"})
     await client.close()
+
+
+async def test_thinking_comes_first_and_counts_as_output(fake):
+    body = {**BODY, "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    status, message = await post(fake, body)
+    thinking, text = message["content"]
+    assert (thinking["type"], text["type"]) == ("thinking", "text")
+    assert thinking["signature"]
+    assert message["usage"]["output_tokens"] == count_completion(MODEL, thinking["thinking"]) + 16 == 8 + 16
+    events = await stream_events(fake, body)
+    deltas = [p["delta"]["type"] for n, p in events if n == "content_block_delta"]
+    assert deltas[:2] == ["thinking_delta", "signature_delta"] and set(deltas[2:]) == {"text_delta"}
+    assert events[-2][1]["usage"]["output_tokens"] == 24
+
+
+async def test_thinking_and_text_together_stay_within_max_tokens(fake):
+    body = {**BODY, "max_tokens": 10, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    status, message = await post(fake, body)
+    assert (message["stop_reason"], message["usage"]["output_tokens"]) == ("max_tokens", 10)
