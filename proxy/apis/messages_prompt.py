@@ -12,7 +12,8 @@ Counted, as bytes: the system prompt (a string, or its text blocks), every text 
 message, ``tool_use`` / ``server_tool_use`` blocks (name, id, the input as JSON),
 ``tool_result`` contents (recursively, with their images and documents), thinking blocks sent
 back (the thinking and its signature; a redacted block's data), search results, text
-documents (their title, context and text, or their content blocks), server tool results sent
+documents (their title, context and text, or their content blocks; a text document with
+citations enabled twice, for the framing of its numbered sentences), server tool results sent
 back (as JSON: encrypted contents are compressed text, larger than its tokens), every tool
 definition as JSON, ``tool_choice``, and every top-level field that is not known to be a
 setting, as JSON. Block types farebox does not know count as their JSON.
@@ -64,8 +65,9 @@ IMAGE_PATCH_PX = 28
 IMAGE_PIXELS_PER_TOKEN = 750
 IMAGE_MAX_TOKENS = math.ceil(IMAGE_MAX_LONG_EDGE * IMAGE_MAX_LONG_EDGE / IMAGE_PIXELS_PER_TOKEN)  # 8848
 
-# Counting bytes is cheap (no tokenizer); only bodies with more text than this go to a thread.
-OFFLOAD_THRESHOLD_CHARS = 256_000
+# Counting bytes is cheap (no tokenizer: well under a millisecond for this much text); only
+# bodies with more text than this are counted in a thread.
+OFFLOAD_THRESHOLD_CHARS = 1_000_000
 # Enough base64 for the size in any PNG, GIF or WebP header and in most JPEGs.
 _IMAGE_HEADER_CHARS = 65536
 
@@ -139,6 +141,9 @@ def _document(parts: MessagesParts, block: Mapping[str, Any]) -> None:
     if kind == "text":
         data = source.get("data")
         parts.text(data) if isinstance(data, str) else parts.json(data)
+        citations = block.get("citations")
+        if isinstance(citations, Mapping) and citations.get("enabled") and isinstance(data, str):
+            parts.text(data)  # cited documents are split into numbered sentences: framing per sentence
     elif kind == "content":
         _content(parts, source.get("content"))
     else:  # a PDF (base64, URL, file id): its text and page images cannot be bounded by its size

@@ -64,6 +64,8 @@ BODIES = {
         {"type": "document", "title": "Notes", "source": {"type": "text", "media_type": "text/plain",
                                                           "data": "Line one.\nLine two."}},
         {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "Part A"}]}},
+        {"type": "document", "citations": {"enabled": True},
+         "source": {"type": "text", "media_type": "text/plain", "data": "A. B. C."}},
         {"type": "search_result", "source": "https://example.com", "title": "Ex",
          "content": [{"type": "text", "text": "A result."}]},
         {"type": "text", "text": "Summarise."}]}]},
@@ -128,10 +130,10 @@ async def test_each_search_or_fetch_adds_a_context_window_or_the_fetchs_own_limi
 
 
 async def test_a_large_body_counted_in_a_thread_gives_the_same_bound():
-    text = "naïve café " * 40_000
+    text = "naïve café " * 100_000
     body = full({"messages": [{"role": "user", "content": text}]})
     parts = gather_messages(body)
-    assert parts.chars > 256_000
+    assert parts.chars > 1_000_000
     expected = parts.fixed + count_bytes(parts.texts)
     assert await prompt_bound(body, None, 0) == expected
     assert await prompt_bound(body, 1000, 7) == 1007
@@ -143,3 +145,11 @@ async def test_unknown_top_level_fields_count_and_settings_do_not():
                                "stop_sequences": ["x" * 100]})
     assert settings == await bound_of(base)
     assert await bound_of({**base, "output_format": {"type": "json_schema", "schema": {"a": "b" * 100}}}) > settings + 100
+
+
+async def test_a_cited_document_counts_its_text_twice_for_the_sentence_framing():
+    data = "First sentence. Second one."
+    doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": data}}
+    plain = await bound_of({"messages": [{"role": "user", "content": [doc]}]})
+    cited = await bound_of({"messages": [{"role": "user", "content": [{**doc, "citations": {"enabled": True}}]}]})
+    assert cited - plain == len(data)
