@@ -269,3 +269,31 @@ def test_a_stream_with_thinking_reaches_the_sdk_whole_and_is_charged_its_output(
     [event] = events_of(stack, key_prefix)
     assert (event["estimated"], event["completion_tokens"]) == ("0", str(final.usage.output_tokens))
     assert final.usage.output_tokens == count_completion(MODEL, final.content[0].thinking + final.content[1].text)
+
+
+async def test_concurrent_messages_never_overspend_a_hard_budget(make_stack, key_prefix):
+    stack = make_stack(admin_token="admin-secret", clamp_max_tokens=False)
+    price = stack.services.catalog.resolve(MODEL)
+    request = MESSAGES.parse(json.dumps({"model": MODEL, "max_tokens": 16, "messages": USER}).encode())
+    worst = worst_case_nano(price, await MESSAGES.count_prompt(request, price), 16)
+    limit = 20 * worst + worst // 2
+    put_budget(stack, limit)
+    client = anthropic.AsyncAnthropic(base_url=stack.url, api_key="x", max_retries=0, default_headers=HEADERS)
+
+    async def one(i: int):
+        try:
+            return await client.messages.create(model=MODEL, max_tokens=16, messages=USER)
+        except anthropic.APIStatusError as exc:
+            return exc
+
+    results = await asyncio.gather(*[one(i) for i in range(100)])
+    await client.close()
+    allowed = [r for r in results if not isinstance(r, anthropic.APIStatusError)]
+    refused = [r for r in results if isinstance(r, anthropic.APIStatusError)]
+    assert len(allowed) >= 20 and refused
+    assert all(r.status_code == 402 and r.body["error"]["type"] == "billing_error" for r in refused)
+    assert len([r for r in stack.received if r["path"] == "/v1/messages"]) == len(allowed)
+    events = events_of(stack, key_prefix, count=len(allowed))
+    spent = sum(int(event["cost_nano"]) for event in events)
+    assert spent == sum(hand_cost(r.usage.input_tokens, 0, 0, 0, r.usage.output_tokens, 0) for r in allowed)
+    assert spent <= limit
