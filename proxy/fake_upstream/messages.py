@@ -162,7 +162,7 @@ def _header_count(request: web.Request, name: str) -> int:
 def _message_body(request: web.Request, *, needs_max_tokens: bool) -> tuple[dict[str, Any], str]:
     body = request[BODY]
     if body is INVALID_JSON or not isinstance(body, dict):
-        raise _refused(400, "There was an issue with the request body: it must be a JSON object.")
+        raise _refused(400, "The request body is not valid: it must be a JSON object.")
     for name in ("model", "messages") + (("max_tokens",) if needs_max_tokens else ()):
         if body.get(name) is None:
             raise _refused(400, f"{name}: Field required")
