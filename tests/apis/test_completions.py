@@ -11,7 +11,8 @@ from pricing.catalog import Catalog
 from pricing.cost import Usage
 from proxy.apis import Measured
 from proxy.apis.completions import COMPLETIONS, DEFAULT_MAX_TOKENS, SUFFIX_FRAMING
-from proxy.budgets import output_bound
+from proxy.budgets import output_bound, reserve_budget
+from proxy.domain import Attribution
 from proxy.errors import BadRequest
 from proxy.settings import Settings
 from proxy.tokens import count_text, get_encoding
@@ -230,3 +231,12 @@ def test_a_stream_without_usage_is_estimated_from_its_texts_by_choice():
         assert meter.take(e)
     assert meter.result(4) == Measured(Usage(prompt_tokens=4, completion_tokens=tokens(" me story") + tokens(" a")),
                                        estimated=True)
+
+
+async def test_a_worst_case_too_large_to_price_is_a_400_naming_max_tokens():
+    request = COMPLETIONS.parse(body(prompt=["a", "b"], n=128, max_tokens=2**31 - 1))
+    with pytest.raises(BadRequest) as refused:
+        await reserve_budget(None, Settings(), "r1", Attribution("acme", "default", None, None),
+                             CATALOG.resolve(MODEL), 2, request)
+    assert refused.value.param == "max_tokens"
+    assert refused.value.message.endswith("lower 'max_tokens'.")
