@@ -63,7 +63,7 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 
 RECEIVED = web.AppKey("fake_upstream_received", list)
 """Every request received, oldest first: dicts {method, path, headers (names in lower case),
-body (the parsed JSON, or None when there is none or it is not JSON)}."""
+body (the parsed JSON, or None when there is none or it is not JSON), query (the raw query string)}."""
 
 
 _STATE = web.AppKey("fake_upstream_state", FakeUpstream)
@@ -121,7 +121,7 @@ async def _receive(request: web.Request, handler: Any) -> web.StreamResponse:
                 body = INVALID_JSON
         request[BODY] = body
         received = request.app[RECEIVED]
-        received.append({"method": request.method, "path": request.path,
+        received.append({"method": request.method, "path": request.path, "query": request.rel_url.raw_query_string,
                          "headers": _header_dict(request.headers),
                          "body": None if body is INVALID_JSON else body})
         if len(received) > RECORD_LIMIT:
