@@ -28,6 +28,8 @@ def _is_token(value: Any) -> bool:
 
 
 def _token_array(items: list[Any], name: str) -> list[int]:
+    if set(map(type, items)) == {int}:  # the common case, checked at C speed (a million tokens: ~30 ms)
+        return items
     for position, token in enumerate(items):
         if not _is_token(token):
             raise BadRequest(f"Invalid type for '{name}[{position}]': expected an integer, got {json_type(token)}.",
