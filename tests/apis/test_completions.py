@@ -240,3 +240,10 @@ async def test_a_worst_case_too_large_to_price_is_a_400_naming_max_tokens():
                              CATALOG.resolve(MODEL), 2, request)
     assert refused.value.param == "max_tokens"
     assert refused.value.message.endswith("lower 'max_tokens'.")
+
+
+def test_an_echoed_token_array_the_encoding_cannot_decode_is_counted_whole():
+    request = COMPLETIONS.parse(body(prompt=[[10**9, 5]], echo=True))
+    payload = orjson.dumps({"choices": [{"text": "odd text", "index": 0}]})
+    assert COMPLETIONS.measure_body(payload, request, 2) == Measured(
+        Usage(prompt_tokens=2, completion_tokens=tokens("odd text")), estimated=True)
