@@ -28,13 +28,12 @@ def client_for(stack, **headers) -> anthropic.Anthropic:
                                default_headers={**HEADERS, **headers})
 
 
-def events_of(stack, key_prefix, project="acme", count=1):
-    def read():
-        return stack.run(stack.services.ledger.redis.xrange(f"{key_prefix}:{{{project}}}:events"))
+def events_of(stack, project="acme", count=1):
+    """The recorded events, once ``count`` are there (a stream is recorded after its last byte)."""
     deadline = time.monotonic() + 15
-    while len(read()) < count and time.monotonic() < deadline:
+    while len(stack.events(project)) < count and time.monotonic() < deadline:
         time.sleep(0.05)
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in read()]
+    return stack.events(project)
 
 
 def put_budget(stack, limit_nano: int) -> None:
@@ -58,7 +57,7 @@ def hand_cost(input_tokens, read, write_5m, write_1h, output, searches) -> int:
 CACHE = {"X-Fake-Cache-Read": "40", "X-Fake-Cache-Write-5m": "30", "X-Fake-Cache-Write-1h": "20"}
 
 
-def test_create_is_charged_every_part_to_the_nano_dollar(make_stack, key_prefix):
+def test_create_is_charged_every_part_to_the_nano_dollar(make_stack):
     stack = make_stack()
     raw = client_for(stack, **CACHE, **{"X-Fake-Web-Searches": "2"}).messages.with_raw_response.create(
         model=MODEL, max_tokens=200, system="Be terse.", messages=USER, tools=[SEARCH])
@@ -71,7 +70,7 @@ def test_create_is_charged_every_part_to_the_nano_dollar(make_stack, key_prefix)
         usage.input_tokens + 90, usage.output_tokens, cached_tokens=40, cache_creation_tokens=50,
         cache_creation_1h_tokens=20, web_search_calls=2))
     assert raw.headers["X-Farebox-Cost-USD"] == nano_to_usd(expected)
-    [event] = events_of(stack, key_prefix)
+    [event] = events_of(stack)
     assert (event["endpoint"], event["status"], event["estimated"], event["cost_nano"]) == (
         "messages", "200", "0", str(expected))
     assert (event["prompt_tokens"], event["cached_tokens"], event["cache_creation_tokens"]) == (
@@ -79,7 +78,7 @@ def test_create_is_charged_every_part_to_the_nano_dollar(make_stack, key_prefix)
     assert event["completion_tokens"] == str(usage.output_tokens)
 
 
-def test_a_stream_is_charged_from_message_start_and_the_last_message_delta(make_stack, key_prefix):
+def test_a_stream_is_charged_from_message_start_and_the_last_message_delta(make_stack):
     stack = make_stack()
     client = client_for(stack, **CACHE, **{"X-Fake-Web-Searches": "1"})
     with client.messages.stream(model=MODEL, max_tokens=200, messages=USER, tools=[SEARCH]) as stream:
@@ -87,19 +86,19 @@ def test_a_stream_is_charged_from_message_start_and_the_last_message_delta(make_
     usage = final.usage
     assert final.content[-1].text
     assert usage.server_tool_use.web_search_requests == 1
-    [event] = events_of(stack, key_prefix)
+    [event] = events_of(stack)
     assert (event["stream"], event["estimated"], event["status"]) == ("1", "0", "200")
     assert event["prompt_tokens"] == str(usage.input_tokens + 90)
     assert event["completion_tokens"] == str(usage.output_tokens)
     assert event["cost_nano"] == str(hand_cost(usage.input_tokens, 40, 30, 20, usage.output_tokens, 1))
 
 
-def test_count_tokens_passes_through_and_records_nothing(make_stack, key_prefix):
+def test_count_tokens_passes_through_and_records_nothing(make_stack):
     stack = make_stack()
     counted = client_for(stack).messages.count_tokens(model=MODEL, messages=USER)
     assert counted.input_tokens == bill_messages(MODEL, {"messages": USER})
     assert stack.received[-1]["path"] == "/v1/messages/count_tokens"
-    assert stack.run(stack.services.ledger.redis.xrange(f"{key_prefix}:{{acme}}:events")) == []
+    assert stack.events() == []
 
 
 def test_a_402_raises_the_sdks_status_error_in_anthropics_shape(make_stack):
@@ -152,7 +151,7 @@ def test_clamping_with_thinking_lowers_the_budget_below_max_tokens_or_refuses(ma
     assert stack2.received == []
 
 
-def test_a_client_gone_mid_stream_is_charged_what_was_generated(make_stack, key_prefix):
+def test_a_client_gone_mid_stream_is_charged_what_was_generated(make_stack):
     stack = make_stack()
     headers = {**HEADERS, "X-Fake-Chunk-Delay-Ms": "150", "X-Fake-Reply-Tokens": "64", "anthropic-version": "2023-06-01"}
     body = {"model": MODEL, "max_tokens": 200, "messages": USER, "stream": True}
@@ -161,13 +160,13 @@ def test_a_client_gone_mid_stream_is_charged_what_was_generated(make_stack, key_
             assert response.status_code == 200
             lines = response.iter_lines()
             next(line for line in lines if line == "event: content_block_delta")
-    [event] = events_of(stack, key_prefix)
+    [event] = events_of(stack)
     assert (event["status"], event["estimated"]) == ("499", "1")
     assert event["prompt_tokens"] == str(bill_messages(MODEL, body))  # message_start's, not the bound
     assert 0 < int(event["completion_tokens"]) < 64
 
 
-def test_an_upstream_error_passes_through_and_is_charged_nothing(make_stack, key_prefix):
+def test_an_upstream_error_passes_through_and_is_charged_nothing(make_stack):
     stack = make_stack(admin_token="admin-secret")
     put_budget(stack, 10**9)
     with pytest.raises(anthropic.APIStatusError) as failed:
@@ -177,16 +176,16 @@ def test_an_upstream_error_passes_through_and_is_charged_nothing(make_stack, key
                                                             "message": "Error 529, as asked for with X-Fake-Status."}}
     status = httpx.get(f"{stack.url}/admin/budgets/project/acme", headers=ADMIN).json()
     assert status["reserved_usd"] == "0.00" and status["spent_usd"] == "0.00"
-    assert stack.run(stack.services.ledger.redis.xrange(f"{key_prefix}:{{acme}}:events")) == []
+    assert stack.events() == []
 
 
-def test_an_error_event_mid_stream_is_charged_what_arrived(make_stack, key_prefix):
+def test_an_error_event_mid_stream_is_charged_what_arrived(make_stack):
     stack = make_stack()
     client = client_for(stack, **{"X-Fake-Stream-Error": "overloaded_error"})
     with pytest.raises(anthropic.APIStatusError):
         with client.messages.stream(model=MODEL, max_tokens=200, messages=USER) as stream:
             stream.get_final_message()
-    [event] = events_of(stack, key_prefix)
+    [event] = events_of(stack)
     assert event["estimated"] == "1"
     assert event["prompt_tokens"] == str(bill_messages(MODEL, {"messages": USER}))
     assert int(event["completion_tokens"]) > 0
@@ -206,12 +205,12 @@ def test_beta_query_and_anthropic_headers_reach_the_upstream(make_stack):
     assert "x-project-id" not in received["headers"]
 
 
-def test_claude_code_headers_attribute_the_request(make_stack, key_prefix):
+def test_claude_code_headers_attribute_the_request(make_stack):
     stack = make_stack()
     client = anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0, default_headers={
         "X-Project-Id": "acme", "x-claude-code-session-id": "cc-7"})
     client.messages.create(model=MODEL, max_tokens=50, messages=USER)
-    [event] = events_of(stack, key_prefix)
+    [event] = events_of(stack)
     assert event["session"] == "cc-7"
 
 
@@ -227,51 +226,51 @@ CODE_EXECUTION = ("tools.0: farebox cannot meter the server tool 'code_execution
       "tools": [{"type": "code_execution_20250825", "name": "code_execution"}]},
      {"type": "invalid_request_error", "message": CODE_EXECUTION, "code": "unsupported_tool", "param": "tools.0.type"}),
 ])
-def test_bad_input_is_refused_in_anthropics_shape_and_not_forwarded(make_stack, key_prefix, body, error):
+def test_bad_input_is_refused_in_anthropics_shape_and_not_forwarded(make_stack, body, error):
     stack = make_stack()
     response = httpx.post(f"{stack.url}/v1/messages", headers=HEADERS, json=body)
     assert response.status_code == 400
     assert response.json() == {"type": "error", "error": error}
     assert stack.received == []
-    assert stack.run(stack.services.ledger.redis.xrange(f"{key_prefix}:{{acme}}:events")) == []
+    assert stack.events() == []
 
 
-def test_estimated_output_matches_the_text_when_no_usage_comes(make_stack, key_prefix):
+def test_estimated_output_matches_the_text_when_no_usage_comes(make_stack):
     stack = make_stack()
     response = httpx.post(f"{stack.url}/v1/messages", headers={**HEADERS, "X-Fake-No-Usage": "1"},
                           json={"model": MODEL, "max_tokens": 50, "messages": USER})
     text = response.json()["content"][0]["text"]
-    [event] = events_of(stack, key_prefix)
+    [event] = events_of(stack)
     assert event["estimated"] == "1"
     assert event["completion_tokens"] == str(count_completion(MODEL, text))
     assert event["prompt_tokens"] == str(bound_of(stack, max_tokens=50, messages=USER))
 
 
-def test_an_upstream_cut_mid_stream_is_charged_what_arrived(make_stack, key_prefix):
+def test_an_upstream_cut_mid_stream_is_charged_what_arrived(make_stack):
     stack = make_stack()
     client = client_for(stack, **{"X-Fake-Drop-After-Chunks": "5", "X-Fake-Reply-Tokens": "64"})
     with pytest.raises(Exception, match="incomplete chunked read"):  # the SDK's HTTP client's error
         with client.messages.stream(model=MODEL, max_tokens=200, messages=USER) as stream:
             stream.get_final_message()
-    [event] = events_of(stack, key_prefix)
+    [event] = events_of(stack)
     # message_start, content_block_start, ping and two text deltas arrived.
     assert (event["estimated"], event["stream"]) == ("1", "1")
     assert event["prompt_tokens"] == str(bill_messages(MODEL, {"messages": USER}))
     assert 0 < int(event["completion_tokens"]) < 64
 
 
-def test_a_stream_with_thinking_reaches_the_sdk_whole_and_is_charged_its_output(make_stack, key_prefix):
+def test_a_stream_with_thinking_reaches_the_sdk_whole_and_is_charged_its_output(make_stack):
     stack = make_stack()
     with client_for(stack).messages.stream(model=MODEL, max_tokens=2000, messages=USER,
                                            thinking={"type": "enabled", "budget_tokens": 1024}) as stream:
         final = stream.get_final_message()
     assert [block.type for block in final.content] == ["thinking", "text"]
-    [event] = events_of(stack, key_prefix)
+    [event] = events_of(stack)
     assert (event["estimated"], event["completion_tokens"]) == ("0", str(final.usage.output_tokens))
     assert final.usage.output_tokens == count_completion(MODEL, final.content[0].thinking + final.content[1].text)
 
 
-async def test_concurrent_messages_never_overspend_a_hard_budget(make_stack, key_prefix):
+async def test_concurrent_messages_never_overspend_a_hard_budget(make_stack):
     stack = make_stack(admin_token="admin-secret", clamp_max_tokens=False)
     price = stack.services.catalog.resolve(MODEL)
     request = MESSAGES.parse(json.dumps({"model": MODEL, "max_tokens": 16, "messages": USER}).encode())
@@ -293,7 +292,7 @@ async def test_concurrent_messages_never_overspend_a_hard_budget(make_stack, key
     assert len(allowed) >= 20 and refused
     assert all(r.status_code == 402 and r.body["error"]["type"] == "billing_error" for r in refused)
     assert len([r for r in stack.received if r["path"] == "/v1/messages"]) == len(allowed)
-    events = events_of(stack, key_prefix, count=len(allowed))
+    events = events_of(stack, count=len(allowed))
     spent = sum(int(event["cost_nano"]) for event in events)
     assert spent == sum(hand_cost(r.usage.input_tokens, 0, 0, 0, r.usage.output_tokens, 0) for r in allowed)
     assert spent <= limit
