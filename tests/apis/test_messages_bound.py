@@ -153,3 +153,45 @@ async def test_a_cited_document_counts_its_text_twice_for_the_sentence_framing()
     plain = await bound_of({"messages": [{"role": "user", "content": [doc]}]})
     cited = await bound_of({"messages": [{"role": "user", "content": [{**doc, "citations": {"enabled": True}}]}]})
     assert cited - plain == len(data)
+
+
+def _random_body(rng) -> dict:
+    words = ["word", "naïve", "日本語", "🙂", "x" * 40, "def f():\n  return 1", " ", "\n\n", "{\"a\": [1, 2]}"]
+
+    def text() -> str:
+        return "".join(rng.choice(words) for _ in range(rng.randint(0, 30)))
+
+    def block() -> dict:
+        kind = rng.choice(["text", "image", "tool_use", "tool_result", "thinking", "document"])
+        if kind == "text":
+            return {"type": "text", "text": text()}
+        if kind == "image":
+            return image(rng.randint(1, 9000), rng.randint(1, 9000))
+        if kind == "tool_use":
+            return {"type": "tool_use", "id": "toolu_" + text()[:8], "name": "f", "input": {"q": text(), "n": [1, 2]}}
+        if kind == "tool_result":
+            return {"type": "tool_result", "tool_use_id": "toolu_1",
+                    "content": rng.choice([text(), [{"type": "text", "text": text()}]])}
+        if kind == "thinking":
+            return {"type": "thinking", "thinking": text(), "signature": "c2ln"}
+        return {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": text()}}
+
+    messages = [{"role": rng.choice(["user", "assistant"]),
+                 "content": rng.choice([text(), [block() for _ in range(rng.randint(0, 4))]])}
+                for _ in range(rng.randint(1, 6))]
+    body = {"messages": messages}
+    if rng.random() < 0.5:
+        body["system"] = rng.choice([text(), [{"type": "text", "text": text()}]])
+    if rng.random() < 0.5:
+        body["tools"] = [{"name": f"t{i}", "description": text(), "input_schema": {"type": "object"}}
+                         for i in range(rng.randint(0, 3))]
+    return body
+
+
+async def test_the_bound_holds_for_many_random_bodies():
+    import random
+    rng = random.Random(20261202)
+    for _ in range(300):
+        body = full(_random_body(rng))
+        request = MESSAGES.parse(orjson.dumps(body))
+        assert await MESSAGES.count_prompt(request, PRICE) >= bill_messages(MODEL, request.body), body

@@ -296,3 +296,11 @@ async def test_concurrent_messages_never_overspend_a_hard_budget(make_stack):
     spent = sum(int(event["cost_nano"]) for event in events)
     assert spent == sum(hand_cost(r.usage.input_tokens, 0, 0, 0, r.usage.output_tokens, 0) for r in allowed)
     assert spent <= limit
+
+
+def test_count_tokens_needs_no_project_header(make_stack):
+    stack = make_stack()
+    client = anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
+    assert client.messages.count_tokens(model=MODEL, messages=USER).input_tokens == bill_messages(
+        MODEL, {"messages": USER})
+    assert stack.events() == []
