@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from proxy.apis import ApiShape
 from proxy.apis.chat import CHAT
+from proxy.apis.responses import RESPONSES
 
 __all__ = ["METERED"]
 
 METERED: dict[str, ApiShape] = {
     "/v1/chat/completions": CHAT,
+    "/v1/responses": RESPONSES,
 }
 """Metered paths (as clients send them, below farebox's root) and their shapes."""

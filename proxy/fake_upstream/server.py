@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from proxy.fake_upstream.billing import bill_chat
+from proxy.fake_upstream.responses import add_responses_routes
 from proxy.fake_upstream.controls import (
     BODY,
     INVALID_JSON,
@@ -86,6 +87,7 @@ def create_fake_app(*, latency_ms: float = 0, chunks: int = 8, chunk_delay_ms: f
         web.get("/_fake/requests", _list_requests),
         web.delete("/_fake/requests", _clear_requests),
     ])
+    add_responses_routes(app, state)
     return app
 
 
