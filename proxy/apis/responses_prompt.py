@@ -3,8 +3,8 @@
 Every part of the body the provider bills is counted with the model's encoding, or bounded
 from above, never skipped:
 
-- ``instructions``: a system message (3 tokens of framing and its text);
-- ``input`` as a string: one user message; as a list of items:
+- ``instructions``: a developer message (3 tokens of framing, the role and its text);
+- ``input`` as a string: one user message (likewise); as a list of items:
   - messages (``type: "message"`` or no type): 3 tokens of framing, the role, and every content
     part: ``input_text`` / ``output_text`` text, ``refusal`` text, ``input_image`` by the image
     bounds of ``proxy/apis/chat_media.py``, ``input_file`` by its name plus the file bound
@@ -64,6 +64,8 @@ __all__ = ["ResponsesCount", "Unseen", "gather_responses", "count_responses", "c
 
 FUNCTION_CALL_FRAMING = TOKENS_PER_MESSAGE + TOKENS_PER_TOOL_CALL
 FUNCTION_OUTPUT_FRAMING = TOKENS_PER_MESSAGE + 1  # and the role the output is rendered with
+
+INSTRUCTIONS_ROLE = "developer"  # the role instructions are rendered with (no fewer tokens than "system")
 
 # Tool definitions' framing in the published method: (per tool, end of the block).
 TOOL_FRAMING = {O200K: (7, 12), CL100K: (10, 12)}
@@ -178,9 +180,8 @@ class _Walk:
                 self.bytes(value)
 
     def item(self, index: int, item: Any) -> None:
-        if isinstance(item, str):  # not an item the API takes; counted all the same
-            self.parts.fixed += TOKENS_PER_MESSAGE
-            self.parts.text(item)
+        if isinstance(item, str):  # not an item the API takes; counted all the same, as a message
+            self.message({"role": "user", "content": item})
             return
         if not isinstance(item, Mapping):
             self.bytes(item)
@@ -254,8 +255,7 @@ def gather_responses(model: str, body: Mapping[str, Any], context_tokens: int | 
         return walk.parts, walk.unseen
     instructions = body.get("instructions")
     if isinstance(instructions, str):
-        walk.parts.fixed += TOKENS_PER_MESSAGE
-        walk.parts.text(instructions)
+        walk.message({"role": INSTRUCTIONS_ROLE, "content": instructions})
     elif isinstance(instructions, list):
         for index, item in enumerate(instructions):
             walk.item(index, item)
@@ -263,8 +263,7 @@ def gather_responses(model: str, body: Mapping[str, Any], context_tokens: int | 
         walk.bytes(instructions)
     items = body.get("input")
     if isinstance(items, str):
-        walk.parts.fixed += TOKENS_PER_MESSAGE
-        walk.parts.text(items)
+        walk.message({"role": "user", "content": items})
     elif isinstance(items, list):
         for index, item in enumerate(items):
             walk.item(index, item)
