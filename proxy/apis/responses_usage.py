@@ -33,9 +33,13 @@ __all__ = ["ResponsesStreamMeter", "measured_response", "response_usage", "TERMI
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Output items of built-in tool calls, each of which can bring context into the next step.
 BUILT_IN_CALLS = frozenset({"web_search_call", "mcp_call", "mcp_list_tools"})
-_TEXT_DELTAS = frozenset({"response.output_text.delta", "response.refusal.delta"})
+_TEXT_DELTAS = frozenset({"response.output_text.delta", "response.refusal.delta",
+                          "response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
 _ARGUMENT_DELTAS = frozenset({"response.function_call_arguments.delta", "response.custom_tool_call_input.delta"})
 _ITEM_EVENTS = frozenset({"response.output_item.added", "response.output_item.done"})
+# The events the meter reads; the others (the full text again in a ``.done``, the response
+# object again in ``response.created``) are passed on without being parsed.
+_READ = frozenset(name.encode() for name in _TEXT_DELTAS | _ARGUMENT_DELTAS | _ITEM_EVENTS | TERMINAL_EVENTS)
 
 
 def _count(value: Any) -> int | None:
@@ -101,9 +105,12 @@ def measured_response(request: ResponsesRequest, response: dict[str, Any] | None
 
 
 def _payload(event: bytes) -> bytes | None:
-    """The data of one raw event: quick for the usual ``event:`` line then one ``data:`` line."""
+    """The data of one raw event the meter reads (None for the others): quick for the usual
+    ``event:`` line then one ``data:`` line."""
     if event.startswith(b"event: ") and b"\r" not in event:
         line_end = event.find(b"\n")
+        if event[7:line_end] not in _READ:
+            return None
         if event.startswith(b"data: ", line_end + 1) and event.count(b"\n") <= 3:
             return event[line_end + 7:].rstrip(b"\n")
     return event_data(event)

@@ -128,3 +128,11 @@ def test_refusal_deltas_count_towards_an_estimate():
     meter.take(event("response.refusal.delta", delta="I cannot help with that"))
     assert meter.result(7) == Measured(Usage(7, count_completion("gpt-4o-mini", "I cannot help with that")),
                                        estimated=True)
+
+
+def test_events_the_meter_does_not_read_are_forwarded_and_reasoning_text_counts():
+    meter = RESPONSES.stream_meter(request(stream=True))
+    broken = b"event: response.output_text.done\ndata: {not json\n\n"
+    assert meter.take(broken) is True
+    assert meter.take(event("response.reasoning_summary_text.delta", delta="thinking")) is True
+    assert meter.result(3).usage.completion_tokens == count_completion("gpt-4o-mini", "thinking")
