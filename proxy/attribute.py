@@ -23,7 +23,8 @@ def _checked(header: str, value: str) -> str:
 
 
 def key_fingerprint(authorization: str | None) -> str | None:
-    """A short, stable, non-reversible id for the client's API key (never the key itself)."""
+    """A short, stable, non-reversible id for the client's API key (never the key itself): from
+    ``Authorization: Bearer ...``, or Anthropic's ``x-api-key`` value."""
     if not authorization:
         return None
     token = authorization.removeprefix("Bearer ").strip()
@@ -41,9 +42,24 @@ def attribute(headers: Mapping[str, str], settings: Settings) -> Attribution:
         project = settings.default_project
     agent = headers.get(settings.agent_header)
     session = headers.get(settings.session_header)
+    if session is not None:
+        session = _checked(settings.session_header, session)
+    else:
+        session = _client_session(headers, settings.client_session_headers)
     return Attribution(
         project=_checked(settings.project_header, project),
         agent=_checked(settings.agent_header, agent) if agent is not None else settings.default_agent,
-        session=_checked(settings.session_header, session) if session is not None else None,
-        key_id=key_fingerprint(headers.get("Authorization")),
+        session=session,
+        key_id=key_fingerprint(headers.get("Authorization") or headers.get("x-api-key")),
     )
+
+
+def _client_session(headers: Mapping[str, str], names: list[str]) -> str | None:
+    """The session a coding agent names in a header of its own (Claude Code's
+    ``x-claude-code-session-id``, Codex's ``session-id``), the first of ``names`` present. A value
+    outside the id rule is not the client's fault: it is passed over, not refused."""
+    for name in names:
+        value = headers.get(name)
+        if value is not None and ID_PATTERN.fullmatch(value):
+            return value
+    return None

@@ -20,7 +20,8 @@
 
 Each class carries its HTTP status and OpenAI ``type``/``code``. ``render_error`` turns one into
 status, headers and body with an ``ErrorShape``, the body of one API family: ``openai_shape``
-(``{"error": {...}}``) today; another family's shape is another function of the same type.
+(``{"error": {...}}``) or ``anthropic_shape`` (``{"type": "error", "error": {...}}``), chosen by
+``shape_of(family)``.
 ``proxy.http.edge`` renders for both servers. The upstream client's errors are mapped to these
 in ``proxy.upstream.relay``, ``redis.RedisError`` in ``proxy.ledger``, nowhere else.
 """
@@ -35,6 +36,8 @@ import orjson
 __all__ = [
     "ErrorShape",
     "openai_shape",
+    "anthropic_shape",
+    "shape_of",
     "render_error",
     "FareboxError",
     "InternalError",
@@ -209,6 +212,32 @@ def openai_shape(exc: FareboxError) -> dict[str, Any]:
     error: dict[str, Any] = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
     error.update(exc.extra)
     return {"error": error}
+
+
+# Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors); the SDKs
+# raise their exception classes by status, and show the type and message.
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 504: "timeout_error"}
+
+
+def anthropic_shape(exc: FareboxError) -> dict[str, Any]:
+    """``{"type": "error", "error": {"type", "message", "code", ...extra}}``, as Anthropic's API
+    answers, with farebox's own code and details (a budget's scope, limit, ...) inside ``error``."""
+    error: dict[str, Any] = {"type": _ANTHROPIC_TYPES.get(exc.status, "api_error"), "message": exc.message,
+                             "code": exc.code}
+    if exc.param is not None:
+        error["param"] = exc.param
+    error.update(exc.extra)
+    return {"type": "error", "error": error}
+
+
+_SHAPES: dict[str, ErrorShape] = {"openai": openai_shape, "anthropic": anthropic_shape}
+
+
+def shape_of(family: str) -> ErrorShape:
+    """The error shape of an API family ("openai" or "anthropic")."""
+    return _SHAPES[family]
 
 
 def render_error(exc: FareboxError, request_id: str | None,

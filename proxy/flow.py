@@ -22,15 +22,16 @@ from pricing.cost import cost_nano
 from pricing.money import nano_to_usd
 from proxy.apis import ApiRequest, ApiShape, Measured
 from proxy.apis.chat import CHAT
+from proxy.apis.registry import METERED
 from proxy.attribute import attribute
 from proxy.budgets import Grant, reserve_budget
 from proxy.domain import Attribution, UsageEvent
 from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable
 from proxy.services import Services
-from proxy.upstream.relay import Call, response_headers
+from proxy.upstream.relay import Call, Upstream, response_headers
 from proxy.upstream.sse import SSESplitter
 
-__all__ = ["Exchange", "serve", "serve_chat"]
+__all__ = ["Exchange", "serve", "serve_chat", "serve_metered"]
 
 log = logging.getLogger("farebox")
 
@@ -58,6 +59,8 @@ class Exchange(Protocol):
     well-formed requests itself; ``proxy.http.routes`` adapts aiohttp's for the rest."""
 
     request_id: str
+    path: str                   # as the client asked for it, without the query string
+    query: str                  # the raw query string (without its "?"), forwarded as it came
     headers: Mapping[str, str]
     body: bytes
 
@@ -82,6 +85,11 @@ def serve_chat(fb: Services, ex: Exchange) -> Coroutine[Any, Any, None]:
     return serve(fb, ex, CHAT)
 
 
+def serve_metered(fb: Services, ex: Exchange) -> Coroutine[Any, Any, None]:
+    """Serve a request to one of the metered paths (``proxy.apis.registry.METERED``)."""
+    return serve(fb, ex, METERED[ex.path])
+
+
 async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
     """Serve one request to ``shape``'s endpoint, from its body to its answer."""
     settings = fb.settings
@@ -97,8 +105,9 @@ async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
     try:
         bound = grant.output_bound if grant is not None and grant.enforce_bound else None
         body = shape.forward_body(ex.body, request, bound)                    # 5. forward
-        call = fb.upstream.send("POST", shape.upstream_path, ex.headers, body)
-        meter = _Call(fb, ex, shape, who, request, price, prompt_tokens, grant, started, call)
+        target = fb.upstream_for(shape.family, request.model)
+        call = target.send("POST", shape.upstream_path, ex.headers, body, query=ex.query, model=request.model)
+        meter = _Call(fb, ex, shape, who, request, price, prompt_tokens, grant, started, target, call)
     except BaseException:  # nothing was sent: the hold goes now (it would be renewed while held)
         if grant is not None:
             await fb.release(request_id, who)
@@ -107,7 +116,7 @@ async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
         async with call as upstream:
             is_sse = upstream.content_type == "text/event-stream"
             if upstream.status >= 400 or not (request.stream and is_sse):
-                payload = await fb.upstream.read(upstream)
+                payload = await target.read(upstream)
                 return await meter.finish_whole(upstream, payload)               # 6–8
             return await meter.relay_stream(upstream)                            # 6–8 as bytes arrive
     except FareboxError as exc:  # no whole answer from the upstream (502, 504)
@@ -144,15 +153,16 @@ class _Call:
     to first byte sent -> first byte, farebox's overhead what lies outside asked -> last byte."""
 
     __slots__ = ("fb", "ex", "shape", "request_id", "who", "request", "price", "priced_model", "prompt_tokens",
-                 "grant", "started", "call", "asked_at", "settled")
+                 "grant", "started", "target", "call", "asked_at", "settled")
 
     def __init__(self, fb: Services, ex: Exchange, shape: ApiShape, who: Attribution, request: ApiRequest,
-                 price: ModelPrice, prompt_tokens: int, grant: Grant | None, started: float, call: Call) -> None:
+                 price: ModelPrice, prompt_tokens: int, grant: Grant | None, started: float, target: Upstream,
+                 call: Call) -> None:
         self.fb, self.ex, self.shape, self.request_id = fb, ex, shape, ex.request_id
         self.who, self.request = who, request
         self.price, self.priced_model = price, price.name
         self.prompt_tokens, self.grant, self.started = prompt_tokens, grant, started
-        self.call = call
+        self.target, self.call = target, call  # the upstream it went to, and the call there
         self.settled = False
         self.asked_at = time.perf_counter()
 
@@ -187,7 +197,7 @@ class _Call:
         status = upstream.status
         client_gone = upstream_cut = False
         try:
-            async for data in self.fb.upstream.iter_chunks(upstream):
+            async for data in self.target.iter_chunks(upstream):
                 out = [event for event in splitter.feed(data) if take(event)]
                 if out:
                     try:
@@ -204,7 +214,7 @@ class _Call:
             client_gone = True
         except FareboxError as exc:  # the upstream failed mid-stream: the client gets what arrived
             status, upstream_cut = exc.status, True
-            self.fb.upstream.failures.note(
+            self.target.failures.note(
                 f"stream {exc.code}", "upstream stream for request %s ended early: %s (recorded as received)",
                 self.request_id, exc.message)
         upstream_done = time.perf_counter()
@@ -228,18 +238,18 @@ class _Call:
             measured = self.shape.measure_body(call.received(), self.request, self.prompt_tokens)
             self._record(Measured(measured.usage, estimated=True), exc.status, upstream_done)
             self._observe_overhead(upstream_done)
-            fb.upstream.failures.note(f"broken {exc.code}", "upstream answer to request %s broke off after the "
+            self.target.failures.note(f"broken {exc.code}", "upstream answer to request %s broke off after the "
                                       "request was sent: %s (answered %d, recorded as estimated)",
                                       self.request_id, exc.message, exc.status)
             return
         fb.metrics.request(self.shape.name, exc.status, self.priced_model, self.who.project)
         if call.sent:  # an error answer (which a provider does not bill) that broke off
             self._observe_upstream(upstream_done)
-            fb.upstream.failures.note(f"refused {exc.code}", "upstream error answer (%d) to request %s broke off: "
+            self.target.failures.note(f"refused {exc.code}", "upstream error answer (%d) to request %s broke off: "
                                       "%s (answered %d, nothing charged)", call.status, self.request_id,
                                       exc.message, exc.status)
             return
-        fb.upstream.failures.note(f"unsent {exc.code}", "upstream not reached for request %s: %s "
+        self.target.failures.note(f"unsent {exc.code}", "upstream not reached for request %s: %s "
                                   "(answered %d, nothing charged)", self.request_id, exc.message, exc.status)
 
     def _record(self, measured: Measured, status: int, upstream_done: float) -> int:
@@ -253,7 +263,7 @@ class _Call:
         sent_at, first_byte_at = self.call.sent_at, self.call.first_byte_at
         event = UsageEvent(
             request_id=self.request_id, ts=time.time(), attribution=self.who, model=request.model,
-            priced_model=self.priced_model, endpoint=endpoint, upstream=fb.upstream.base_url, status=status,
+            priced_model=self.priced_model, endpoint=endpoint, upstream=self.target.name, status=status,
             stream=request.stream, estimated=measured.estimated, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
             cache_creation_tokens=usage.cache_creation_tokens, reasoning_tokens=usage.reasoning_tokens,

@@ -23,6 +23,7 @@ from proxy.ledger.spool import Spool
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 from proxy.upstream.relay import Upstream
+from proxy.upstream.routing import Upstreams
 
 __all__ = ["Services"]
 
@@ -36,11 +37,12 @@ class Services:
     settings: Settings
     catalog: Catalog
     ledger: Ledger
-    upstream: Upstream
+    upstream: Upstream          # the OpenAI family's default (``upstreams.default("openai")``)
     spool: Spool
     metrics: Metrics
     redis_description: str = ""
     alerts: AlertDispatcher | None = None
+    upstreams: Upstreams | None = None   # every upstream; None: ``upstream`` serves every family
     _replay_task: asyncio.Task | None = field(default=None, repr=False)
     _background: set[asyncio.Task] = field(default_factory=set, repr=False)
     _recording: set[asyncio.Future] = field(default_factory=set, repr=False)
@@ -53,6 +55,12 @@ class Services:
                 "Add it to a price file (price_files), map it with model_aliases, or set unknown_model_price.",
                 param="model")
         return found
+
+    def upstream_for(self, family: str, model: str) -> Upstream:
+        """The upstream a request of API ``family`` for ``model`` goes to."""
+        if self.upstreams is None:
+            return self.upstream
+        return self.upstreams.pick(family, model)
 
     def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` (finishing a recording) apart from the request that asked for it;

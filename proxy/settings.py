@@ -19,9 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from proxy.domain import ID_PATTERN
 
-__all__ = ["Settings", "SettingsError", "load_settings", "DEFAULT_UPSTREAM"]
+__all__ = ["Settings", "SettingsError", "load_settings", "DEFAULT_UPSTREAM", "DEFAULT_ANTHROPIC_UPSTREAM"]
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
+DEFAULT_ANTHROPIC_UPSTREAM = "https://api.anthropic.com"
+# Headers coding agents send with a session id of their own (Claude Code, Codex).
+DEFAULT_CLIENT_SESSION_HEADERS = ["x-claude-code-session-id", "session-id"]
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # 10 MiB
 # Ids are safe inside Redis keys, metric labels and the PROJECT/AGENT form.
@@ -50,6 +53,8 @@ class Settings(BaseModel):
     workers: int = Field(1, ge=1, le=64)
     upstream: str = DEFAULT_UPSTREAM
     upstream_api_key: SecretStr | None = None
+    anthropic_upstream: str = DEFAULT_ANTHROPIC_UPSTREAM   # Anthropic's Messages API (POST /v1/messages)
+    anthropic_api_key: SecretStr | None = None
     upstream_timeout_s: float = Field(600.0, gt=0)
     upstream_connect_timeout_s: float = Field(10.0, gt=0)
     upstream_max_connections: int = Field(1000, ge=1)   # per process; more requests wait for a free one
@@ -63,6 +68,8 @@ class Settings(BaseModel):
     project_header: str = "X-Project-Id"
     agent_header: str = "X-Agent-Id"
     session_header: str = "X-Session-Id"
+    # Read for the session, in order, when the session header is absent.
+    client_session_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_CLIENT_SESSION_HEADERS))
     default_agent: str = "default"
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
     price_files: list[Path] = Field(default_factory=list)
@@ -88,12 +95,20 @@ class Settings(BaseModel):
     ttl_month_s: int = Field(5 * 365 * 86400, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("upstream")
+    @field_validator("upstream", "anthropic_upstream")
     @classmethod
     def _upstream_is_http(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL, e.g. https://api.openai.com/v1")
         return value.rstrip("/")
+
+    @field_validator("client_session_headers", mode="before")
+    @classmethod
+    def _header_list(cls, value: Any) -> Any:
+        """The environment's form: names separated by commas (empty: none)."""
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @field_validator("alert_webhook_urls", mode="before")
     @classmethod
@@ -144,6 +159,14 @@ class Settings(BaseModel):
     def _header_name(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
             raise ValueError("must be an HTTP header name (letters, digits, -)")
+        return value
+
+    @field_validator("client_session_headers")
+    @classmethod
+    def _header_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name):
+                raise ValueError(f"{name!r} is not an HTTP header name (letters, digits, -)")
         return value
 
     @property

@@ -31,6 +31,9 @@ class UnboundedRequest:
     bound_field: str | None = None
     n: int = 1
     output_extra: int = 0
+    hosted_calls: int = 0
+    min_output: int = 1
+    prompt_field: str = "input"
     stream: bool = False
     body: dict[str, Any] = field(default_factory=dict)
 

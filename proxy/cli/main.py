@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
     serve.add_argument("--upstream", help="provider base URL (default https://api.openai.com/v1)")
     serve.add_argument("--upstream-api-key", help="API key sent upstream instead of the client's")
+    serve.add_argument("--anthropic-upstream",
+                       help="Anthropic API base URL for /v1/messages (default https://api.anthropic.com)")
+    serve.add_argument("--anthropic-api-key", help="Anthropic API key sent upstream instead of the client's")
     serve.add_argument("--admin-token", help="bearer token of the admin API (unset: admin API disabled)")
     serve.add_argument("--default-project", help="project for requests without the project header")
     serve.add_argument("--fail-mode", choices=["closed", "open"], help="when Redis is unreachable (default closed)")
@@ -104,7 +107,8 @@ def _settings(args: argparse.Namespace, keys: Sequence[str]) -> Settings:
 
 _STORE_KEYS = ("config", "redis_url", "data_dir", "redis_prefix")
 _LEDGER_KEYS = _STORE_KEYS + ("admin_token",)
-_SERVE_KEYS = _STORE_KEYS + ("host", "port", "workers", "upstream", "upstream_api_key", "admin_token",
+_SERVE_KEYS = _STORE_KEYS + ("host", "port", "workers", "upstream", "upstream_api_key", "anthropic_upstream",
+                             "anthropic_api_key", "admin_token",
                              "default_project", "fail_mode", "log_level")
 
 

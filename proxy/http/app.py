@@ -28,7 +28,7 @@ from proxy.ledger.connection import RedisHandle
 from proxy.services import Services
 from proxy.settings import Settings
 from proxy.tokens import ensure_offline_encodings, preload_encodings
-from proxy.upstream.relay import Upstream
+from proxy.upstream.routing import Upstreams
 
 __all__ = ["create_app", "build_catalog"]
 
@@ -39,8 +39,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REDIS_CHECK_S = 5.0  # how long start-up waits for Redis to answer before saying it does not
 
 
-def _error_response(edge: Edge, exc: FareboxError, request_id: str) -> web.Response:
-    status, headers, body = edge.render(exc, request_id)
+def _error_response(edge: Edge, exc: FareboxError, request: web.Request, request_id: str) -> web.Response:
+    status, headers, body = edge.render(exc, request_id, request.path)
     return web.Response(status=status, body=body, headers=headers)
 
 
@@ -80,25 +80,25 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
                 _check_admin_token(request, expected)
             return await handler(request)
         except FareboxError as exc:
-            response = _error_response(edge, exc, request_id)
+            response = _error_response(edge, exc, request, request_id)
             if isinstance(exc, (VersionNotSupported, RequestTimeout)):
                 response.force_close()  # what follows on the connection cannot be read as requests
             return response
         except web.HTTPRequestEntityTooLarge as exc:
             return _error_response(edge, PayloadTooLarge(f"Request body exceeds the limit of {exc.max_size} bytes."),
-                                   request_id)
+                                   request, request_id)
         except web.HTTPNotFound:
             return _error_response(edge, NotFound(f"No such endpoint: {request.method} {request.path}.",
-                                                  code="unknown_endpoint"), request_id)
+                                                  code="unknown_endpoint"), request, request_id)
         except web.HTTPMethodNotAllowed as exc:
             error = FareboxError(f"Method {request.method} is not allowed on {request.path}; use "
                                  f"{', '.join(sorted(exc.allowed_methods))}.", code="method_not_allowed")
             error.status, error.type = 405, "invalid_request_error"
-            return _error_response(edge, error, request_id)
+            return _error_response(edge, error, request, request_id)
         except (web.HTTPException, ConnectionError):
             raise  # aiohttp's own answer; a client gone
         except Exception:  # a bug: logged, answered 500 as on farebox's own server
-            return _error_response(edge, edge.crashed(request_id), request_id)
+            return _error_response(edge, edge.crashed(request_id), request, request_id)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -224,14 +224,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         catalog, redis = await _open_resources(settings)
-        upstream = Upstream(
-            settings.upstream,
-            api_key=settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
-            timeout_s=settings.upstream_timeout_s, connect_timeout_s=settings.upstream_connect_timeout_s,
-            max_connections=settings.upstream_max_connections,
-            drop_headers=(settings.project_header, settings.agent_header, settings.session_header),
-        )
-        await upstream.start()
+        upstreams = Upstreams.from_settings(
+            settings, drop_headers=(settings.project_header, settings.agent_header, settings.session_header))
+        await upstreams.start()
+        upstream = upstreams.default("openai")
         ttls = Ttls(hour=settings.ttl_hour_s or None, day=settings.ttl_day_s or None,
                     week=settings.ttl_week_s or None, month=settings.ttl_month_s or None)
         ledger = Ledger(redis.client, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen, clock=clock,
@@ -245,12 +241,13 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                                  base_delay_s=settings.alert_retry_base_s, timeout_s=settings.alert_timeout_s)
         await alerts.start()
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
-                            metrics=app_metrics, redis_description=redis.description, alerts=alerts)
+                            metrics=app_metrics, redis_description=redis.description, alerts=alerts,
+                            upstreams=upstreams)
         app[SERVICES] = services
         problem = await _redis_problem(ledger)
         if problem is None:
-            log.info("ready: redis %s; upstream %s; %d priced models", redis.description, upstream.base_url,
-                     len(catalog))
+            log.info("ready: redis %s; upstreams %s; %d priced models", redis.description,
+                     ", ".join(f"{u.name} {u.base_url}" for u in upstreams.all()), len(catalog))
         else:
             log.warning("started, but not ready: redis %s does not answer (%s); /readyz answers 503 until it does; "
                         "%s", redis.description, problem, _without_redis(settings.fail_mode, spool.path))
@@ -269,14 +266,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
             await alerts.close()
-            await upstream.close()
+            await upstreams.close()
             await redis.close()
 
     app.cleanup_ctx.append(services_ctx)
     app.add_routes([
-        web.post("/v1/chat/completions", routes.chat_completions),
-        web.get("/v1/models", routes.models),
-        web.get("/v1/models/{model:.+}", routes.model),
+        *routes.routes(),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),

@@ -28,12 +28,11 @@ from typing import Any
 from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.domain import ID_PATTERN
-from proxy.errors import (DuplicateHeader, ErrorShape, FareboxError, InternalError, InvalidHeaderValue,
-                          openai_shape, render_error)
+from proxy.errors import DuplicateHeader, FareboxError, InternalError, InvalidHeaderValue, render_error, shape_of
 from proxy.ratelimited import RateLimitedLog
 from proxy.upstream.relay import HOP_BY_HOP
 
-__all__ = ["Edge", "ProtocolLog", "new_request_id", "ACCESS_LOGGER", "BODY_TIMEOUT_S"]
+__all__ = ["Edge", "ProtocolLog", "new_request_id", "family_of", "ACCESS_LOGGER", "BODY_TIMEOUT_S"]
 
 ACCESS_LOGGER = "farebox.access"
 BODY_TIMEOUT_S = 60.0  # a request body must arrive whole within this long of its head, on either server
@@ -60,18 +59,28 @@ def _printable(text: str, limit: int) -> str:
     return ascii(text)[1:-1]
 
 
+_ANTHROPIC_ROOT = "/v1/messages"
+
+
+def family_of(path: str) -> str:
+    """The API family whose clients ask for ``path`` (no query string): "anthropic" for
+    ``/v1/messages`` and below it, else "openai"."""
+    if path.startswith(_ANTHROPIC_ROOT) and (len(path) == len(_ANTHROPIC_ROOT) or path[len(_ANTHROPIC_ROOT)] == "/"):
+        return "anthropic"
+    return "openai"
+
+
 class Edge:
     """The edge both servers share (see the module docstring)."""
 
-    __slots__ = ("shape", "log", "access_log", "project_header", "body_timeout_s", "_single", "_kept")
+    __slots__ = ("log", "access_log", "project_header", "body_timeout_s", "_single", "_kept")
 
     new_request_id = staticmethod(new_request_id)
 
     def __init__(self, *, project_header: str = "X-Project-Id", agent_header: str = "X-Agent-Id",
-                 session_header: str = "X-Session-Id", shape: ErrorShape = openai_shape,
+                 session_header: str = "X-Session-Id",
                  log: logging.Logger | None = None, access_log: logging.Logger | None = None,
                  body_timeout_s: float = BODY_TIMEOUT_S) -> None:
-        self.shape = shape
         self.body_timeout_s = body_timeout_s  # for bodies aiohttp reads (farebox's own server has its Limits)
         self.log = log or logging.getLogger("farebox")
         self.access_log = access_log or logging.getLogger(ACCESS_LOGGER)
@@ -103,9 +112,10 @@ class Edge:
 
     # answers
 
-    def render(self, exc: FareboxError, request_id: str | None) -> tuple[int, dict[str, str], bytes]:
-        """Status, headers and body answering ``exc``."""
-        return render_error(exc, request_id, self.shape)
+    def render(self, exc: FareboxError, request_id: str | None, path: str = "") -> tuple[int, dict[str, str], bytes]:
+        """Status, headers and body answering ``exc`` to a request for ``path``: in Anthropic's
+        error shape under ``/v1/messages``, OpenAI's elsewhere."""
+        return render_error(exc, request_id, shape_of(family_of(path)))
 
     def crashed(self, request_id: str | None) -> InternalError:
         """Log the exception being handled, with its traceback; the error to answer with.

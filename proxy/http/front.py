@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,7 +41,7 @@ from multidict import CIMultiDict
 from proxy.errors import FareboxError, RequestTimeout
 from proxy.http.edge import BODY_TIMEOUT_S, Edge
 from proxy.http.front_exchange import FrontExchange
-from proxy.http.front_head import CHAT_PATH, HAND_OVER, Refusal, Request, read_head
+from proxy.http.front_head import CHAT_PATH, HAND_OVER, Refusal, Request, head_pattern, read_head
 from proxy.ratelimited import RateLimitedLog
 
 if TYPE_CHECKING:
@@ -73,8 +73,9 @@ class FrontServer:
 
     def __init__(self, handler: Handler, edge: Edge, hand_over: Callable[[], asyncio.Protocol], *,
                  max_body_bytes: int, limits: Limits = Limits(),
-                 open_elsewhere: Callable[[], int] = lambda: 0) -> None:
+                 open_elsewhere: Callable[[], int] = lambda: 0, paths: Iterable[str] = (CHAT_PATH,)) -> None:
         self.handler, self.edge, self.hand_over = handler, edge, hand_over
+        self.heads = head_pattern(paths)  # the POST paths answered here
         self.max_body, self.limits, self.open_elsewhere = max_body_bytes, limits, open_elsewhere
         self.connections: set[Connection] = set()
         self.handed_over = 0  # connections aiohttp took over
@@ -212,7 +213,7 @@ class Connection(asyncio.Protocol):
         if request is None:
             if not buf:
                 return
-            found = read_head(buf, self.scan_from, self.server.max_body)
+            found = read_head(buf, self.scan_from, self.server.max_body, self.server.heads)
             if found is HAND_OVER:
                 self._hand_over()
                 return
@@ -234,8 +235,8 @@ class Connection(asyncio.Protocol):
         self.waiting = None
         body = bytes(buf[request.body_start:request.end])
         del buf[:request.end]
-        ex = self.exchange = FrontExchange(self, self.server.edge.new_request_id(), request.headers, body,
-                                           request.keep_alive, time.perf_counter())
+        ex = self.exchange = FrontExchange(self, self.server.edge.new_request_id(), request.path, request.query,
+                                           request.headers, body, request.keep_alive, time.perf_counter())
         self.task = self.loop.create_task(self._serve(ex))
 
     async def _serve(self, ex: FrontExchange) -> None:
@@ -252,7 +253,7 @@ class Connection(asyncio.Protocol):
         except Exception:  # a bug: logged, answered 500 as on aiohttp's side, never left hanging
             ex.fail(edge.crashed(ex.request_id))
         finally:
-            edge.access("POST", CHAT_PATH, ex.status if ex.started else 499, ex.headers, ex.request_id, ex.since,
+            edge.access("POST", ex.path, ex.status if ex.started else 499, ex.headers, ex.request_id, ex.since,
                         ex.answer_id)
             self._finished(ex)
 
@@ -273,7 +274,8 @@ class Connection(asyncio.Protocol):
     def _refuse(self, error: FareboxError, method: str, path: str, headers: CIMultiDict[str] | None) -> None:
         """Answer ``error`` and close: the rest of what was sent cannot be read as requests."""
         since = time.perf_counter()
-        ex = FrontExchange(self, self.server.edge.new_request_id(), headers or CIMultiDict(), b"", False, since)
+        ex = FrontExchange(self, self.server.edge.new_request_id(), path, "", headers or CIMultiDict(), b"", False,
+                           since)
         ex.fail(error)
         self.server.edge.access(method, path, error.status, headers, ex.request_id, since)
         self.buf.clear()
@@ -282,7 +284,7 @@ class Connection(asyncio.Protocol):
     def time_out(self) -> None:
         """The deadline passed: 408 for a body still missing, else just close."""
         if self.waiting is not None:
-            self._refuse(RequestTimeout("The request body did not arrive in time."), "POST", CHAT_PATH,
+            self._refuse(RequestTimeout("The request body did not arrive in time."), "POST", self.waiting.path,
                          self.waiting.headers)
         else:
             self.close()

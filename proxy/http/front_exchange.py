@@ -69,12 +69,13 @@ def response_head(status: int, headers: CIMultiDict[str] | dict[str, str], frami
 class FrontExchange:
     """``proxy.flow.Exchange`` for a request farebox's own server answers itself."""
 
-    __slots__ = ("conn", "request_id", "headers", "body", "keep_alive", "started", "answered", "status", "since",
+    __slots__ = ("conn", "request_id", "path", "query", "headers", "body", "keep_alive", "started", "answered", "status", "since",
                  "answer_id")
 
-    def __init__(self, conn: Connection, request_id: str, headers: CIMultiDict[str], body: bytes,
-                 keep_alive: bool, since: float) -> None:
+    def __init__(self, conn: Connection, request_id: str, path: str, query: str, headers: CIMultiDict[str],
+                 body: bytes, keep_alive: bool, since: float) -> None:
         self.conn, self.request_id, self.headers, self.body = conn, request_id, headers, body
+        self.path, self.query = path, query  # the query string without its "?"
         self.keep_alive = keep_alive
         self.started = self.answered = False
         self.status = 0      # the status sent, for the access log
@@ -123,5 +124,5 @@ class FrontExchange:
         if self.started:
             self.cut()
             return
-        status, headers, body = self.conn.server.edge.render(exc, self.request_id)
+        status, headers, body = self.conn.server.edge.render(exc, self.request_id, self.path)
         self.reply(status, headers, body)

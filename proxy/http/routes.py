@@ -1,21 +1,29 @@
-"""The data-plane routes aiohttp serves: the requests ``proxy.http.front`` hands over for chat
-completions (adapted to an ``Exchange``), ``GET /v1/models`` and ``/v1/models/{model}`` passed
-through, and 404 for the rest."""
+"""The data-plane routes aiohttp serves: the requests to metered endpoints that
+``proxy.http.front`` hands over (adapted to an ``Exchange``), the endpoints passed through
+unmetered (``PASSED_THROUGH``: models, stored responses, token counts), and 404 for the rest."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
+
+import orjson
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.errors import FareboxError, NotFound, PayloadTooLarge, RequestTimeout
-from proxy.flow import serve_chat
+from proxy.apis.registry import METERED
+from proxy.flow import serve_metered
 from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES
-from proxy.upstream.relay import response_headers
+from proxy.upstream.relay import Upstream, response_headers
 
-__all__ = ["chat_completions", "model", "models", "not_found", "read_body"]
+if TYPE_CHECKING:
+    from proxy.services import Services
+
+__all__ = ["metered", "pass_through", "routes", "not_found", "read_body", "PASSED_THROUGH"]
 
 
 async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
@@ -37,13 +45,14 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
     return b"".join(chunks)
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/chat/completions`` as aiohttp serves it: the requests ``proxy.http.front`` hands
-    over (chunked bodies, ``Expect: 100-continue``, HTTP/1.0, unusual headers)."""
+async def metered(request: web.Request) -> web.StreamResponse:
+    """A metered endpoint (``proxy.apis.registry.METERED``) as aiohttp serves it: the requests
+    ``proxy.http.front`` hands over (chunked bodies, ``Expect: 100-continue``, HTTP/1.0, unusual
+    headers)."""
     fb, edge = request.app[SERVICES], request.app[EDGE]
     ex = _AiohttpExchange(request, await read_body(request, fb.settings.max_body_bytes, edge.body_timeout_s))
     try:
-        await serve_chat(fb, ex)
+        await serve_metered(fb, ex)
     except Exception as exc:
         if ex.response is None or not ex.response.prepared:
             raise  # no answer begun: the middleware answers the error
@@ -51,15 +60,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if not isinstance(exc, (FareboxError, ConnectionError)):
             edge.crashed(ex.request_id)
         ex.cut()
-    assert ex.response is not None, "serve_chat answered nothing"
+    assert ex.response is not None, "serve_metered answered nothing"
     return ex.response
 
 
 class _AiohttpExchange:
-    __slots__ = ("request", "request_id", "headers", "body", "response")
+    __slots__ = ("request", "request_id", "path", "query", "headers", "body", "response")
 
     def __init__(self, request: web.Request, body: bytes) -> None:
         self.request, self.request_id, self.headers, self.body = request, request[REQUEST_ID], request.headers, body
+        self.path, self.query = request.path, request.rel_url.raw_query_string
         self.response: web.StreamResponse | None = None
 
     def reply(self, status: int, headers: CIMultiDict[str], body: bytes) -> None:
@@ -82,36 +92,76 @@ class _AiohttpExchange:
             self.request.transport.close()
 
 
-async def models(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/models`` passes through unmetered."""
-    return await _pass_through(request, "/models")
+# Where a client's path lies below each family's upstream base URL: OpenAI's base ends in /v1
+# (https://api.openai.com/v1), Anthropic's does not (https://api.anthropic.com).
+_ROOT = {"openai": "/v1", "anthropic": ""}
 
 
-_MODELS_PREFIX = "/v1/models/"
+def pass_through(family: str, method: str, shape: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A handler that passes ``method shape`` (a path with ``{id}`` segments) through to
+    ``family``'s upstream, unmetered: nothing it does is generated or billed. Each ``{id}`` is
+    one path segment, sent on as the client encoded it (``%2F`` for a ``/`` in an id, as the SDKs
+    send it); a dot segment, which would name another path upstream, is not found."""
+    parts = shape.split("/")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raw_parts = request.rel_url.raw_path.split("/")
+        if len(raw_parts) != len(parts) or any(
+                (p == "{id}" and (not r or unquote(r) in (".", ".."))) or (p != "{id}" and p != r)
+                for p, r in zip(parts, raw_parts)):
+            raise NotFound(f"No such endpoint: {request.method} {request.path}.", code="unknown_endpoint")
+        fb, edge = request.app[SERVICES], request.app[EDGE]
+        body = await read_body(request, fb.settings.max_body_bytes, edge.body_timeout_s) if method == "POST" else None
+        upstream = _upstream_for(fb, family, body)
+        path = request.rel_url.raw_path[len(_ROOT[family]):]
+        async with upstream.send(method, path, request.headers, body, query=request.rel_url.raw_query_string) as answer:
+            payload = await upstream.read(answer)
+            headers = response_headers(answer.headers, [("X-Request-Id", request[REQUEST_ID])])
+            return web.Response(status=answer.status, body=payload, headers=headers)
+
+    handler.__doc__ = f"``{method} {shape}`` passed through to the {family} upstream, unmetered."
+    return handler
 
 
-async def model(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/models/{model}`` (the SDKs' ``models.retrieve``) passes through unmetered. The
-    id is one path segment, sent on as the client encoded it (``%2F`` for a ``/`` in an id, as
-    the SDKs send it); a dot segment, which would name another path upstream, is not found."""
-    raw_path = request.rel_url.raw_path
-    segment = raw_path[len(_MODELS_PREFIX):]
-    if not raw_path.startswith(_MODELS_PREFIX) or "/" in segment or unquote(segment) in (".", ".."):
-        raise NotFound(f"No such endpoint: GET {request.path}.", code="unknown_endpoint")
-    return await _pass_through(request, f"/models/{segment}")
+def _upstream_for(fb: Services, family: str, body: bytes | None) -> Upstream:
+    """The family's upstream for a request naming a model in its JSON body; else its default."""
+    model = None
+    if body:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
+            model = parsed["model"]
+    if fb.upstreams is None:
+        return fb.upstream
+    return fb.upstreams.pick(family, model) if model is not None else fb.upstreams.default(family)
 
 
-async def _pass_through(request: web.Request, path: str) -> web.StreamResponse:
-    """The upstream's answer to ``GET path`` (below its base URL) with the request's query string:
-    status, headers (as ``response_headers`` makes them) and body as the upstream sent them."""
-    fb = request.app[SERVICES]
-    async with fb.upstream.send("GET", path, request.headers, query=request.rel_url.raw_query_string) as upstream:
-        payload = await fb.upstream.read(upstream)
-        headers = response_headers(upstream.headers, [("X-Request-Id", request[REQUEST_ID])])
-        return web.Response(status=upstream.status, body=payload, headers=headers)
+PASSED_THROUGH = (
+    ("openai", "GET", "/v1/models"),
+    ("openai", "GET", "/v1/models/{id}"),
+    ("openai", "POST", "/v1/responses/input_tokens"),
+    ("openai", "GET", "/v1/responses/{id}"),
+    ("openai", "DELETE", "/v1/responses/{id}"),
+    ("openai", "GET", "/v1/responses/{id}/input_items"),
+    ("openai", "POST", "/v1/responses/{id}/cancel"),
+    ("anthropic", "POST", "/v1/messages/count_tokens"),
+)
+"""Endpoints passed through unmetered (nothing is generated): family, method, path."""
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    """The data plane's routes: every metered path, the pass-through endpoints, 404 for the rest."""
+    table = [web.post(path, metered) for path in METERED]
+    for family, method, shape in PASSED_THROUGH:
+        pattern = shape.replace("{id}", "{id:[^/]+}")
+        table.append(web.route(method, pattern, pass_through(family, method, shape)))
+    return table
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:
     raise NotFound(f"farebox does not serve {request.method} {request.path}: metered endpoints are "
-                   "POST /v1/chat/completions; GET /v1/models and GET /v1/models/{model} pass through.",
+                   f"{', '.join('POST ' + path for path in METERED)}; "
+                   f"{', '.join(method + ' ' + shape for _, method, shape in PASSED_THROUGH)} pass through.",
                    code="unknown_endpoint")

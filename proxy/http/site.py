@@ -3,7 +3,7 @@
 ``new_runner`` makes the application's runner with farebox's settings for aiohttp's side (no
 aiohttp access log: the ``Edge`` writes it; malformed requests logged by ``ProtocolLog``).
 ``FrontSite`` listens on host:port with a ``FrontServer`` whose handler is
-``proxy.flow.serve_chat`` on the application's services, whose edge is the application's, and
+``proxy.flow.serve_metered`` on the application's services, whose edge is the application's, and
 which hands connections over to the runner's aiohttp server. Start it after ``runner.setup()``,
 stop it before ``runner.cleanup()``.
 """
@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.flow import serve_chat
+from proxy.apis.registry import METERED
+from proxy.flow import serve_metered
 from proxy.http.appkeys import EDGE, SERVICES
 from proxy.http.edge import ProtocolLog
 from proxy.http.front import FrontServer, Limits
@@ -61,9 +62,9 @@ class FrontSite:
             raise RuntimeError("FrontSite.start() before the runner's setup()")
         app = self.runner.app
         services = app[SERVICES]
-        server = FrontServer(functools.partial(serve_chat, services), app[EDGE], aiohttp_server,
+        server = FrontServer(functools.partial(serve_metered, services), app[EDGE], aiohttp_server,
                              max_body_bytes=services.settings.max_body_bytes, limits=self.limits,
-                             open_elsewhere=lambda: len(aiohttp_server.connections))
+                             open_elsewhere=lambda: len(aiohttp_server.connections), paths=METERED)
         await server.listen(self.host, self._port, reuse_port=self.reuse_port)
         self.server = server
 

@@ -12,11 +12,11 @@ from typing import Any, Protocol
 
 from proxy.upstream.decoding import accept_encoding
 
-__all__ = ["UpstreamKind", "OpenAIKind"]
+__all__ = ["UpstreamKind", "OpenAIKind", "AnthropicKind"]
 
 
 class UpstreamKind(Protocol):
-    name: str              # "openai"
+    name: str              # "openai", "anthropic"
     base_url: str          # without a trailing slash; paths such as "/chat/completions" go below it
     accept_encoding: str   # the Accept-Encoding sent upstream
 
@@ -49,3 +49,26 @@ class OpenAIKind:
 
     def describe(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "auth": "replaced" if self._authorization else "passthrough"}
+
+
+class AnthropicKind:
+    """Anthropic's API: the client's credential as it sent it (``x-api-key`` or ``Authorization:
+    Bearer``, as the SDKs do), unless farebox has a key of its own, sent as ``x-api-key``."""
+
+    __slots__ = ("base_url", "_api_key")
+
+    name = "anthropic"
+    accept_encoding = OpenAIKind.accept_encoding
+
+    def __init__(self, base_url: str, api_key: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+
+    def authenticate(self, headers: dict[str, str]) -> None:
+        if self._api_key is not None:
+            for name in [k for k in headers if k.lower() in ("authorization", "x-api-key")]:
+                del headers[name]
+            headers["x-api-key"] = self._api_key
+
+    def describe(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "auth": "replaced" if self._api_key else "passthrough"}

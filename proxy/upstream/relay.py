@@ -94,9 +94,10 @@ class Upstream:
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout_s: float = 600.0,
                  connect_timeout_s: float = 10.0, max_connections: int = 1000, drop_headers: Iterable[str] = (),
-                 kind: UpstreamKind | None = None) -> None:
+                 kind: UpstreamKind | None = None, name: str | None = None) -> None:
         self.kind = kind if kind is not None else OpenAIKind(base_url, api_key)
         self.base_url = self.kind.base_url
+        self.name = name if name is not None else self.kind.name  # as events and metrics name it
         self._timeout_s, self._connect_timeout_s = timeout_s, connect_timeout_s
         self.max_connections = max_connections
         self._drop = HOP_BY_HOP | {h.lower() for h in drop_headers}
@@ -121,11 +122,12 @@ class Upstream:
         return out
 
     def send(self, method: str, path: str, headers: Mapping[str, str], body: bytes | None = None,
-             query: str = "") -> Call:
+             query: str = "", model: str | None = None) -> Call:
         """Send one request: ``async with upstream.send(...) as response`` yields the response with
         its body still unread, and gives the connection back to the pool afterwards if the body
         was read to the end (otherwise the connection is closed). ``path`` is below the base
-        URL's path; ``query`` is the raw query string, without its ``?``."""
+        URL's path; ``query`` is the raw query string, without its ``?``; ``model`` the model the
+        request names, if any."""
         assert self._pool is not None, "Upstream.start() was not awaited"
         target = f"{path}?{quote(query, safe=_QUERY_SAFE)}" if query else path
         return Call(self._pool, self.base_url, method, target, self.request_headers(headers), body)

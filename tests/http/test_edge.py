@@ -51,7 +51,7 @@ def failure_logs(caplog) -> list[logging.LogRecord]:
     ("aiohttp", chunked()),
 ])
 def test_an_internal_error_is_the_same_openai_shaped_500_on_both_servers(stack, wire, caplog, server, data):
-    stack.services.upstream = ExplodingUpstream()
+    stack.services.upstream, stack.services.upstreams = ExplodingUpstream(), None
 
     wire.send(data)
     status, headers, body = wire.response()
@@ -192,7 +192,7 @@ STREAM = json.dumps({**json.loads(BODY), "stream": True}).encode()
     ("aiohttp", chunked(STREAM)),
 ])
 def test_an_internal_error_after_a_stream_began_cuts_it_on_both_servers(stack, wire, caplog, server, data):
-    stack.services.upstream = UpstreamFailingMidStream(stack.services.upstream)
+    stack.services.upstream, stack.services.upstreams = UpstreamFailingMidStream(stack.services.upstream), None
 
     wire.send(data)
     with pytest.raises(ConnectionError, match="closed inside a chunked body"):
