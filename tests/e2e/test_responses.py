@@ -186,3 +186,18 @@ def test_bad_bodies_get_400_in_openais_shape_and_nothing_is_forwarded_or_recorde
 
 async def _keys(stack, key_prefix):
     return [k async for k in stack.services.ledger.redis.scan_iter(match=f"{key_prefix}:*")]
+
+
+def test_stored_responses_and_token_counts_pass_through_unmetered(make_stack):
+    stack = make_stack()
+    client = OpenAI(base_url=stack.base_url, api_key="sk-test-client", max_retries=0)  # no project header needed
+    created = client_for(stack.base_url).responses.create(model=MODEL, input=INPUT)
+    assert client.responses.retrieve(created.id).output_text == created.output_text
+    [item] = client.responses.input_items.list(created.id).data
+    assert item.content[0].text == INPUT
+    counted = client.responses.input_tokens.count(model=MODEL, input=INPUT)
+    assert counted.input_tokens == created.usage.input_tokens
+    client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+    assert usage_of(stack)["requests"] == 1  # only the response that generated anything
