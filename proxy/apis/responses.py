@@ -7,7 +7,8 @@ well-typed ``stream``, ``max_output_tokens``, ``max_tool_calls``, ``instructions
 nothing there to measure and settle it. Hosted tools whose fees farebox cannot price (file
 search, code interpreter, image generation, computer use, ...) are refused with
 ``unsupported_tool``; web search (priced per call by the catalog's ``web_search_call``) and
-remote ``mcp`` servers (tokens only) are metered. Nothing is forwarded or recorded for a body
+remote ``mcp`` servers (tokens only) are metered. Web search on a model the catalog has no
+per-call price for is refused too (``unsupported_tool``, when counted): it would cost nothing. Nothing is forwarded or recorded for a body
 that fails here.
 
 Count (``proxy/apis/responses_prompt.py``): the body's prompt, or the model's context window
@@ -76,6 +77,7 @@ class ResponsesRequest:
     n: int = 1
     output_extra: int = 0
     min_output: int = MIN_OUTPUT_TOKENS
+    search_param: str | None = None  # where web search is offered ("tools[i]", "prompt"), if anywhere
     seen_prompt: int = 0       # the prompt before built-in calls (set when counted)
     call_context: int = 0      # the context each built-in call can add (set when counted)
     bound_field = "max_output_tokens"
@@ -87,14 +89,15 @@ def _bad_type(param: str, expected: str, value: Any) -> BadRequest:
                       param=param, code="invalid_type")
 
 
-def _tool_kinds(tools: Any) -> tuple[bool, bool]:
-    """(web search offered, another built-in tool offered) of ``tools``; a 400 for what
-    farebox cannot meter."""
+def _tool_kinds(tools: Any) -> tuple[str | None, bool]:
+    """(where a web search is offered, None if nowhere; whether another built-in tool is) of
+    ``tools``; a 400 for what farebox cannot meter."""
     if tools is None:
-        return False, False
+        return None, False
     if not isinstance(tools, list):
         raise _bad_type("tools", "an array", tools)
-    searches = others = False
+    searches: str | None = None
+    others = False
     for index, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise _bad_type(f"tools[{index}]", "an object", tool)
@@ -104,7 +107,7 @@ def _tool_kinds(tools: Any) -> tuple[bool, bool]:
         if kind in CLIENT_TOOLS:
             continue
         if is_web_search(kind):
-            searches = True
+            searches = searches or f"tools[{index}]"
         elif kind in TOKEN_ONLY_TOOLS:
             others = True
         else:
@@ -173,13 +176,13 @@ def parse_responses(raw: bytes) -> ResponsesRequest:
     limit = _tool_call_limit(body)
     searches, others = _tool_kinds(body.get("tools"))
     # A stored prompt template may bring its own tools, web search among them.
-    searches = searches or prompt is not None
+    searches = searches or ("prompt" if prompt is not None else None)
     tool_calls = 0
     if searches or others:
         tool_calls = DEFAULT_MAX_TOOL_CALLS if limit is None else limit
     return ResponsesRequest(body=body, model=model, stream=stream, max_output=max_output, tool_calls=tool_calls,
                             set_tool_calls=bool(searches or others) and limit is None,
-                            hosted_calls=tool_calls if searches else 0)
+                            hosted_calls=tool_calls if searches else 0, search_param=searches)
 
 
 class ResponsesApi:
@@ -194,12 +197,18 @@ class ResponsesApi:
     parse = staticmethod(parse_responses)
 
     async def count_prompt(self, request: ResponsesRequest, price: ModelPrice) -> int:
+        if request.hosted_calls and price.web_search_call is None:
+            raise BadRequest(
+                f"farebox has no price for web search calls on model '{price.name}' (the catalog's "
+                f"web_search_call), so this request's searches could not be metered. Add web_search_call to its "
+                f"price in a price file, or set 'max_tool_calls' to 0.",
+                param=request.search_param, code="unsupported_tool")
         context = price.max_input_tokens
         counted = await count_responses_async(request.model, request.body, context)
         unseen = counted.unseen
         if not context and (unseen is not None or request.tool_calls):
             why = unseen.why if unseen is not None else "each built-in tool call can add up to a context window"
-            param = unseen.param if unseen is not None else "tools"
+            param = unseen.param if unseen is not None else request.search_param or "tools"
             raise BadRequest(f"farebox cannot bound this request's prompt: {why}, and the catalog gives no "
                              f"max_input_tokens (context window) for model '{price.name}'. Add max_input_tokens "
                              f"to its price in a price file.", param=param, code="unknown_context_window")

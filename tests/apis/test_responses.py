@@ -176,11 +176,13 @@ async def test_each_built_in_call_adds_a_context_window():
 @pytest.mark.parametrize(("fields", "param", "why"), [
     ({"previous_response_id": "resp_1"}, "previous_response_id",
      "previous_response_id carries over context farebox does not see"),
-    ({"tools": [SEARCH]}, "tools", "each built-in tool call can add up to a context window"),
+    ({"tools": [FUNCTION, SEARCH]}, "tools[1]", "each built-in tool call can add up to a context window"),
+    ({"tools": [{"type": "mcp", "server_url": "https://mcp.example"}]}, "tools[0]",
+     "an mcp tool's definitions come from its remote server"),
 ])
 async def test_without_a_context_window_in_the_catalog_such_a_request_is_refused(fields, param, why):
     request = RESPONSES.parse(body(**fields))
-    unknown = ModelPrice(name="no-window", provider="openai", mode="chat", input=1, output=1)
+    unknown = ModelPrice(name="no-window", provider="openai", mode="chat", input=1, output=1, web_search_call=1)
     with pytest.raises(BadRequest) as refused:
         await RESPONSES.count_prompt(request, unknown)
     assert refused.value.body() == error(
@@ -201,3 +203,17 @@ def test_forward_body_sets_the_bound_and_the_built_in_call_limit():
     assert sent == {**orjson.loads(raw), "max_output_tokens": 120, "max_tool_calls": DEFAULT_MAX_TOOL_CALLS}
     raw = body(tools=[SEARCH], max_tool_calls=2)
     assert RESPONSES.forward_body(raw, RESPONSES.parse(raw), None) is raw
+
+
+@pytest.mark.parametrize(("fields", "param"), [({"tools": [FUNCTION, SEARCH]}, "tools[1]"),
+                                               ({"prompt": {"id": "pmpt_1"}}, "prompt")])
+async def test_web_search_on_a_model_without_a_per_call_price_is_refused(fields, param):
+    gpt_4o = CATALOG.resolve("gpt-4o")
+    assert gpt_4o.web_search_call is None
+    with pytest.raises(BadRequest) as refused:
+        await RESPONSES.count_prompt(RESPONSES.parse(body(**fields)), gpt_4o)
+    assert refused.value.body() == error(
+        "farebox has no price for web search calls on model 'gpt-4o' (the catalog's web_search_call), so this "
+        "request's searches could not be metered. Add web_search_call to its price in a price file, or set "
+        "'max_tool_calls' to 0.", param, "unsupported_tool")
+    assert await RESPONSES.count_prompt(RESPONSES.parse(body(**fields, max_tool_calls=0)), gpt_4o) > 0

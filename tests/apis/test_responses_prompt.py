@@ -107,8 +107,10 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
 @given(body=bodies(), searches=st.integers(0, 3))
 def test_the_reserved_prompt_is_never_below_the_billed_input(body, searches):
     model = body["model"]
-    request = RESPONSES.parse(orjson.dumps(body))
     price = CATALOG.resolve(model)
+    if price.web_search_call is None and any(tool.get("type") == "web_search" for tool in body.get("tools", ())):
+        body = {**body, "max_tool_calls": 0}  # searches farebox cannot price are refused unless ruled out
+    request = RESPONSES.parse(orjson.dumps(body))
     reserved = asyncio.run(RESPONSES.count_prompt(request, price))
     step = bill_responses(model, body)
     searched = min(searches, request.tool_calls)

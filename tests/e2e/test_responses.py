@@ -156,6 +156,10 @@ BAD = [
      "unsupported_tool", "farebox cannot meter the hosted tool 'file_search' (tools[0]): the provider bills it at "
      "prices farebox does not know, so a budget could not hold. Tools farebox meters: function, custom, "
      "web_search, web_search_preview and mcp."),
+    ("web search unpriced", {**GOOD, "model": "gpt-4o", "tools": [{"type": "web_search"}]}, "tools[0]",
+     "unsupported_tool", "farebox has no price for web search calls on model 'gpt-4o' (the catalog's "
+     "web_search_call), so this request's searches could not be metered. Add web_search_call to its price in a "
+     "price file, or set 'max_tool_calls' to 0."),
     ("missing input", {"model": MODEL}, "input", "missing_required_parameter", "Missing required parameter: 'input'."),
     ("input a number", {**GOOD, "input": 5}, "input", "invalid_type",
      "Invalid type for 'input': expected a string or an array of items, got a number."),
