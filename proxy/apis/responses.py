@@ -8,8 +8,8 @@ nothing there to measure and settle it. Hosted tools whose fees farebox cannot p
 search, code interpreter, image generation, computer use, ...) are refused with
 ``unsupported_tool``; web search (priced per call by the catalog's ``web_search_call``) and
 remote ``mcp`` servers (tokens only) are metered. Web search on a model the catalog has no
-per-call price for is refused too (``unsupported_tool``, when counted): it would cost nothing. Nothing is forwarded or recorded for a body
-that fails here.
+per-call price for is refused too (``unsupported_tool``, when counted): it would cost nothing.
+Nothing is forwarded or recorded for a body that fails here.
 
 Count (``proxy/apis/responses_prompt.py``): the body's prompt, or the model's context window
 (``max_input_tokens``) when the body refers to context farebox cannot see; never more than

@@ -238,7 +238,8 @@ class _Walk:
                 self.bytes(value)
 
 
-def gather_responses(model: str, body: Mapping[str, Any], context_tokens: int | None = None) -> tuple[ChatParts, Unseen | None]:
+def gather_responses(model: str, body: Mapping[str, Any],
+                     context_tokens: int | None = None) -> tuple[ChatParts, Unseen | None]:
     """The texts and known tokens of everything ``body`` can bill on ``model`` (whose context
     window is ``context_tokens``, None when the catalog does not say), and the first context it
     refers to without holding. Valid JSON in shapes the API does not take is counted too."""
