@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxy.fake_upstream.azure import azure_routes
 from proxy.fake_upstream.billing import bill_chat
 from proxy.fake_upstream.controls import (
     BODY,
@@ -54,8 +55,8 @@ DEFAULT_PORT = 9000
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 RECEIVED = web.AppKey("fake_upstream_received", list)
-"""Every request received, oldest first: dicts {method, path, headers (names in lower case),
-body (the parsed JSON, or None when there is none or it is not JSON)}."""
+"""Every request received, oldest first: dicts {method, path, query (the raw query string),
+headers (names in lower case), body (the parsed JSON, or None when there is none or it is not JSON)}."""
 
 
 _STATE = web.AppKey("fake_upstream_state", FakeUpstream)
@@ -83,6 +84,7 @@ def create_fake_app(*, latency_ms: float = 0, chunks: int = 8, chunk_delay_ms: f
         web.post("/v1/embeddings", _embeddings),
         web.get("/v1/models", _models),
         web.get("/v1/models/{model}", _model),
+        *azure_routes(chat=_chat_completions, completions=_completions, embeddings=_embeddings),
         web.get("/_fake/requests", _list_requests),
         web.delete("/_fake/requests", _clear_requests),
     ])
@@ -113,7 +115,7 @@ async def _receive(request: web.Request, handler: Any) -> web.StreamResponse:
                 body = INVALID_JSON
         request[BODY] = body
         received = request.app[RECEIVED]
-        received.append({"method": request.method, "path": request.path,
+        received.append({"method": request.method, "path": request.path, "query": request.rel_url.raw_query_string,
                          "headers": _header_dict(request.headers),
                          "body": None if body is INVALID_JSON else body})
         if len(received) > RECORD_LIMIT:
