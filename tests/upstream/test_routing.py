@@ -156,3 +156,18 @@ async def test_every_upstream_has_its_own_pool_started_and_closed(aiohttp_server
     assert seen == [("default", "/v1/chat/completions?x=1"), ("vllm", "/v1/chat/completions?x=1"),
                     ("azure", "/openai/deployments/prod/chat/completions?api-version=2024-10-21&x=1")]
     assert all(u._pool is None for u in ups.all())   # noqa: SLF001 - every pool closed
+
+
+def test_requests_per_upstream_are_counted_under_its_name():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from proxy.metrics import Metrics
+
+    metrics = Metrics()
+    for name, status in (("azure-east", 200), ("azure-east", 200), ("local-vllm", 502)):
+        metrics.upstream_request(name, status)
+    samples = {tuple(sorted(s.labels.items())): s.value
+               for family in text_string_to_metric_families(metrics.render().decode())
+               for s in family.samples if s.name == "farebox_upstream_requests_total"}
+    assert samples == {(("status", "200"), ("upstream", "azure-east")): 2,
+                       (("status", "502"), ("upstream", "local-vllm")): 1}
