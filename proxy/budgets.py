@@ -127,7 +127,7 @@ class _Fit:
                                      web_search_calls=self.request.hosted_calls) // n
         if not 1 <= fits < self.bound:
             return ""
-        per_choice = f" per choice (n={n})" if n > 1 else ""
+        per_choice = f" per choice ({n} generated in all)" if n > 1 else ""
         return f"; a request with {field} <= {fits}{per_choice} would fit"
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from proxy.http.app import create_app
 from proxy.http.appkeys import SERVICES
+from proxy.ledger.events import read_events
 from proxy.fake_upstream import RECEIVED, create_fake_app
 from proxy.http.site import FrontSite, new_runner
 from proxy.services import Services
@@ -93,11 +94,16 @@ class Stack:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.threads.run(coro)
 
+    def events(self, project: str = "acme") -> list[dict[str, str]]:
+        """The usage events recorded for ``project`` so far, oldest first (fields as text)."""
+        ledger = self.services.ledger
+        return [entry.fields for entry in self.run(read_events(ledger, [project], (0, 0), 10_000))]
+
 
 def start_stack(threads: LoopThread, settings: dict[str, Any], upstream_options: dict[str, Any] | None = None) -> Stack:
     upstream_app = create_fake_app(**(upstream_options or {}))
     upstream_url = threads.serve(upstream_app)
-    settings = {"upstream": f"{upstream_url}/v1", **settings}
+    settings = {"upstream": f"{upstream_url}/v1", "anthropic_upstream": upstream_url, **settings}
     app = create_app(Settings(**settings))
     url = threads.serve(app, front=True)
     return Stack(threads, upstream_url, upstream_app, url, app, threads.fronts[-1])

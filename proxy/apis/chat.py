@@ -29,9 +29,9 @@ from pricing.cost import Usage
 from proxy.apis import Measured
 from proxy.apis.body import json_type, parse_json_object, positive_int
 from proxy.apis.chat_prompt import count_chat_async, count_completion
+from proxy.apis.stream_usage import UsageChunkMeter, ask_for_usage, stream_flags
 from proxy.apis.usage import usage_from_object
 from proxy.errors import BadRequest
-from proxy.upstream.sse import event_data
 
 __all__ = ["CHAT", "ChatCompletions", "ChatRequest", "ChatStreamMeter", "parse_chat", "choices_text",
            "MAX_OUTPUT_TOKENS", "MAX_CHOICES"]
@@ -70,23 +70,7 @@ def parse_chat(raw: bytes) -> ChatRequest:
     if not isinstance(body["messages"], list):
         raise BadRequest(f"Invalid type for 'messages': expected an array, got {json_type(body['messages'])}.",
                          param="messages", code="invalid_type")
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise BadRequest(f"Invalid type for 'stream': expected a boolean, got {json_type(stream)}.",
-                         param="stream", code="invalid_type")
-    options = body.get("stream_options")
-    wants_usage = False
-    if options is not None:
-        if not isinstance(options, dict):
-            raise BadRequest(f"Invalid type for 'stream_options': expected an object, got {json_type(options)}.",
-                             param="stream_options", code="invalid_type")
-        include = options.get("include_usage", False)
-        if not isinstance(include, bool):
-            raise BadRequest(f"Invalid type for 'stream_options.include_usage': expected a boolean, got {json_type(include)}.",
-                             param="stream_options.include_usage", code="invalid_type")
-        wants_usage = include
+    stream, wants_usage = stream_flags(body)
     max_completion = positive_int(body, "max_completion_tokens", MAX_OUTPUT_TOKENS)
     max_tokens = positive_int(body, "max_tokens", MAX_OUTPUT_TOKENS)
     n = positive_int(body, "n", MAX_CHOICES) or 1
@@ -119,32 +103,12 @@ def _estimated(model: str, prompt_tokens: int, text: str, tool_calls: list[Any] 
     return Measured(usage, estimated=True)
 
 
-_DONE = b"[DONE]"
-
-
 @dataclass(slots=True)
-class ChatStreamMeter:
+class ChatStreamMeter(UsageChunkMeter):
     """Collects what a stream of chat completion chunks reports and generates."""
 
-    model: str
-    strip_usage: bool  # farebox asked for the usage chunk, the client did not: keep it from the client
-    usage: Usage | None = None
     texts: list[str] = field(default_factory=list)
     tool_calls: dict[tuple[int, int], dict[str, str]] = field(default_factory=dict)
-
-    def take(self, event: bytes) -> bool:
-        """Read one raw SSE event; False when it is the usage-only chunk the client did not ask for."""
-        payload = event_data(event)
-        if not payload or payload == _DONE:
-            return True
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return True
-        if not isinstance(chunk, dict):
-            return True
-        self.feed(chunk)
-        return not (self.strip_usage and chunk.get("usage") and not chunk.get("choices"))
 
     def feed(self, chunk: dict[str, Any]) -> None:
         found = usage_from_object(chunk.get("usage"))
@@ -199,7 +163,7 @@ class ChatCompletions:
         changed = False
         body = request.body
         if request.stream and not request.client_wants_usage:
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            ask_for_usage(body)
             changed = True
         if bound is not None:
             body[request.bound_field] = bound

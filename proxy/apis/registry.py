@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from proxy.apis import ApiShape
 from proxy.apis.chat import CHAT
+from proxy.apis.completions import COMPLETIONS
+from proxy.apis.embeddings import EMBEDDINGS
 
 __all__ = ["METERED"]
 
 METERED: dict[str, ApiShape] = {
     "/v1/chat/completions": CHAT,
+    "/v1/embeddings": EMBEDDINGS,
+    "/v1/completions": COMPLETIONS,
 }
 """Metered paths (as clients send them, below farebox's root) and their shapes."""

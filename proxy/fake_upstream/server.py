@@ -27,6 +27,14 @@ from proxy.fake_upstream.controls import (
     read_controls,
     streaming,
 )
+from proxy.fake_upstream.inputs import (
+    LEGACY_DEFAULT_MAX_TOKENS,
+    MAX_BEST_OF,
+    MAX_EMBEDDING_INPUTS,
+    billed_tokens,
+    echo_text,
+    read_inputs,
+)
 from proxy.fake_upstream.replies import (
     CHOICE_STRIDE,
     DONE_EVENT,
@@ -55,8 +63,8 @@ DEFAULT_PORT = 9000
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 RECEIVED = web.AppKey("fake_upstream_received", list)
-"""Every request received, oldest first: dicts {method, path, query (the raw query string),
-headers (names in lower case), body (the parsed JSON, or None when there is none or it is not JSON)}."""
+"""Every request received, oldest first: dicts {method, path, headers (names in lower case),
+body (the parsed JSON, or None when there is none or it is not JSON), query (the raw query string)}."""
 
 
 _STATE = web.AppKey("fake_upstream_state", FakeUpstream)
@@ -203,26 +211,44 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _completions(request: web.Request) -> web.StreamResponse:
+    """A legacy completion, as OpenAI makes one: ``max(n, best_of)`` completions generated and
+    billed per prompt, ``n`` of them returned; ``max_tokens`` 16 unless the request sets it; a
+    ``suffix`` billed as prompt with every prompt; ``echo`` puts the prompt before each text
+    without billing it as completion; no stream with ``best_of`` above 1."""
     state, controls = await _begin(request)
     body, model = json_object(request)
-    prompts = _prompts(body.get("prompt"), "prompt")
+    prompts = read_inputs(body.get("prompt"), "prompt")
     n = int_param(body, "n", low=1, high=MAX_CHOICES) or 1
-    bound = int_param(body, "max_tokens", low=1)
+    asked_best_of = int_param(body, "best_of", low=1, high=MAX_BEST_OF)
+    best_of = asked_best_of or n
+    if best_of < n:
+        raise Refused(400, "best_of must be greater than or equal to n.", param="best_of")
+    bound = int_param(body, "max_tokens", low=0)
     stream, include_usage = streaming(body)
-    prompt_tokens = sum(count_text(model, p) if isinstance(p, str) else len(p) for p in prompts)
-    replies = [make_reply(state, model, seed_of(prompt) + index * CHOICE_STRIDE, controls, bound)
-               for prompt in prompts for index in range(n)]
-    usage = usage_object(controls, prompt_tokens, sum(reply.tokens for reply in replies))
+    if stream and asked_best_of is not None and asked_best_of > 1:
+        raise Refused(400, "Cannot stream results with best_of greater than 1.", param="best_of")
+    suffix = body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise Refused(400, "Invalid 'suffix': expected a string.", param="suffix", code="invalid_type")
+    suffix_tokens = count_text(model, suffix) if suffix else 0
+    prompt_tokens = sum(billed_tokens(model, prompt) + suffix_tokens for prompt in prompts)
+    bound = LEGACY_DEFAULT_MAX_TOKENS if bound is None else bound
+    generated = [[make_reply(state, model, seed_of(prompt) + index * CHOICE_STRIDE, controls, bound)
+                  for index in range(best_of)] for prompt in prompts]
+    usage = usage_object(controls, prompt_tokens, sum(reply.tokens for group in generated for reply in group))
     if usage is not None and controls.usage is None:
         usage = {key: usage[key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    echo = body.get("echo") is True
+    replies = [(echo_text(model, prompt) if echo else "", reply)
+               for prompt, group in zip(prompts, generated) for reply in group[:n]]
     number = state.next_number()
     request_id = f"req_fb{number:024d}"
     head = {"id": f"cmpl-fb{number:024d}", "object": "text_completion", "created": int(time.time()),
             "model": model, "system_fingerprint": SYSTEM_FINGERPRINT}
     if not stream:
-        completion = {**head, "choices": [{"text": reply.text, "index": index, "logprobs": None,
+        completion = {**head, "choices": [{"text": echoed + reply.text, "index": index, "logprobs": None,
                                            "finish_reason": reply.finish_reason}
-                                          for index, reply in enumerate(replies)]}
+                                          for index, (echoed, reply) in enumerate(replies)]}
         if usage is not None:
             completion["usage"] = usage
         return send_json(controls, completion, request_id)
@@ -231,37 +257,24 @@ async def _completions(request: web.Request) -> web.StreamResponse:
     def chunk(choices: list[dict[str, Any]]) -> bytes:
         return sse_event({**head, "choices": choices, "usage": None} if with_usage else {**head, "choices": choices})
 
-    parts = [split_pieces(reply.pieces, state.options.chunks) for reply in replies]
+    parts = [([echoed] if echoed else []) + split_pieces(reply.pieces, state.options.chunks)
+             for echoed, reply in replies]
     events = []
     for step in range(max(map(len, parts))):
         events.extend(chunk([{"text": pieces[step], "index": index, "logprobs": None, "finish_reason": None}])
                       for index, pieces in enumerate(parts) if step < len(pieces))
     events.extend(chunk([{"text": "", "index": index, "logprobs": None, "finish_reason": reply.finish_reason}])
-                  for index, reply in enumerate(replies))
+                  for index, (_, reply) in enumerate(replies))
     if with_usage:
         events.append(sse_event({**head, "choices": [], "usage": usage}))
     events.append(DONE_EVENT)
     return await send_stream(request, controls, events, request_id)
 
 
-def _prompts(value: Any, name: str) -> list[str | list[int]]:
-    """A prompt or an embedding input as a list of texts and token arrays, or a 400."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value:
-        if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
-            return [value]
-        if all(isinstance(item, str) or (isinstance(item, list) and all(
-                isinstance(token, int) and not isinstance(token, bool) for token in item)) for item in value):
-            return value
-    raise Refused(400, f"Invalid '{name}': expected a string, an array of strings or of token arrays.",
-                   param=name)
-
-
 async def _embeddings(request: web.Request) -> web.StreamResponse:
     state, controls = await _begin(request)
     body, model = json_object(request)
-    inputs = _prompts(body.get("input"), "input")
+    inputs = read_inputs(body.get("input"), "input", empty_text=False, max_items=MAX_EMBEDDING_INPUTS)
     dimensions = int_param(body, "dimensions", low=1, high=MAX_EMBEDDING_DIMENSIONS) or (
         3072 if "large" in model else 1536)
     encoding_format = body.get("encoding_format") or "float"
@@ -275,7 +288,7 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         else:
             vector = base64.b64encode(state.embedding_bytes[offset * 4:(offset + dimensions) * 4]).decode()
         data.append({"object": "embedding", "index": index, "embedding": vector})
-    tokens = sum(count_text(model, item) if isinstance(item, str) else len(item) for item in inputs)
+    tokens = sum(billed_tokens(model, item) for item in inputs)
     payload: dict[str, Any] = {"object": "list", "data": data, "model": model}
     if controls.no_usage:
         pass

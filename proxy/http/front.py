@@ -2,11 +2,11 @@
 
 Every connection starts here. A request in the well-formed common shape, the one SDKs send:
 
-    POST /v1/chat/completions HTTP/1.1, printable-ASCII header fields, one Content-Length,
+    POST <a metered path>[?query] HTTP/1.1, printable-ASCII header fields, one Content-Length,
     a head of at most 8 KB, no Transfer-Encoding, Expect or Upgrade
 
-is read, answered and kept alive here: the handler (``proxy.flow.serve_chat`` bound to the
-services, given to ``FrontServer``) runs on the parsed head and the whole body, and the answer
+(the paths given to ``FrontServer``: ``proxy.apis.registry.METERED``'s) is read, answered and
+kept alive here: the handler (``proxy.flow.serve_metered`` bound to the services) runs on the parsed head and the whole body, and the answer
 is written straight to the socket. aiohttp's per-request machinery (its request and response
 objects, middleware and router) was about a third of farebox's CPU per request.
 

@@ -68,7 +68,7 @@ def test_402_names_the_field_the_client_used_and_the_bound_per_choice(make_stack
     e = refusal(stack, max_completion_tokens=1000, n=2)
     assert e.body["message"] == (
         "Budget exceeded for project 'acme': total limit $0.0005, spent $0.00, this request may cost up to "
-        "$0.0012018; a request with max_completion_tokens <= 415 per choice (n=2) would fit; "
+        "$0.0012018; a request with max_completion_tokens <= 415 per choice (2 generated in all) would fit; "
         "this budget never resets")
     refusal(stack, max_completion_tokens=416, n=2)
     completion = client_for(stack).chat.completions.create(model=MODEL, messages=MESSAGES,
