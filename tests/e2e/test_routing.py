@@ -45,7 +45,7 @@ url = "{azure}"
 api_version = "2024-10-21"
 deployments = {{ "gpt-4o" = "gpt4o-prod" }}
 api_key_env = "FB_TEST_AZURE_KEY"
-models = ["gpt-4o", "gpt-4o-2024-*"]
+models = ["gpt-4o", "gpt-4o-2024-*", "text-embedding-3-*"]
 
 [[upstreams]]
 name = "azure-client-key"
@@ -159,6 +159,25 @@ def test_each_model_reaches_its_upstream_with_that_upstreams_path_and_credential
     llama = next(e for e in events if e["model"] == LLAMA)
     price = routed.app[SERVICES].catalog.resolve(LLAMA)
     assert price is not None and llama["priced_model"] == LLAMA
+
+
+def test_embeddings_and_completions_are_routed_the_same_way(routed):
+    client = routed.client()
+    vectors = client.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+    assert len(vectors.data) == 2
+    text = client.completions.create(model=LLAMA, prompt="Hello", max_tokens=5)
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=LLAMA, prompt="Hello", max_tokens=5, stream=True) if c.choices)
+    assert text.choices[0].text == streamed
+    (azure,) = routed.received("azure")
+    assert (azure["path"], azure["query"]) == ("/openai/deployments/text-embedding-3-small/embeddings",
+                                               "api-version=2024-10-21")
+    assert azure["headers"]["api-key"] == AZURE_KEY
+    assert [r["path"] for r in routed.received("vllm")] == ["/v1/completions", "/v1/completions"]
+    assert routed.received("default") == []
+    events = routed.settled_events(3)
+    assert sorted((e["endpoint"], e["upstream"]) for e in events) == [
+        ("completions", "local-vllm"), ("completions", "local-vllm"), ("embeddings", "azure-east")]
 
 
 def test_the_clients_query_string_follows_the_api_version(routed):
