@@ -126,6 +126,11 @@ def _targets(medians: dict[str, dict[str, dict[str, float | None]]], extras: dic
     check("CPU per request (worst non-streamed scenario)", worst_cpu, 0.5, "ms",
           where=", ".join(chat))
     check("added time to first byte p50", fb("stream-c1", "added_ttfb_p50_ms"), 2.0, "ms", where="stream-c1")
+    for api in ("responses", "messages"):
+        scenario = f"{api}-stream-c1"
+        if scenario in medians:
+            check(f"added time to first byte p50 ({api})", fb(scenario, "added_ttfb_p50_ms"), 1.0, "ms", where=scenario)
+            check(f"CPU per stream ({api})", fb(scenario, "cpu_s_per_1k"), 1.0, "ms", where=scenario)
     paced = extras.get("paced", {}).get("farebox")
     if paced is not None:
         check("stream events held back and sent together", paced.get("bunched_events"), 0.0, "share of events",

@@ -52,6 +52,8 @@ SCENARIOS = [
     {"name": "chat-c64", "stream": False, "concurrency": 64},
     {"name": "stream-c1", "stream": True, "concurrency": 1},
     {"name": "stream-c16", "stream": True, "concurrency": 16},
+    {"name": "responses-stream-c1", "api": "responses", "stream": True, "concurrency": 1},
+    {"name": "messages-stream-c1", "api": "messages", "stream": True, "concurrency": 1},
 ]
 SMOKE_SCENARIOS = [
     {"name": "chat-c1", "stream": False, "concurrency": 1},
@@ -68,15 +70,28 @@ def _messages() -> list[dict[str, str]]:
     ]
 
 
-def workload(stream: bool, extra_headers: tuple[tuple[str, str], ...] = ()) -> Workload:
-    """The request every target gets: the same body and headers."""
-    body: dict[str, Any] = {"model": "gpt-4o-mini", "messages": _messages(), "max_tokens": MAX_TOKENS}
+def workload(stream: bool, extra_headers: tuple[tuple[str, str], ...] = (), api: str = "chat") -> Workload:
+    """The request every target gets: the same body and headers, in the API ``api`` names
+    ("chat", "responses" or "messages"), each asking for the same prompt and output bound."""
+    system, user = _messages()
+    path, credential = "/v1/chat/completions", ("Authorization", f"Bearer {tg.BENCH_API_KEY}")
+    if api == "responses":
+        path = "/v1/responses"
+        body: dict[str, Any] = {"model": "gpt-4o-mini", "instructions": system["content"], "input": user["content"],
+                                "max_output_tokens": MAX_TOKENS}
+    elif api == "messages":
+        path, credential = "/v1/messages", ("x-api-key", tg.BENCH_API_KEY)
+        body = {"model": "claude-haiku-4-5", "system": system["content"], "messages": [user], "max_tokens": MAX_TOKENS}
+    else:
+        body = {"model": "gpt-4o-mini", "messages": [system, user], "max_tokens": MAX_TOKENS}
     if stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    headers = (("Content-Type", "application/json"), ("Authorization", f"Bearer {tg.BENCH_API_KEY}"),
-               ("X-Project-Id", tg.BENCH_PROJECT), ("X-Agent-Id", tg.BENCH_AGENT), *extra_headers)
-    return Workload("/v1/chat/completions", json.dumps(body, separators=(",", ":")).encode(), headers, stream)
+        if api == "chat":
+            body["stream_options"] = {"include_usage": True}
+    headers = (("Content-Type", "application/json"), credential, ("X-Project-Id", tg.BENCH_PROJECT),
+               ("X-Agent-Id", tg.BENCH_AGENT), *((("anthropic-version", "2023-06-01"),) if api == "messages" else ()),
+               *extra_headers)
+    return Workload(path, json.dumps(body, separators=(",", ":")).encode(), headers, stream)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -299,9 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         _warm_up(targets, smoke)
         for round_no in range(repeats):
             for scenario in scenarios:
-                load = workload(scenario["stream"])
+                api = scenario.get("api", "chat")
+                load = workload(scenario["stream"], api=api)
                 shift = round_no % len(targets)
                 for server in targets[shift:] + targets[:shift]:
+                    if api != "chat" and server.kind == "litellm":
+                        continue  # configured for chat completions only
                     run = _measure(server, upstream, load, scenario["concurrency"], duration, loadgen,
                                    redis_urls.get(server.name))
                     run["round"] = round_no

@@ -186,7 +186,9 @@ def start_farebox(name: str, log_dir: Path, upstream: Server, *, workers: int = 
     store = _farebox_store_flags(data_dir, redis_url)
     args = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--upstream", f"{upstream.url}/v1",
             "--workers", str(workers), "--log-level", "warning", *store]
-    env = _clean_env({**({"PYTHONPATH": str(src)} if src else {}), **(env_extra or {})})
+    # Anthropic's Messages API goes to the same fake upstream (a tree without it ignores the variable).
+    env = _clean_env({**({"PYTHONPATH": str(src)} if src else {}), "FAREBOX_ANTHROPIC_UPSTREAM": upstream.url,
+                      **(env_extra or {})})
     cwd = src or REPO
     server, started = _start(name, "farebox", port, args, log_path, env, cwd, "/readyz", workers=workers)
     try:

@@ -173,7 +173,7 @@ class _Call:
         if upstream.status >= 400:
             # Passed through as the upstream sent it; nothing is charged.
             await self.release_if_unsettled()
-            self.fb.metrics.request(self.shape.name, upstream.status, self.priced_model, self.who.project)
+            self._count(upstream.status)
             self._observe_upstream(upstream_done)
             self.ex.reply(upstream.status, response_headers(upstream.headers, extra), payload)
             return
@@ -242,13 +242,14 @@ class _Call:
                                       "request was sent: %s (answered %d, recorded as estimated)",
                                       self.request_id, exc.message, exc.status)
             return
-        fb.metrics.request(self.shape.name, exc.status, self.priced_model, self.who.project)
         if call.sent:  # an error answer (which a provider does not bill) that broke off
+            self._count(exc.status)
             self._observe_upstream(upstream_done)
             self.target.failures.note(f"refused {exc.code}", "upstream error answer (%d) to request %s broke off: "
                                       "%s (answered %d, nothing charged)", call.status, self.request_id,
                                       exc.message, exc.status)
             return
+        fb.metrics.request(self.shape.name, exc.status, self.priced_model, self.who.project)
         self.target.failures.note(f"unsent {exc.code}", "upstream not reached for request %s: %s "
                                   "(answered %d, nothing charged)", self.request_id, exc.message, exc.status)
 
@@ -274,12 +275,18 @@ class _Call:
         self.settled = True
         fb.record_soon(event)
         m = fb.metrics
-        m.request(endpoint, status, self.priced_model, self.who.project)
+        self._count(status)
         m.usage(self.priced_model, self.who.project, usage, cost, estimated=measured.estimated)
         if self.grant is not None and self.grant.clamped:
             m.clamped.inc()
         self._observe_upstream(upstream_done)
         return cost
+
+    def _count(self, status: int) -> None:
+        """A request that reached its upstream, answered with ``status``."""
+        m = self.fb.metrics
+        m.request(self.shape.name, status, self.priced_model, self.who.project)
+        m.upstream_request(self.target.name, status)
 
     def _observe_upstream(self, upstream_done: float) -> None:
         """The upstream call's times, for a request that was sent."""

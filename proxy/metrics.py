@@ -1,9 +1,10 @@
 """Prometheus metrics, one registry per application (no process-wide globals).
 
 Labels stay bounded: models are the catalog's names (a finite list), statuses are HTTP codes,
-scopes and token kinds are fixed words. A ``project`` label on requests, tokens, cost and
-budget rejections is opt-in (``metrics_project_labels``): one series per project is fine for
-tens of projects, not for one project per customer. Agents and sessions are never labels.
+scopes and token kinds are fixed words, upstreams the names the configuration gives them. A
+``project`` label on requests, tokens, cost and budget rejections is opt-in
+(``metrics_project_labels``): one series per project is fine for tens of projects, not for one
+project per customer. Agents and sessions are never labels.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class Metrics:
         self.clamped = Counter("farebox_clamped_requests", "Requests forwarded with their output bound lowered to fit a budget.",
                                registry=r)
         self.estimated = Counter("farebox_estimated_usage", "Requests whose usage was estimated with tiktoken.", registry=r)
+        self.upstream_requests = Counter("farebox_upstream_requests",
+                                         "Metered requests sent to an upstream, by its name (the events' `upstream`) "
+                                         "and the status farebox answered with.", ["upstream", "status"], registry=r)
         self.upstream_latency = Histogram("farebox_upstream_latency_seconds",
                                           "Time from the request written to the upstream to the answer's last byte.",
                                           buckets=_LATENCY_BUCKETS, registry=r)
@@ -80,6 +84,7 @@ class Metrics:
         self._tokens = _Children(self.tokens)
         self._cost_usd = _Children(self.cost_usd)
         self._budget_rejections = _Children(self.budget_rejections)
+        self._upstream_requests = _Children(self.upstream_requests)
 
     def _with_project(self, labels: tuple[str, ...], project: str) -> tuple[str, ...]:
         return (*labels, project) if self.project_labels else labels
@@ -87,6 +92,10 @@ class Metrics:
     def request(self, endpoint: str, status: int | str, model: str, project: str) -> None:
         """A metered request answered with ``status`` (charged or not)."""
         self._requests.get(self._with_project((endpoint, str(status), model), project)).inc()
+
+    def upstream_request(self, upstream: str, status: int | str) -> None:
+        """A metered request sent to the upstream named ``upstream``, answered with ``status``."""
+        self._upstream_requests.get((upstream, str(status))).inc()
 
     def usage(self, model: str, project: str, usage: Usage, cost_nano: int, *, estimated: bool) -> None:
         """What a recorded request used: tokens by kind, cost, and whether it was estimated."""

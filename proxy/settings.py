@@ -18,8 +18,10 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from proxy.domain import ID_PATTERN
+from proxy.upstream_settings import UpstreamConfig, check_names, missing_key_env
 
-__all__ = ["Settings", "SettingsError", "load_settings", "DEFAULT_UPSTREAM", "DEFAULT_ANTHROPIC_UPSTREAM"]
+__all__ = ["Settings", "SettingsError", "UpstreamConfig", "load_settings", "DEFAULT_UPSTREAM",
+           "DEFAULT_ANTHROPIC_UPSTREAM"]
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
 DEFAULT_ANTHROPIC_UPSTREAM = "https://api.anthropic.com"
@@ -55,6 +57,8 @@ class Settings(BaseModel):
     upstream_api_key: SecretStr | None = None
     anthropic_upstream: str = DEFAULT_ANTHROPIC_UPSTREAM   # Anthropic's Messages API (POST /v1/messages)
     anthropic_api_key: SecretStr | None = None
+    # More upstreams, routed to by model (the config file's [[upstreams]]; proxy.upstream_settings).
+    upstreams: list[UpstreamConfig] = Field(default_factory=list)
     upstream_timeout_s: float = Field(600.0, gt=0)
     upstream_connect_timeout_s: float = Field(10.0, gt=0)
     upstream_max_connections: int = Field(1000, ge=1)   # per process; more requests wait for a free one
@@ -101,6 +105,11 @@ class Settings(BaseModel):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL, e.g. https://api.openai.com/v1")
         return value.rstrip("/")
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstream_names(cls, value: list[UpstreamConfig]) -> list[UpstreamConfig]:
+        return check_names(value)
 
     @field_validator("client_session_headers", mode="before")
     @classmethod
@@ -178,7 +187,7 @@ class Settings(BaseModel):
 
 # Settings whose environment variable is not FAREBOX_<NAME>.
 _ENV_ALIASES = {"redis_url": ("REDIS_URL", "FAREBOX_REDIS_URL")}
-_STRUCTURED = {"price_files", "model_aliases", "unknown_model_price"}
+_STRUCTURED = {"price_files", "model_aliases", "unknown_model_price", "upstreams"}
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -213,7 +222,12 @@ def _from_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"invalid setting config: {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"invalid setting config: {path} must hold a table of settings")
-    data = dict(data.get("farebox", data))  # a [farebox] table or top-level keys
+    table = data.get("farebox", data)  # a [farebox] table or top-level keys
+    if not isinstance(table, dict):
+        raise SettingsError(f"invalid setting config: {path}: farebox must be a table of settings")
+    if table is not data and "upstreams" in data and "upstreams" not in table:
+        table = {**table, "upstreams": data["upstreams"]}  # [[upstreams]] beside a [farebox] table
+    data = dict(table)
     base = path.parent
     if "price_files" in data and isinstance(data["price_files"], list):
         data["price_files"] = [str((base / p)) if not Path(p).is_absolute() else p for p in data["price_files"]]
@@ -232,7 +246,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
     merged.update(_from_env(env))
     merged.update(flags)
     try:
-        return Settings(**merged)
+        settings = Settings(**merged)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "settings"
@@ -240,3 +254,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
         raise SettingsError(f"invalid setting {where}: {msg}") from None
+    problem = missing_key_env(settings.upstreams, env)
+    if problem is not None:
+        raise SettingsError(f"invalid setting {problem}")
+    return settings

@@ -8,12 +8,14 @@ from proxy.apis.chat import CHAT
 from proxy.apis.completions import COMPLETIONS
 from proxy.apis.embeddings import EMBEDDINGS
 from proxy.apis.messages import MESSAGES
+from proxy.apis.responses import RESPONSES
 
 __all__ = ["METERED"]
 
 METERED: dict[str, ApiShape] = {
     "/v1/chat/completions": CHAT,
     "/v1/messages": MESSAGES,
+    "/v1/responses": RESPONSES,
     "/v1/embeddings": EMBEDDINGS,
     "/v1/completions": COMPLETIONS,
 }

@@ -16,6 +16,9 @@ Endpoints::
     POST   /v1/embeddings         deterministic vectors (encoding_format float or base64)
     GET    /v1/models             a short list of models
     GET    /v1/models/{model}     one of them (404 for any other)
+    POST   /openai/deployments/{deployment}/chat/completions, .../completions, .../embeddings
+                                  Azure OpenAI's paths for the same answers, after Azure's checks
+                                  (an ``api-version`` query parameter, an ``api-key`` header)
     GET    /_fake/requests        the requests received (the last RECORD_LIMIT), as JSON
     DELETE /_fake/requests        forgets them
 
@@ -53,7 +56,8 @@ Controls apply in this order: latency, forced status, then the request is read a
 
 Requests to ``/_fake/`` are not recorded; the rest are, with header names in lower case.
 
-Here: ``server`` (the application, what it records, the endpoints), ``controls`` (what a
+Here: ``server`` (the application, what it records, the endpoints), ``azure`` (Azure's
+deployment paths), ``controls`` (what a
 request asks for: its body and its X-Fake-* headers), ``replies`` (the deterministic words,
 usage and the ways of sending them), ``billing`` (the prompt a chat request is billed for).
 """

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxy.fake_upstream.azure import azure_routes
 from proxy.fake_upstream.billing import bill_chat
 from proxy.fake_upstream.controls import (
     BODY,
@@ -52,6 +53,7 @@ from proxy.fake_upstream.replies import (
     sse_event,
     usage_object,
 )
+from proxy.fake_upstream.responses import add_responses_routes
 from proxy.tokens import count_text, ensure_offline_encodings
 
 __all__ = ["RECEIVED", "RECORD_LIMIT", "create_fake_app", "run_fake_upstream"]
@@ -94,9 +96,11 @@ def create_fake_app(*, latency_ms: float = 0, chunks: int = 8, chunk_delay_ms: f
         web.post("/v1/messages/count_tokens", _count_tokens),
         web.get("/v1/models", _models),
         web.get("/v1/models/{model}", _model),
+        *azure_routes(chat=_chat_completions, completions=_completions, embeddings=_embeddings),
         web.get("/_fake/requests", _list_requests),
         web.delete("/_fake/requests", _clear_requests),
     ])
+    add_responses_routes(app, state)
     return app
 
 

@@ -15,7 +15,6 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 from multidict import CIMultiDict
 
@@ -34,9 +33,6 @@ HOP_BY_HOP = frozenset({
     "te", "trailer", "transfer-encoding", "upgrade",
     "host", "content-length", "accept-encoding", "content-encoding",
 })
-
-# What may stay as it is in a query string forwarded upstream (``%`` too: escapes stay escapes).
-_QUERY_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 # What talking to the upstream can raise: the client's own errors, and OSError from the loop
 # (refused, unreachable, DNS, TLS); TimeoutError is an OSError, WireTimeout a WireError.
@@ -126,10 +122,11 @@ class Upstream:
         """Send one request: ``async with upstream.send(...) as response`` yields the response with
         its body still unread, and gives the connection back to the pool afterwards if the body
         was read to the end (otherwise the connection is closed). ``path`` is below the base
-        URL's path; ``query`` is the raw query string, without its ``?``; ``model`` the model the
-        request names, if any."""
+        URL's path as the OpenAI or Anthropic API names it; ``query`` is the raw query string,
+        without its ``?``; ``model`` the model the request names, if any (Azure's deployment).
+        The kind turns these into the request target."""
         assert self._pool is not None, "Upstream.start() was not awaited"
-        target = f"{path}?{quote(query, safe=_QUERY_SAFE)}" if query else path
+        target = self.kind.target(path, query, model)
         return Call(self._pool, self.base_url, method, target, self.request_headers(headers), body)
 
     async def read(self, response: Response) -> bytes:

@@ -51,6 +51,9 @@ def test_requests_tokens_cost_rejections_estimates_and_latencies_are_counted(mak
     assert value(m, "farebox_budget_rejections_total", scope="project") == 1
     assert value(m, "farebox_estimated_usage_total") == 1 == report["estimated_requests"]
     assert value(m, "farebox_upstream_latency_seconds_count") == 3       # both answers and the 429
+    assert value(m, "farebox_upstream_requests_total", upstream="openai", status="200") == 2
+    assert value(m, "farebox_upstream_requests_total", upstream="openai", status="429") == 1
+    assert value(m, "farebox_upstream_requests_total", upstream="openai", status="402") == 0  # never sent
     assert value(m, "farebox_overhead_seconds_count") == 2               # requests that were charged
     assert value(m, "farebox_redis_errors_total") == 0
     assert not any("project" in dict(labels) for _, labels in m)         # no per-project series by default

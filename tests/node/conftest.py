@@ -1,0 +1,3 @@
+"""The Node package's installed files are not Python tests."""
+
+collect_ignore_glob = ["node_modules/*"]
