@@ -96,7 +96,7 @@ async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
     request_id = ex.request_id
     started = time.perf_counter()
 
-    request = shape.parse(ex.body)                                            # 1. parse
+    request = shape.parse(ex.body, ex.headers)                                # 1. parse
     who = attribute(ex.headers, settings)                                     # 2. attribute
     price = fb.price(request.model)                                           # 3. price & estimate
     prompt_tokens = await shape.count_prompt(request, price)

@@ -13,7 +13,7 @@ request object (``ApiRequest``), made by ``parse``; what a stream carries is its
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,8 +66,10 @@ class ApiShape(Protocol):
     upstream_path: str   # below the upstream's base URL, e.g. "/chat/completions"
     family: str          # "openai" or "anthropic": the upstreams it goes to and the error shape its clients expect
 
-    def parse(self, raw: bytes) -> ApiRequest:
-        """The body as this API's request; ``BadRequest`` (400) for what farebox cannot meter."""
+    def parse(self, raw: bytes, headers: Mapping[str, str] | None = None) -> ApiRequest:
+        """The body as this API's request; ``BadRequest`` (400) for what farebox cannot meter.
+        ``headers``: the request's, for what a header changes about the body's cost (e.g. a beta
+        that widens the context window)."""
 
     def count_prompt(self, request: Any, price: ModelPrice) -> Awaitable[int]:
         """The prompt part of the worst case, in tokens (counted off the event loop when large).

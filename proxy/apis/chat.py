@@ -19,6 +19,7 @@ received with tiktoken and marks the result estimated.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,7 @@ class ChatRequest:
     prompt_field = "messages"
 
 
-def parse_chat(raw: bytes) -> ChatRequest:
+def parse_chat(raw: bytes, headers: Mapping[str, str] | None = None) -> ChatRequest:
     body = parse_json_object(raw)
     model = body.get("model")
     if model is None:

@@ -27,6 +27,7 @@ not return, and marked estimated.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +96,7 @@ def _optional(body: dict[str, Any], name: str, kind: type, expected: str) -> Any
     return value
 
 
-def parse_completions(raw: bytes) -> CompletionsRequest:
+def parse_completions(raw: bytes, headers: Mapping[str, str] | None = None) -> CompletionsRequest:
     body = parse_json_object(raw)
     model = body.get("model")
     if model is None:

@@ -17,6 +17,7 @@ whole charge; without a usage object, the counted inputs, marked estimated.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,7 @@ class EmbeddingsRequest:
     prompt_field = "input"
 
 
-def parse_embeddings(raw: bytes) -> EmbeddingsRequest:
+def parse_embeddings(raw: bytes, headers: Mapping[str, str] | None = None) -> EmbeddingsRequest:
     body = parse_json_object(raw)
     model = body.get("model")
     if model is None:

@@ -22,7 +22,10 @@ Server tools, run by Anthropic inside one request:
   ``unsupported_tool``: farebox could not bound their cost.
 
 Count: ``proxy/apis/messages_prompt.py`` (UTF-8 bytes, an upper bound for any byte-level
-tokenizer; actual usage decides the charge).
+tokenizer; actual usage decides the charge), capped at the model's context window. With a
+``context-1m`` beta (``anthropic-beta`` header) the window is 1M tokens, and a request whose
+bound exceeds the catalog's window is refused (400 ``unpriced_long_context``): above it the
+provider bills long-context rates the catalog does not carry for the model.
 
 Forward: the client's bytes, unless farebox sets a clamped ``max_tokens`` (lowering
 ``thinking.budget_tokens`` below it when needed) or a tool's ``max_uses``.
@@ -32,6 +35,7 @@ Measure: ``proxy/apis/messages_usage.py``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,10 +76,15 @@ class MessagesRequest:
     fetches: list[tuple[int, int | None]]  # per web fetch tool: (max_uses, max_content_tokens or None)
     rewrite: bool                # farebox set a max_uses: the body must be sent re-encoded
     min_output: int = 1
+    long_context: bool = False   # a context-1m beta: prompts may exceed the catalog's window
     bound_field = "max_tokens"
     n = 1
     output_extra = 0
     prompt_field = "messages"
+
+
+LONG_CONTEXT_BETA = "context-1m"   # Anthropic's betas for a 1M-token window: "context-1m-2025-08-07", ...
+LONG_CONTEXT_TOKENS = 1_000_000
 
 
 def _invalid(param: str, message: str, code: str = "invalid_type") -> BadRequest:
@@ -148,7 +157,7 @@ def _server_tools(body: dict[str, Any]) -> tuple[int, list[tuple[int, int | None
     return searches, fetches, rewrite
 
 
-def parse_messages(raw: bytes) -> MessagesRequest:
+def parse_messages(raw: bytes, headers: Mapping[str, str] | None = None) -> MessagesRequest:
     body = parse_json_object(raw)
     model = _required(body, "model")
     if not isinstance(model, str) or not model.strip():
@@ -170,7 +179,18 @@ def parse_messages(raw: bytes) -> MessagesRequest:
     searches, fetches, rewrite = _server_tools(body)
     return MessagesRequest(body=body, model=model, stream=bool(stream), max_output=max_tokens,
                            thinking_budget=budget, hosted_calls=searches, fetches=fetches, rewrite=rewrite,
-                           min_output=MIN_THINKING_BUDGET + 1 if budget is not None else 1)
+                           min_output=MIN_THINKING_BUDGET + 1 if budget is not None else 1,
+                           long_context=_long_context(headers))
+
+
+def _long_context(headers: Mapping[str, str] | None) -> bool:
+    """Whether the request asks for a context window beyond the catalog's (Anthropic's
+    ``context-1m-*`` betas, in any of its ``anthropic-beta`` headers' comma-separated values)."""
+    if headers is None:
+        return False
+    getall = getattr(headers, "getall", None)
+    values = getall("anthropic-beta", ()) if getall is not None else [headers.get("anthropic-beta", "")]
+    return any(beta.strip().startswith(LONG_CONTEXT_BETA) for value in values for beta in value.split(","))
 
 
 def _estimated(model: str, prompt_tokens: int, text: str) -> Measured:
@@ -190,11 +210,21 @@ class AnthropicMessages:
     parse = staticmethod(parse_messages)
 
     async def count_prompt(self, request: MessagesRequest, price: ModelPrice) -> int:
-        context = price.max_input_tokens or None
+        window = price.max_input_tokens or None
+        context = max(window or 0, LONG_CONTEXT_TOKENS) if request.long_context else window
         per_use = context or UNKNOWN_CONTEXT_TOKENS
         tool_context = request.hosted_calls * per_use + sum(
             uses * (per_use if limit is None else min(limit, per_use)) for uses, limit in request.fetches)
-        return await prompt_bound(request.body, context, tool_context)
+        bound = await prompt_bound(request.body, context, tool_context)
+        if request.long_context and window is not None and bound > window:
+            # Above its standard window a model is billed at long-context rates the catalog does
+            # not have for it: such a request could cost more than any worst case farebox prices.
+            raise BadRequest(f"anthropic-beta: with the long-context beta, this request may send more than "
+                             f"{window} input tokens to {request.model}, which is billed at long-context prices "
+                             "farebox does not have for this model; remove the beta, shorten the request (or its "
+                             "tools' max_uses), or give the model its long-context prices in a price file.",
+                             param="anthropic-beta", code="unpriced_long_context")
+        return bound
 
     def forward_body(self, raw: bytes, request: MessagesRequest, bound: int | None) -> bytes:
         body = request.body

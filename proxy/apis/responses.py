@@ -32,6 +32,7 @@ The stream is forwarded unchanged, event by event (it has no ``[DONE]``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +132,7 @@ def _tool_call_limit(body: dict[str, Any]) -> int | None:
     return value
 
 
-def parse_responses(raw: bytes) -> ResponsesRequest:
+def parse_responses(raw: bytes, headers: Mapping[str, str] | None = None) -> ResponsesRequest:
     body = parse_json_object(raw)
     model = body.get("model")
     if model is None:
