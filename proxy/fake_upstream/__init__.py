@@ -1,4 +1,5 @@
-"""A deterministic OpenAI-compatible server, for trying farebox without a provider account.
+"""A deterministic server speaking OpenAI's and Anthropic's APIs, for trying farebox without a
+provider account.
 
 ``farebox fake-upstream`` runs it; farebox's end-to-end tests and its benchmark point farebox
 at it. Replies are made of words that are one token each, picked from the request (a hash of
@@ -12,8 +13,24 @@ a reply and the usage reported here agree.
 Endpoints::
 
     POST   /v1/chat/completions   chat.completion, or a stream of chat.completion.chunk
-    POST   /v1/completions        text_completion, stream and not
-    POST   /v1/embeddings         deterministic vectors (encoding_format float or base64)
+    POST   /v1/responses          a response object, or its event stream (``event:`` lines,
+                                  ``sequence_number``, response.created … response.completed);
+                                  a function call when function tools are given and the input
+                                  holds no call output yet (so an agent loop runs)
+    GET    /v1/responses/{id}, DELETE, GET .../input_items, POST .../cancel
+                                  stored responses
+    POST   /v1/responses/input_tokens
+                                  {"object": "response.input_tokens", "input_tokens": N}
+    POST   /v1/messages           an Anthropic message, or its stream (message_start,
+                                  content_block_*, ping, message_delta, message_stop); errors in
+                                  Anthropic's shape, ``event: error`` mid-stream when asked
+    POST   /v1/messages/count_tokens
+                                  {"input_tokens": N}
+    POST   /v1/completions        text_completion, stream and not: ``max(n, best_of)`` completions
+                                  billed per prompt, a ``suffix`` billed as prompt, ``echo``,
+                                  ``max_tokens`` 16 when absent
+    POST   /v1/embeddings         deterministic vectors (encoding_format float or base64);
+                                  empty inputs and more than 2048 refused
     GET    /v1/models             a short list of models
     GET    /v1/models/{model}     one of them (404 for any other)
     POST   /openai/deployments/{deployment}/chat/completions, .../completions, .../embeddings
@@ -47,6 +64,12 @@ OpenAI SDK's ``extra_headers``). A value this server cannot read gets a 400 nami
                                   chunk is the first), then cut the connection mid-body,
                                   never sending [DONE]
     X-Fake-Gzip: 1                gzip a successful non-stream body (Content-Encoding: gzip)
+    X-Fake-Web-Searches: N        Responses and Messages: make N web searches (billed per call,
+                                  their results as input of a further step)
+    X-Fake-Cache-Read: N, X-Fake-Cache-Write-5m: N, X-Fake-Cache-Write-1h: N
+                                  Messages: report these cache tokens
+    X-Fake-Stream-Error: TYPE     Messages streams: an ``event: error`` of this type after the
+                                  first text delta
     X-Fake-Content-Encoding: br   label a successful body, stream or not, with this
                                   Content-Encoding, its bytes left as they are (an upstream
                                   answering in an encoding it was not asked for)
@@ -57,8 +80,9 @@ Controls apply in this order: latency, forced status, then the request is read a
 Requests to ``/_fake/`` are not recorded; the rest are, with header names in lower case.
 
 Here: ``server`` (the application, what it records, the endpoints), ``azure`` (Azure's
-deployment paths), ``controls`` (what a
-request asks for: its body and its X-Fake-* headers), ``replies`` (the deterministic words,
+deployment paths), ``responses`` and ``responses_billing`` (the Responses API), ``messages``
+(Anthropic Messages), ``inputs`` (legacy completions' and embeddings' inputs), ``controls`` (what
+a request asks for: its body and its X-Fake-* headers), ``replies`` (the deterministic words,
 usage and the ways of sending them), ``billing`` (the prompt a chat request is billed for).
 """
 
