@@ -9,7 +9,7 @@ import orjson
 
 from proxy.errors import BadRequest
 
-__all__ = ["parse_json_object", "json_type", "positive_int"]
+__all__ = ["parse_json_object", "json_type", "positive_int", "required_model"]
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -55,3 +55,14 @@ def positive_int(body: dict[str, Any], name: str, maximum: int | None = None) ->
         raise BadRequest(f"Invalid value for '{name}': must be at most {maximum}, got {value}.",
                          param=name, code="invalid_value")
     return value
+
+
+def required_model(body: dict[str, Any]) -> str:
+    """The body's ``model``: 400 when it is missing or not a non-empty string (OpenAI's wording)."""
+    model = body.get("model")
+    if model is None:
+        raise BadRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest(f"Invalid type for 'model': expected a non-empty string, got {json_type(model)}.",
+                         param="model", code="invalid_type")
+    return model

@@ -28,7 +28,7 @@ import orjson
 from pricing.catalog import ModelPrice
 from pricing.cost import Usage
 from proxy.apis import Measured
-from proxy.apis.body import json_type, parse_json_object, positive_int
+from proxy.apis.body import json_type, parse_json_object, positive_int, required_model
 from proxy.apis.chat_prompt import count_chat_async, count_completion
 from proxy.apis.stream_usage import UsageChunkMeter, ask_for_usage, stream_flags
 from proxy.apis.usage import usage_from_object
@@ -60,12 +60,7 @@ class ChatRequest:
 
 def parse_chat(raw: bytes, headers: Mapping[str, str] | None = None) -> ChatRequest:
     body = parse_json_object(raw)
-    model = body.get("model")
-    if model is None:
-        raise BadRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    if not isinstance(model, str) or not model.strip():
-        raise BadRequest(f"Invalid type for 'model': expected a non-empty string, got {json_type(model)}.",
-                         param="model", code="invalid_type")
+    model = required_model(body)
     if "messages" not in body:
         raise BadRequest("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
     if not isinstance(body["messages"], list):

@@ -36,7 +36,7 @@ import orjson
 from pricing.catalog import ModelPrice
 from pricing.cost import Usage
 from proxy.apis import Measured
-from proxy.apis.body import json_type, parse_json_object, positive_int
+from proxy.apis.body import json_type, parse_json_object, positive_int, required_model
 from proxy.apis.chat import MAX_CHOICES, MAX_OUTPUT_TOKENS
 from proxy.apis.chat_prompt import count_completion
 from proxy.apis.stream_usage import UsageChunkMeter, ask_for_usage, stream_flags
@@ -98,12 +98,7 @@ def _optional(body: dict[str, Any], name: str, kind: type, expected: str) -> Any
 
 def parse_completions(raw: bytes, headers: Mapping[str, str] | None = None) -> CompletionsRequest:
     body = parse_json_object(raw)
-    model = body.get("model")
-    if model is None:
-        raise BadRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    if not isinstance(model, str) or not model.strip():
-        raise BadRequest(f"Invalid type for 'model': expected a non-empty string, got {json_type(model)}.",
-                         param="model", code="invalid_type")
+    model = required_model(body)
     prompts = text_inputs(body.get("prompt"), "prompt")
     suffix = _optional(body, "suffix", str, "a string")
     echo = _optional(body, "echo", bool, "a boolean") or False

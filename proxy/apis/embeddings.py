@@ -26,7 +26,7 @@ import orjson
 from pricing.catalog import ModelPrice
 from pricing.cost import Usage
 from proxy.apis import Measured
-from proxy.apis.body import json_type, parse_json_object
+from proxy.apis.body import json_type, parse_json_object, required_model
 from proxy.apis.text_inputs import TextInput, count_inputs_async, text_inputs
 from proxy.errors import BadRequest
 from proxy.upstream.sse import event_data
@@ -56,12 +56,7 @@ class EmbeddingsRequest:
 
 def parse_embeddings(raw: bytes, headers: Mapping[str, str] | None = None) -> EmbeddingsRequest:
     body = parse_json_object(raw)
-    model = body.get("model")
-    if model is None:
-        raise BadRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    if not isinstance(model, str) or not model.strip():
-        raise BadRequest(f"Invalid type for 'model': expected a non-empty string, got {json_type(model)}.",
-                         param="model", code="invalid_type")
+    model = required_model(body)
     inputs = text_inputs(body.get("input"), "input", max_items=MAX_INPUTS, empty_text=False)
     return EmbeddingsRequest(body=body, model=model, inputs=inputs)
 

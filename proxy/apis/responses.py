@@ -40,7 +40,7 @@ import orjson
 
 from pricing.catalog import ModelPrice
 from proxy.apis import Measured
-from proxy.apis.body import json_type, parse_json_object, positive_int
+from proxy.apis.body import json_type, parse_json_object, positive_int, required_model
 from proxy.apis.responses_prompt import count_responses_async
 from proxy.apis.responses_usage import ResponsesStreamMeter, measured_response
 from proxy.errors import BadRequest
@@ -134,11 +134,7 @@ def _tool_call_limit(body: dict[str, Any]) -> int | None:
 
 def parse_responses(raw: bytes, headers: Mapping[str, str] | None = None) -> ResponsesRequest:
     body = parse_json_object(raw)
-    model = body.get("model")
-    if model is None:
-        raise BadRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    if not isinstance(model, str) or not model.strip():
-        raise _bad_type("model", "a non-empty string", model)
+    model = required_model(body)
     background = body.get("background")
     if background is not None and not isinstance(background, bool):
         raise _bad_type("background", "a boolean", background)
