@@ -26,9 +26,8 @@ import orjson
 from pricing.catalog import ModelPrice
 from pricing.cost import Usage
 from proxy.apis import Measured
-from proxy.apis.body import json_type, parse_json_object, required_model
+from proxy.apis.body import parse_json_object, required_model
 from proxy.apis.text_inputs import TextInput, count_inputs_async, text_inputs
-from proxy.errors import BadRequest
 from proxy.upstream.sse import event_data
 
 __all__ = ["EMBEDDINGS", "Embeddings", "EmbeddingsRequest", "EmbeddingsStreamMeter", "parse_embeddings",
