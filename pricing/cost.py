@@ -77,7 +77,8 @@ def cost_nano(price: ModelPrice, usage: Usage) -> int:
 
     When the input is more than the price's long-context threshold, every token is priced at
     the tier's rates. The input is ``prompt_tokens``, or the cached and cache-written tokens
-    when a provider reports more of those than prompt tokens (the larger is what was billed).
+    when a provider reports more of those than prompt tokens, so that a report undercounting
+    its prompt is not priced below the threshold.
     """
     rates = price.rates(max(usage.prompt_tokens, usage.cached_tokens + usage.cache_creation_tokens))
     uncached = max(usage.prompt_tokens - usage.cached_tokens - usage.cache_creation_tokens, 0)
