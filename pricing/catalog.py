@@ -42,14 +42,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 from pricing.formats import parse_document, parse_file
+from pricing.tiers import LongContext, Rates, base_rates, tier_rates
 
 __all__ = [
     "ModelPrice",
+    "LongContext",
     "Catalog",
     "FALLBACK_NAME",
     "STRIPPED_PREFIXES",
@@ -92,6 +94,10 @@ class ModelPrice:
     ``web_search_call`` is per call, not per token: nano-dollars for one web search the model
     makes (the highest the provider asks for any search context size); None when the catalog
     has no such price.
+
+    ``long_context`` is the model's long-context tier, None when it has none: a request whose
+    input (all of it, cached and cache writes included) is more than its ``above_input_tokens``
+    costs the tier's rates for every one of its tokens (see ``pricing.tiers``).
     """
 
     name: str
@@ -106,13 +112,48 @@ class ModelPrice:
     max_output_tokens: int | None = None
     cache_creation_input_1h: int | None = None
     web_search_call: int | None = None
+    long_context: LongContext | None = None
+    # Resolved once: the rates at or below the tier's threshold, the rates above it, and the
+    # highest (input, output) rates a request above it can cost.
+    _base: Rates = field(init=False, repr=False, compare=False)
+    _above: Rates | None = field(init=False, repr=False, compare=False)
+    _worst_above: tuple[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for field in ("input", "output"):
-            _check_count(self, field, getattr(self, field), optional=False)
-        for field in ("cached_input", "cache_creation_input", "reasoning_output",
-                      "max_input_tokens", "max_output_tokens", "cache_creation_input_1h", "web_search_call"):
-            _check_count(self, field, getattr(self, field), optional=True)
+        for name in ("input", "output"):
+            _check_count(self, name, getattr(self, name), optional=False)
+        for name in ("cached_input", "cache_creation_input", "reasoning_output",
+                     "max_input_tokens", "max_output_tokens", "cache_creation_input_1h", "web_search_call"):
+            _check_count(self, name, getattr(self, name), optional=True)
+        if self.long_context is not None and not isinstance(self.long_context, LongContext):
+            raise ValueError(f"ModelPrice {self.name!r}: long_context must be a LongContext, "
+                             f"not {self.long_context!r}")
+        base = base_rates(self)
+        above = None if self.long_context is None else tier_rates(self.long_context, self)
+        worst = (base.highest_input(), base.highest_output())
+        if above is not None:
+            worst = (max(worst[0], above.highest_input()), max(worst[1], above.highest_output()))
+        object.__setattr__(self, "_base", base)
+        object.__setattr__(self, "_above", above)
+        object.__setattr__(self, "_worst_above", worst)
+
+    def is_long_context(self, input_tokens: int) -> bool:
+        """Whether a request with ``input_tokens`` of input is above the long-context threshold."""
+        return self.long_context is not None and input_tokens > self.long_context.above_input_tokens
+
+    def rates(self, input_tokens: int) -> Rates:
+        """The rates every token of a request with ``input_tokens`` of input costs."""
+        if self._above is not None and self.is_long_context(input_tokens):
+            return self._above
+        return self._base
+
+    def worst_rates(self, input_tokens: int) -> tuple[int, int]:
+        """The highest rates (input, output) a token can cost in a request with at most
+        ``input_tokens`` of input: above the threshold the higher of the tier's and the model's
+        own, as the input actually billed may turn out to be at or below it."""
+        if self.is_long_context(input_tokens):
+            return self._worst_above
+        return self._base.highest_input(), self._base.highest_output()
 
 
 def _check_count(price: ModelPrice, field: str, value: object, *, optional: bool) -> None:

@@ -8,6 +8,10 @@ Token kinds follow the OpenAI usage convention: cached and cache-creation tokens
 ``prompt_tokens`` (cache writes kept for an hour are part of the cache-creation tokens),
 reasoning tokens are part of ``completion_tokens``. Each token is priced once, at the price of
 its kind. Web search calls are priced per call, on top of the tokens.
+
+A model with a long-context tier (``pricing.tiers``) prices a request whose input is more than
+the tier's threshold at the tier's rates, every token of it: the tier is chosen by the input
+alone, before any token is priced.
 """
 
 from __future__ import annotations
@@ -70,29 +74,23 @@ def cost_nano(price: ModelPrice, usage: Usage) -> int:
     (likewise); short-lived cache writes are ``cache_creation - cache_creation_1h`` (likewise).
     Hour-long cache writes cost the hour price, else the cache-write price. Each web search call
     costs ``web_search_call``, nothing when the catalog has no price for it.
+
+    When the input is more than the price's long-context threshold, every token is priced at
+    the tier's rates. The input is ``prompt_tokens``, or the cached and cache-written tokens
+    when a provider reports more of those than prompt tokens, so that a report undercounting
+    its prompt is not priced below the threshold.
     """
-    cached_rate = price.input if price.cached_input is None else price.cached_input
-    creation_rate = price.input if price.cache_creation_input is None else price.cache_creation_input
-    creation_1h_rate = creation_rate if price.cache_creation_input_1h is None else price.cache_creation_input_1h
-    reasoning_rate = price.output if price.reasoning_output is None else price.reasoning_output
+    rates = price.rates(max(usage.prompt_tokens, usage.cached_tokens + usage.cache_creation_tokens))
     uncached = max(usage.prompt_tokens - usage.cached_tokens - usage.cache_creation_tokens, 0)
     short_creation = max(usage.cache_creation_tokens - usage.cache_creation_1h_tokens, 0)
     plain_output = max(usage.completion_tokens - usage.reasoning_tokens, 0)
-    total = (uncached * price.input
-             + usage.cached_tokens * cached_rate
-             + short_creation * creation_rate
-             + usage.cache_creation_1h_tokens * creation_1h_rate
-             + plain_output * price.output
-             + usage.reasoning_tokens * reasoning_rate)
+    total = (uncached * rates.input
+             + usage.cached_tokens * rates.cached_input
+             + short_creation * rates.cache_creation_input
+             + usage.cache_creation_1h_tokens * rates.cache_creation_input_1h
+             + plain_output * rates.output
+             + usage.reasoning_tokens * rates.reasoning_output)
     return _ceil_to_nano(total + _fixed_nano_millionths(price, usage.web_search_calls))
-
-
-def _worst_rates(price: ModelPrice) -> tuple[int, int]:
-    """The highest price a prompt token and an output token can have."""
-    input_rate = max(price.input, price.cached_input or 0, price.cache_creation_input or 0,
-                     price.cache_creation_input_1h or 0)
-    output_rate = max(price.output, price.reasoning_output or 0)
-    return input_rate, output_rate
 
 
 def _fixed_nano_millionths(price: ModelPrice, web_search_calls: int) -> int:
@@ -110,10 +108,15 @@ def worst_case_nano(price: ModelPrice, prompt_tokens: int, output_tokens: int, *
     reasoning costs as much as output, this equals
     ``cost_nano(price, Usage(prompt_tokens, output_tokens))``. ``web_search_calls`` (at most
     that many web searches) adds their price.
+
+    When ``prompt_tokens`` is more than the long-context threshold, the highest prices are
+    taken over the tier's rates and the model's own: ``prompt_tokens`` is an upper bound of the
+    input, and the input billed may be at or below the threshold. So the worst case bounds the
+    cost of any usage with at most ``prompt_tokens`` in and ``output_tokens`` out.
     """
     _check_tokens("prompt_tokens", prompt_tokens)
     _check_tokens("output_tokens", output_tokens)
-    input_rate, output_rate = _worst_rates(price)
+    input_rate, output_rate = price.worst_rates(prompt_tokens)
     return _ceil_to_nano(prompt_tokens * input_rate + output_tokens * output_rate
                          + _fixed_nano_millionths(price, web_search_calls))
 
@@ -123,12 +126,14 @@ def max_output_for_budget(price: ModelPrice, prompt_tokens: int, room_nano: int,
 
     0 when not even the prompt (or the prompt plus one output token) fits. When output costs
     nothing, or the room pays for more, ``UNBOUNDED_OUTPUT``. Exact: since the cost is
-    rounded up from ``total / 1e6``, ``cost <= room`` exactly when ``total <= room × 1e6``.
+    rounded up from ``total / 1e6``, ``cost <= room`` exactly when ``total <= room × 1e6``;
+    and the rates depend on ``prompt_tokens`` alone (the long-context tier is chosen by input),
+    so they are the same for every k.
     """
     _check_tokens("prompt_tokens", prompt_tokens)
     if isinstance(room_nano, bool) or not isinstance(room_nano, int):
         raise ValueError(f"room_nano must be an int, not {room_nano!r}")
-    input_rate, output_rate = _worst_rates(price)
+    input_rate, output_rate = price.worst_rates(prompt_tokens)
     spare = (room_nano * TOKENS_PER_PRICE_UNIT - prompt_tokens * input_rate
              - _fixed_nano_millionths(price, web_search_calls))
     if spare < 0:

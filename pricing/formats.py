@@ -18,6 +18,17 @@ an hour), ``reasoning_output`` (optional; absent means the input, cache-write or
 ``"custom"``), ``mode`` (default ``"chat"``), ``max_input_tokens`` and ``max_output_tokens``
 are optional. Only ``models`` is required in a user file.
 
+``long_context`` (optional) is the model's long-context tier: the prices of every token of a
+request whose input is more than ``above_input_tokens`` (a positive integer)::
+
+    "gpt-5.4": {"input": "2.5", "output": "15", "cached_input": "0.25",
+                "long_context": {"above_input_tokens": 272000, "input": "5", "output": "22.5",
+                                 "cached_input": "0.5"}}
+
+Its ``input`` and ``output`` are required; ``cached_input``, ``cache_creation_input``,
+``cache_creation_input_1h`` and ``reasoning_output`` are optional, and one left out is derived
+from the model's own price for it (see ``pricing.tiers``). No other field is allowed in it.
+
 **Community format** (the ``model_prices.json`` many tools keep, keyed by model name): USD per
 token as JSON numbers in ``input_cost_per_token``, ``output_cost_per_token``,
 ``cache_read_input_token_cost``, ``cache_creation_input_token_cost``,
@@ -27,7 +38,13 @@ is read, so no size costs more); ``litellm_provider``, ``mode``, ``max_input_tok
 ``max_output_tokens``. Entries for token-priced endpoints (``mode`` chat, completion, responses
 or embedding; no ``mode`` counts as chat) with an input and an output price are read; an
 embedding without an output price costs nothing for output; other entries (images, audio,
-``sample_spec``) are skipped. Tier prices (batch, flex, priority, long context) are not read.
+``sample_spec``) are skipped. The long-context tier is read from the same prices with
+``_above_NNNk_tokens`` after them (``input_cost_per_token_above_272k_tokens``: above 272,000
+input tokens, a "k" being 1,000); an entry listing a tier price but not the tier's input or
+output price gets the entry's own input or output price for it, and an entry with several
+thresholds gets one tier at the lowest of them with, for each kind, the highest price any of
+them lists (never less than is due, though more between the thresholds). The batch, flex and
+priority prices (``_batches``, ``_flex``, ``_priority`` after the name) are not read.
 
 Floats are read through their shortest decimal spelling (``repr``), so ``1.5e-07`` USD per
 token is exactly ``0.15`` USD per million, never ``0.15000000000000002``. Prices finer than a
@@ -37,12 +54,14 @@ nano-dollar per million tokens are rounded up to the next one.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
 from pricing.money import parse_usd, usd_to_nano_ceil
+from pricing.tiers import LongContext
 
 __all__ = [
     "PRICED_MODES",
@@ -73,6 +92,13 @@ _COMMUNITY_PRICES = {
     "cache_creation_input_token_cost_above_1hr": "cache_creation_input_1h",
     "output_cost_per_reasoning_token": "reasoning_output",
 }
+# A long-context price in the community format: "<price field>_above_<thousands>k_tokens".
+_COMMUNITY_TIER = re.compile(r"(?P<field>[a-z0-9_]+)_above_(?P<thousands>\d+)k_tokens")
+_TOKENS_PER_K = 1000
+# The prices a long-context tier may carry, and the field naming its threshold.
+_TIER_PRICES = ("input", "output", "cached_input", "cache_creation_input", "cache_creation_input_1h",
+                "reasoning_output")
+_TIER_THRESHOLD = "above_input_tokens"
 _PER_MILLION = 6  # decimal places between "per token" and "per million tokens"
 # Enough digits that scaling any amount parse_usd accepts is exact (it caps text at 64 characters).
 _EXACT_PRECISION = 100
@@ -148,10 +174,38 @@ def community_entry_to_record(entry: Mapping[str, Any]) -> PriceRecord | None:
         limit = _limit(entry.get(field))
         if limit is not None:
             record[field] = limit
+    tier = _community_tier(entry, record)
+    if tier is not None:
+        record["long_context"] = tier
     return record
 
 
-def _price_nano(record: Mapping[str, Any], field: str) -> int | None:
+def _community_tier(entry: Mapping[str, Any], record: PriceRecord) -> PriceRecord | None:
+    """The long-context tier of a community entry in the farebox format, or None without one."""
+    thresholds: set[int] = set()
+    prices: dict[str, list[str]] = {}
+    for key, value in entry.items():
+        match = _COMMUNITY_TIER.fullmatch(key) if isinstance(key, str) else None
+        if match is None or match["field"] not in _COMMUNITY_PRICES or value is None:
+            continue
+        threshold = int(match["thousands"]) * _TOKENS_PER_K
+        if threshold <= 0:
+            raise ValueError(f"{key}: the threshold must be more than 0 tokens")
+        try:
+            prices.setdefault(_COMMUNITY_PRICES[match["field"]], []).append(per_token_to_per_million(value))
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+        thresholds.add(threshold)
+    if not thresholds:
+        return None
+    tier: PriceRecord = {_TIER_THRESHOLD: min(thresholds)}
+    tier.update((ours, max(amounts, key=Decimal)) for ours, amounts in prices.items())
+    tier.setdefault("input", record["input"])
+    tier.setdefault("output", record["output"])
+    return tier
+
+
+def _price_nano(record: Mapping[str, Any], field: str, where: str = "") -> int | None:
     value = record.get(field)
     if value is None:
         return None
@@ -159,7 +213,27 @@ def _price_nano(record: Mapping[str, Any], field: str) -> int | None:
         amount = _exact_decimal(value)
         return usd_to_nano_ceil(amount)
     except ValueError as exc:
-        raise ValueError(f"{field} is not a USD price per million tokens ({exc})") from None
+        raise ValueError(f"{where}{field} is not a USD price per million tokens ({exc})") from None
+
+
+def _long_context(value: Any) -> LongContext | None:
+    """A farebox-format ``long_context`` object as a ``LongContext`` (None when absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError("long_context must be a JSON object")
+    unknown = sorted(str(key) for key in value if key not in (_TIER_THRESHOLD, *_TIER_PRICES))
+    if unknown:
+        raise ValueError(f"long_context.{unknown[0]} is not a field of a long-context tier")
+    threshold = value.get(_TIER_THRESHOLD)
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0:
+        raise ValueError(f"long_context.{_TIER_THRESHOLD} must be a positive integer (input tokens), "
+                         f"not {threshold!r}")
+    for field in ("input", "output"):
+        if value.get(field) is None:
+            raise ValueError(f"long_context: missing required price '{field}'")
+    prices = {field: _price_nano(value, field, "long_context.") for field in _TIER_PRICES}
+    return LongContext(above_input_tokens=threshold, **prices)
 
 
 def record_to_fields(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,6 +257,7 @@ def record_to_fields(record: Mapping[str, Any]) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise ValueError(f"{field} must be a non-negative integer")
         fields[field] = value or None
+    fields["long_context"] = _long_context(record.get("long_context"))
     return fields
 
 

@@ -10,8 +10,9 @@ and an output price (an embedding without an output price gets output 0). Left o
 size-tier defaults some providers list under made-up names (``together-ai-4.1b-8b``,
 ``fireworks-ai-up-to-4b``), which no request names. Prices become decimal strings of USD per
 million tokens, converted exactly (see ``pricing.formats``): input, output, cache read, cache
-write, hour-long cache write and reasoning where the list has them, and the price of one web
-search call (USD per call) where it lists one.
+write, hour-long cache write and reasoning where the list has them, the price of one web
+search call (USD per call) where it lists one, and the long-context tier (``long_context``: the
+prices above ``*_above_NNNk_tokens`` input tokens) where it lists one.
 
 The output is deterministic: keys sorted, one model per line. ``generated_at`` is today's UTC
 date unless ``--generated-at`` is given, so regenerating from the same source with the same

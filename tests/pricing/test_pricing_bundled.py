@@ -286,3 +286,26 @@ def test_bundled_claude_usage_with_hour_cache_writes_and_searches_costs_exactly(
     # 3000 × $5 + 2000 × $0.50 + 2000 × $6.25 + 3000 × $10 per M in, 1000 × $25 per M out, 2 × $0.01
     assert cost_nano(bundled.resolve("claude-opus-4-5"), usage) == (
         15_000_000 + 1_000_000 + 12_500_000 + 30_000_000 + 25_000_000 + 20_000_000)
+
+
+def test_models_carry_the_long_context_tier_of_the_reference_list(bundled):
+    reference, _ = reference_list()
+    tier_key = re.compile(r"input_cost_per_token_above_(\d+)k_tokens")
+    kinds = {"input": "input_cost_per_token", "output": "output_cost_per_token",
+             "cached_input": "cache_read_input_token_cost", "cache_creation_input": "cache_creation_input_token_cost",
+             "cache_creation_input_1h": "cache_creation_input_token_cost_above_1hr"}
+    tiered = 0
+    for name in bundled.names():
+        entry = reference[name]
+        thresholds = [int(m[1]) * 1000 for key in entry if (m := tier_key.fullmatch(key))]
+        tier = bundled.resolve(name).long_context
+        if not thresholds:
+            assert tier is None, name
+            continue
+        tiered += 1
+        assert tier is not None and tier.above_input_tokens == min(thresholds), name
+        suffix = f"_above_{tier.above_input_tokens // 1000}k_tokens"
+        for ours, theirs in kinds.items():
+            listed = entry.get(theirs + suffix)
+            assert getattr(tier, ours) == (None if listed is None else nano_per_million(listed)), (name, ours)
+    assert tiered == 150

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pricing.catalog import Catalog, ModelPrice
+from pricing.catalog import Catalog, LongContext, ModelPrice
 from pricing.formats import per_token_to_per_million
 
 
@@ -181,3 +181,69 @@ def test_malformed_web_search_price_names_the_file_and_model(tmp_path, search):
         "input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06, "search_context_cost_per_query": search}})
     with pytest.raises(ValueError, match="model 'bad-model': search_context_cost_per_query"):
         Catalog.load(extra_files=[path])
+
+
+def test_long_context_tiers_in_both_formats(tmp_path):
+    ours = write(tmp_path / "ours.json", {"models": {"house-long": {
+        "provider": "openai", "input": "2.5", "output": "15", "cached_input": "0.25",
+        "long_context": {"above_input_tokens": 272000, "input": "5", "output": "22.5", "cached_input": "0.5"}}}})
+    theirs = write(tmp_path / "theirs.json", {
+        "house-gemini": {"litellm_provider": "gemini", "mode": "chat", "input_cost_per_token": 1.25e-06,
+                         "output_cost_per_token": 1e-05, "input_cost_per_token_above_200k_tokens": 2.5e-06,
+                         "output_cost_per_token_above_200k_tokens": 1.5e-05,
+                         "input_cost_per_token_above_200k_tokens_priority": 4.5e-06},
+        # two thresholds: one tier at the lower, each kind at the highest price listed
+        "house-steps": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
+                        "input_cost_per_token_above_32k_tokens": 2e-06, "output_cost_per_token_above_32k_tokens": 5e-06,
+                        "input_cost_per_token_above_256k_tokens": 3e-06, "output_cost_per_token_above_256k_tokens": 4e-06},
+        # a tier price without the tier's input and output: those are the entry's own
+        "house-partial": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
+                          "cache_read_input_token_cost_above_100k_tokens": 5e-07}})
+    catalog = Catalog.load(extra_files=[ours, theirs])
+    assert catalog.resolve("house-long").long_context == LongContext(
+        272_000, input=5_000_000_000, output=22_500_000_000, cached_input=500_000_000)
+    assert catalog.resolve("house-gemini").long_context == LongContext(200_000, input=2_500_000_000,
+                                                                        output=15_000_000_000)
+    assert catalog.resolve("house-steps").long_context == LongContext(32_000, input=3_000_000_000,
+                                                                       output=5_000_000_000)
+    assert catalog.resolve("house-partial").long_context == LongContext(
+        100_000, input=1_000_000_000, output=2_000_000_000, cached_input=500_000_000)
+    assert catalog.resolve("gpt-4o").long_context is None
+
+
+def _tiered(tier) -> dict:
+    return {"models": {"bad-model": {"input": "1", "output": "2", "long_context": tier}}}
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    (_tiered({"above_input_tokens": 0, "input": "2", "output": "3"}), "long_context.above_input_tokens"),
+    (_tiered({"above_input_tokens": -5, "input": "2", "output": "3"}), "long_context.above_input_tokens"),
+    (_tiered({"above_input_tokens": "272k", "input": "2", "output": "3"}), "long_context.above_input_tokens"),
+    (_tiered({"above_input_tokens": 1.5, "input": "2", "output": "3"}), "long_context.above_input_tokens"),
+    (_tiered({"above_input_tokens": True, "input": "2", "output": "3"}), "long_context.above_input_tokens"),
+    (_tiered({"input": "2", "output": "3"}), "long_context.above_input_tokens"),
+    (_tiered({"above_input_tokens": 1000, "output": "3"}), "long_context: missing required price 'input'"),
+    (_tiered({"above_input_tokens": 1000, "input": "2"}), "long_context: missing required price 'output'"),
+    (_tiered({"above_input_tokens": 1000, "input": "-2", "output": "3"}), "long_context.input"),
+    (_tiered({"above_input_tokens": 1000, "input": "2", "output": "3", "cached_input": "x"}),
+     "long_context.cached_input"),
+    (_tiered({"above_input_tokens": 1000, "input": "2", "output": "3", "cached_inptu": "1"}),
+     "long_context.cached_inptu is not a field"),
+    (_tiered("272000"), "long_context must be a JSON object"),
+    ({"bad-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06,
+                    "input_cost_per_token_above_200k_tokens": -1e-06}},
+     "model 'bad-model': input_cost_per_token_above_200k_tokens"),
+    ({"bad-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06,
+                    "output_cost_per_token_above_200k_tokens": "dear"}},
+     "model 'bad-model': output_cost_per_token_above_200k_tokens"),
+    ({"bad-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06,
+                    "input_cost_per_token_above_0k_tokens": 2e-06}},
+     "model 'bad-model': input_cost_per_token_above_0k_tokens"),
+])
+def test_a_bad_long_context_tier_names_the_file_model_and_field(tmp_path, document, message):
+    path = write(tmp_path / "broken.json", document)
+    with pytest.raises(ValueError) as raised:
+        Catalog.load(extra_files=[path])
+    assert str(path) in str(raised.value)
+    assert "model 'bad-model'" in str(raised.value)
+    assert message in str(raised.value)
