@@ -24,8 +24,9 @@ Server tools, run by Anthropic inside one request:
 Count: ``proxy/apis/messages_prompt.py`` (UTF-8 bytes, an upper bound for any byte-level
 tokenizer; actual usage decides the charge), capped at the model's context window. With a
 ``context-1m`` beta (``anthropic-beta`` header) the window is 1M tokens, and a request whose
-bound exceeds the catalog's window is refused (400 ``unpriced_long_context``): above it the
-provider bills long-context rates the catalog does not carry for the model.
+bound exceeds the catalog's window is refused (400 ``unpriced_long_context``) unless the model's
+price has a long-context tier (``pricing.tiers``; e.g. from a price file): above its window the
+provider bills long-context rates, which farebox must know to reserve and charge them.
 
 Forward: the client's bytes, unless farebox sets a clamped ``max_tokens`` (lowering
 ``thinking.budget_tokens`` below it when needed) or a tool's ``max_uses``.
@@ -216,7 +217,7 @@ class AnthropicMessages:
         tool_context = request.hosted_calls * per_use + sum(
             uses * (per_use if limit is None else min(limit, per_use)) for uses, limit in request.fetches)
         bound = await prompt_bound(request.body, context, tool_context)
-        if request.long_context and window is not None and bound > window:
+        if request.long_context and window is not None and bound > window and price.long_context is None:
             # Above its standard window a model is billed at long-context rates the catalog does
             # not have for it: such a request could cost more than any worst case farebox prices.
             raise BadRequest(f"anthropic-beta: with the long-context beta, this request may send more than "

@@ -62,3 +62,19 @@ def test_the_refusal_reaches_the_sdk_in_anthropics_shape_and_nothing_is_forwarde
     reply = client.messages.create(model=MODEL, max_tokens=50, messages=USER)  # short: served
     assert reply.usage.output_tokens > 0
     assert stack.received[0]["headers"]["anthropic-beta"] == BETA
+
+
+def test_with_long_context_prices_the_request_is_reserved_at_them():
+    from dataclasses import replace  # noqa: PLC0415
+
+    from pricing.cost import worst_case_nano  # noqa: PLC0415
+    from pricing.tiers import LongContext  # noqa: PLC0415
+
+    base = Catalog.load().resolve(MODEL)
+    tier = LongContext(above_input_tokens=200_000, input=base.input * 2, output=base.output * 3 // 2)
+    priced = replace(base, long_context=tier)
+    body = json.dumps({"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": LONG_TEXT}]})
+    request = MESSAGES.parse(body.encode(), {"anthropic-beta": BETA})
+    prompt = asyncio.run(MESSAGES.count_prompt(request, priced))
+    assert 200_000 < prompt <= 1_000_000
+    assert worst_case_nano(priced, prompt, 100) > worst_case_nano(base, prompt, 100)
