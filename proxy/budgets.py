@@ -1,6 +1,6 @@
 """Step 4, reserve: the budget check that happens before anything is forwarded.
 
-The worst case of a request is its counted prompt at the input price plus its output bound
+The worst case of a request is its counted prompt at the highest input price (a long-context tier's above its threshold) plus its output bound
 (the client's, e.g. chat's ``max_completion_tokens`` / ``max_tokens``, else the catalog's
 ``max_output_tokens``, plus the output the body itself is billed for, e.g. a ``prediction``,
 times ``n``) at the output price. A worst case above ``MAX_WORST_CASE_NANO`` cannot be priced:
