@@ -1,9 +1,10 @@
 """Step 4, reserve: the budget check that happens before anything is forwarded.
 
-The worst case of a request is its counted prompt at the highest input price (a long-context tier's above its threshold) plus its output bound
-(the client's, e.g. chat's ``max_completion_tokens`` / ``max_tokens``, else the catalog's
-``max_output_tokens``, plus the output the body itself is billed for, e.g. a ``prediction``,
-times ``n``) at the output price. A worst case above ``MAX_WORST_CASE_NANO`` cannot be priced:
+The worst case of a request is its counted prompt at the highest input price (a long-context
+tier's above its threshold) plus its output bound (the client's, e.g. chat's
+``max_completion_tokens`` / ``max_tokens``, else the catalog's ``max_output_tokens``, plus the
+output the body itself is billed for, e.g. a ``prediction``, times ``n``) at the highest output
+price, plus the calls billed per call it may make (``hosted_calls``, e.g. web searches). A worst case above ``MAX_WORST_CASE_NANO`` cannot be priced:
 400, naming the field that makes it so. The ledger reserves that amount atomically on every budget that
 applies, or nothing. When it does not fit but the room left still pays for at least
 ``min_output_tokens`` of output, the request goes ahead with its output bound lowered to what
