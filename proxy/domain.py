@@ -109,6 +109,8 @@ class UsageEvent:
     latency_ms: int                 # request written to the upstream -> its last byte
     clamped_max_tokens: int | None = None
     ttfb_ms: int | None = None      # request written -> the answer's first byte (None: none came, or not measured)
+    cache_creation_1h_tokens: int = 0   # of cache_creation_tokens, written for an hour (Anthropic)
+    web_search_calls: int = 0           # web searches the provider billed per call
 
     def to_fields(self) -> list[str]:
         """The stream entry: field, value, field, value, ..."""
@@ -131,6 +133,10 @@ class UsageEvent:
             fields += ["clamped_max_tokens", str(self.clamped_max_tokens)]
         if self.ttfb_ms is not None:
             fields += ["ttfb_ms", str(self.ttfb_ms)]
+        if self.cache_creation_1h_tokens:
+            fields += ["cache_creation_1h_tokens", str(self.cache_creation_1h_tokens)]
+        if self.web_search_calls:
+            fields += ["web_search_calls", str(self.web_search_calls)]
         return head, fields
 
     @classmethod
@@ -150,6 +156,8 @@ class UsageEvent:
             reasoning_tokens=int(f["reasoning_tokens"]), cost_nano=int(f["cost_nano"]),
             latency_ms=int(f["latency_ms"]), clamped_max_tokens=int(clamp) if clamp else None,
             ttfb_ms=int(ttfb) if ttfb else None,
+            cache_creation_1h_tokens=int(f.get("cache_creation_1h_tokens") or 0),
+            web_search_calls=int(f.get("web_search_calls") or 0),
         )
 
     def to_dict(self) -> dict[str, Any]:

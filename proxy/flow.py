@@ -271,6 +271,7 @@ class _Call:
             cost_nano=cost, latency_ms=int((upstream_done - sent_at) * 1000),
             clamped_max_tokens=self.grant.output_bound if self.grant is not None and self.grant.clamped else None,
             ttfb_ms=int((first_byte_at - sent_at) * 1000) if first_byte_at else None,
+            cache_creation_1h_tokens=usage.cache_creation_1h_tokens, web_search_calls=usage.web_search_calls,
         )
         self.settled = True
         fb.record_soon(event)

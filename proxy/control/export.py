@@ -33,6 +33,7 @@ COLUMNS: tuple[str, ...] = (
     "id", "time", "ts", "request_id", "project", "agent", "session", "key_id", "model", "priced_model", "endpoint",
     "upstream", "status", "stream", "estimated", "prompt_tokens", "completion_tokens", "cached_tokens",
     "cache_creation_tokens", "reasoning_tokens", "cost_usd", "cost_nano", "latency_ms", "clamped_max_tokens",
+    "ttfb_ms", "cache_creation_1h_tokens", "web_search_calls",
 )
 
 
@@ -94,7 +95,8 @@ def _row(entry: streams.StreamEntry) -> dict[str, Any]:
         "completion_tokens": ev.completion_tokens, "cached_tokens": ev.cached_tokens,
         "cache_creation_tokens": ev.cache_creation_tokens, "reasoning_tokens": ev.reasoning_tokens,
         "cost_usd": nano_to_usd(ev.cost_nano), "cost_nano": ev.cost_nano, "latency_ms": ev.latency_ms,
-        "clamped_max_tokens": ev.clamped_max_tokens,
+        "clamped_max_tokens": ev.clamped_max_tokens, "ttfb_ms": ev.ttfb_ms,
+        "cache_creation_1h_tokens": ev.cache_creation_1h_tokens, "web_search_calls": ev.web_search_calls,
     }
 
 

@@ -58,7 +58,7 @@ CACHE = {"X-Fake-Cache-Read": "40", "X-Fake-Cache-Write-5m": "30", "X-Fake-Cache
 
 
 def test_create_is_charged_every_part_to_the_nano_dollar(make_stack):
-    stack = make_stack()
+    stack = make_stack(admin_token="admin-secret")
     raw = client_for(stack, **CACHE, **{"X-Fake-Web-Searches": "2"}).messages.with_raw_response.create(
         model=MODEL, max_tokens=200, system="Be terse.", messages=USER, tools=[SEARCH])
     message = raw.parse()
@@ -76,6 +76,10 @@ def test_create_is_charged_every_part_to_the_nano_dollar(make_stack):
     assert (event["prompt_tokens"], event["cached_tokens"], event["cache_creation_tokens"]) == (
         str(usage.input_tokens + 90), "40", "50")
     assert event["completion_tokens"] == str(usage.output_tokens)
+    assert (event["cache_creation_1h_tokens"], event["web_search_calls"]) == ("20", "2")
+    [row] = [json.loads(line) for line in httpx.get(f"{stack.url}/admin/events?project=acme", headers=ADMIN).text.split()]
+    assert (row["cache_creation_1h_tokens"], row["web_search_calls"], row["cost_nano"]) == (20, 2, expected)
+    assert row["ttfb_ms"] is not None
 
 
 def test_a_stream_is_charged_from_message_start_and_the_last_message_delta(make_stack):
