@@ -6,7 +6,8 @@ reply was lost (as soon as Redis answers again). Each request therefore leaves a
 settle whose marker is already there changes nothing.
 
 Markers are grouped by the time of the event they record (``UsageEvent.ts``, which a resend
-and a spooled copy keep): one Redis set per project and ``SLOT_S`` seconds of event time,
+and a spooled copy keep): one Redis set per project and slot of event time (``SLOT_S``, or the
+window when that is shorter; a resend is found as long as the window is not changed),
 ``fb:{acme}:done:<slot start>``, holding a 96-bit digest of each request id (16 characters,
 about 60 bytes a member in Redis 7). A set lives the idempotency window after its last write
 and then goes whole: memory follows the rate of requests times the window, not history.
@@ -23,7 +24,7 @@ from __future__ import annotations
 from base64 import b64encode
 from hashlib import blake2b
 
-__all__ = ["SLOT_S", "DEFAULT_WINDOW_S", "marker", "slot"]
+__all__ = ["SLOT_S", "DEFAULT_WINDOW_S", "marker", "slot", "slot_length"]
 
 SLOT_S = 600                  # event time per done-set: a set never grows past 10 minutes of requests
 DEFAULT_WINDOW_S = 3600       # how long a done-set is kept after its last write
@@ -35,6 +36,11 @@ def marker(request_id: str) -> str:
     return b64encode(blake2b(request_id.encode(), digest_size=12).digest()).decode()
 
 
-def slot(ts: float) -> int:
+def slot_length(window_s: int) -> int:
+    """Seconds of event time per done-set for an idempotency window of ``window_s``."""
+    return min(SLOT_S, window_s)
+
+
+def slot(ts: float, length: int = SLOT_S) -> int:
     """The start (epoch seconds) of the slot of event time ``ts``."""
-    return int(ts // SLOT_S) * SLOT_S
+    return int(ts // length) * length

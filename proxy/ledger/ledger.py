@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from proxy.domain import DEFAULT_THRESHOLDS, Attribution, BudgetState, ReserveOutcome, SettleOutcome, UsageEvent
 from proxy.ledger.budgets import Budgets
 from proxy.ledger.errors import redis_errors
-from proxy.ledger.idempotency import DEFAULT_WINDOW_S
+from proxy.ledger.idempotency import DEFAULT_WINDOW_S, slot_length
 from proxy.ledger.keys import DEFAULT_PREFIX, Keys
 from proxy.ledger.leases import Leases, Leasing
 from proxy.ledger.pipe import RedisPipe
@@ -73,7 +73,7 @@ class Ledger:
         self._leases = Leases(lease_requests)
         self._settles = Settles(redis, scripts, keys, pipe, self._leases,
                                 settle_fixed(idempotency_window_s, ttls.args(), stream_maxlen, int(ttls.session_arg()),
-                                             ranking_size))
+                                             ranking_size), slot_length(idempotency_window_s))
         self._reserver = Reserver(scripts, keys, pipe, self._settles, clock, self._leases.own)
         self._renewer = Renewer(self._leases, scripts, keys, pipe, clock, hold_ttl_s)
         self._leasing = Leasing(self._leases, self._reserver.in_redis, redis=redis, scripts=scripts, keys=keys,

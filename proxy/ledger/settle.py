@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError, RedisError
 from proxy.domain import MAX_MODEL_LENGTH, Attribution, Crossing, SettleOutcome, UsageEvent, check_id, public_id
 from proxy.ledger.batch import TurnBatcher
 from proxy.ledger.errors import redis_errors, text
-from proxy.ledger.idempotency import marker, slot
+from proxy.ledger.idempotency import SLOT_S, marker, slot
 from proxy.ledger.keys import Keys
 from proxy.ledger.leases import Leases
 from proxy.ledger.periods import PERIODS, bucket_ids, period_bounds
@@ -123,13 +123,14 @@ class Settles:
     """The settle queue of one ledger and its writes."""
 
     def __init__(self, redis: Any, scripts: Scripts, keys: Keys, pipe: RedisPipe | None, leases: Leases,
-                 fixed: tuple[str, ...]) -> None:
+                 fixed: tuple[str, ...], slot_s: int = SLOT_S) -> None:
         self.redis = redis
         self.scripts = scripts
         self.keys = keys
         self.pipe = pipe
         self.leases = leases
         self.fixed = fixed                                          # settle.lua's ARGV[2..10]
+        self.slot_s = slot_s                                        # event time per done-set
         self.plans: dict[tuple[Attribution, str, tuple[str, ...]], SettlePlan] = {}
         self.batcher: TurnBatcher[SettleJob, list[Any]] = TurnBatcher(
             self._write, delay_s=SETTLE_DELAY_S if pipe is not None else 0.0)
@@ -173,7 +174,7 @@ class Settles:
             leases.ended(rid, settled_cost=event.cost_nano)
         leases.own.pop(rid, None)  # no longer renewed: settled, or held until its deadline
         plan.renewed = True
-        job = SettleJob(plan=plan, done_key=self.keys.done(a.project, slot(event.ts)), cost=event.cost_nano,
+        job = SettleJob(plan=plan, done_key=self.keys.done(a.project, slot(event.ts, self.slot_s)), cost=event.cost_nano,
                         args=args)
         if self.pipe is not None:
             job.packed_done = pack_strs((job.done_key,))
