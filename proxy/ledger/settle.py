@@ -36,7 +36,7 @@ __all__ = ["Ttls", "Settles", "SettlePlan", "SettleJob", "SETTLE_DELAY_S", "chec
 HOUR_S = 3600
 DAY_S = 24 * HOUR_S
 MAX_REQUEST_ID_LENGTH = 256
-DEFAULT_SESSION_TTL_S = 14 * DAY_S
+DEFAULT_SESSION_TTL_S = 10 * DAY_S
 # How long a queued settle may wait on the pipe for others to join its batch (0: until the end
 # of the loop turn); reservations, reads and shutdown send it at once.
 SETTLE_DELAY_S = 0.0

@@ -98,7 +98,7 @@ async def test_aggregates_expire_per_period_and_total_never(ledger: Ledger, redi
     await ledger.settle(event("r1", WHO, ts=T0))
     expected = {"h2026112318": 48 * 3600, "d20261123": 400 * 86400, "w2026W48": 400 * 86400,
                 "m202611": 5 * 365 * 86400}
-    session_ttl = 14 * 86400
+    session_ttl = 10 * 86400
     for bucket, ttl in expected.items():
         for scope, sid in (("project", "acme"), ("agent", "planner"), ("key", "k1234"), ("model", "gpt-4o-mini")):
             assert ttl - 5 <= await redis_client.ttl(k.usage("acme", scope, bucket, sid)) <= ttl
