@@ -29,10 +29,10 @@ __all__ = ["run_memory", "render_memory_markdown"]
 MODELS = ("gpt-4o-mini", "gpt-4o")
 
 
-def _event(rid: str, who: Any, ts: float, n: int) -> Any:
+def _event(rid: str, who: Any, ts: float, n: int, model: str | None = None) -> Any:
     from proxy.domain import UsageEvent  # noqa: PLC0415
 
-    model = MODELS[n % len(MODELS)]
+    model = model or MODELS[n % len(MODELS)]
     return UsageEvent(request_id=rid, ts=ts, attribution=who, model=model, priced_model=model,
                       endpoint="/v1/chat/completions", upstream="https://api.openai.com/v1", status=200,
                       stream=bool(n % 2), estimated=False, prompt_tokens=480 + n % 97, completion_tokens=120 + n % 31,
@@ -56,40 +56,53 @@ async def _usage_of(client: Any, pattern: str) -> tuple[int, int]:
 async def _unit_costs(client: Any, pipe: Any, prefix: str, requests: int) -> dict[str, Any]:
     from proxy.domain import Attribution  # noqa: PLC0415
     from proxy.ledger.ledger import Ledger  # noqa: PLC0415
+    from proxy.ledger.periods import bucket_ids  # noqa: PLC0415
 
     ledger = Ledger(client, prefix=prefix, pipe=pipe, stream_maxlen=0)
     now = time.time()
     n = 0
 
-    async def settle_all(whos: list[Any]) -> int:
+    async def settle_all(whos: list[Any], at: float = now, models: tuple[str, ...] = MODELS[:1]) -> int:
         nonlocal n
         before = await _used(client)
         for i, who in enumerate(whos):
             n += 1
-            ledger.queue_settle(_event(uuid.uuid4().hex, who, now, n))
+            ledger.queue_settle(_event(uuid.uuid4().hex, who, at, n, models[i % len(models)]))
             if i % 256 == 255:
                 await ledger.settled()
         await ledger.settled()
         return await _used(client) - before
 
-    await settle_all([Attribution("warm", "a", "s", "k")])  # scripts loaded, first allocations made
+    await settle_all([Attribution("warm", "agent", str(uuid.uuid4()), "key0")])  # scripts loaded, first allocations made
     projects = max(50, requests // 100)
-    per_project = await settle_all([Attribution(f"p{i}", "agent", None, "key0") for i in range(projects)])
-    base = Attribution("p0", "agent", "s-base", "key0")
+    per_project = await settle_all([Attribution(f"project-{i:04d}", "agent", None, "key0") for i in range(projects)])
+    base = Attribution("project-0000", "agent", str(uuid.uuid4()), "key0")
     per_request = await settle_all([base] * requests)
     sessions = max(500, requests // 4)
-    per_session = await settle_all([Attribution("p0", "agent", f"s{i}", "key0") for i in range(sessions)])
+    per_session = await settle_all([Attribution("project-0000", "agent", str(uuid.uuid4()), "key0") for _ in range(sessions)])
+    # The mix of docs/scaling.md: 5 agents, 1 key, 2 models a project; what a new hour bucket adds.
+    mix = [Attribution(f"mix-{i:04d}", f"agent-{a}", None, "key0") for i in range(projects) for a in range(5)
+           for _ in MODELS]
+    await settle_all(mix, now, MODELS)
+    await settle_all(mix, now + 3600, MODELS)
+    hour = bucket_ids(now + 3600)[0]
+    bucket_keys, bucket_bytes = await _usage_of(client, f"{prefix}:{{mix-0000}}:u:*:{hour}:*")
     done_keys, done_bytes = await _usage_of(client, f"{prefix}:*:done:*")
     stream_keys, stream_bytes = await _usage_of(client, f"{prefix}:*:events")
-    session_keys, session_bytes = await _usage_of(client, f"{prefix}:{{p0}}:u:session:*")
+    session_keys, session_bytes = await _usage_of(client, f"{prefix}:{{project-0000}}:u:session:*")
+    _, session_hour_bytes = await _usage_of(client, f"{prefix}:{{project-0000}}:u:session:h*")
+    _, ranking_bytes = await _usage_of(client, f"{prefix}:{{project-0000}}:top:session:total")
     request_b = per_request / requests
     return {
         "requests": n, "per_request_b": request_b,
         "per_new_session_b": per_session / sessions - request_b,
         "per_new_project_b": per_project / projects - request_b,
+        "per_project_bucket_b": bucket_bytes, "per_project_bucket_keys": bucket_keys,
+        "key_overhead_b": (per_session / sessions - request_b - session_bytes / (sessions + 1)) / 5,
         "marker_b": done_bytes / n, "done_sets": done_keys,
         "stream_entry_b": stream_bytes / n, "streams": stream_keys,
         "session_aggregates_b": session_bytes / (sessions + 1), "session_keys": session_keys,
+        "session_hour_share": session_hour_bytes / max(1, session_bytes), "ranking_100_b": ranking_bytes,
     }
 
 
@@ -111,11 +124,15 @@ async def _steady(client: Any, pipe: Any, prefix: str, opts: dict[str, Any], say
         due = int((now - start) * rate) - sent
         for _ in range(due):
             sent += 1
+            if sent % opts["session_requests"] == 0:  # a new session, for each agent in turn
+                q = (sent // opts["session_requests"]) % (projects * agents)
+                session_of[(q // agents, q % agents)] = str(uuid.uuid4())
             p, a = sent % projects, (sent // projects) % agents
-            if sent % opts["session_requests"] == 0 or (p, a) not in session_of:
-                session_of[(p, a)] = uuid.uuid4().hex[:16]  # one new session per session_requests
-            who = Attribution(f"proj{p}", f"agent{a}", session_of[(p, a)], f"key{p}")
-            ledger.queue_settle(_event(uuid.uuid4().hex, who, time.time(), sent))
+            if (p, a) not in session_of:
+                session_of[(p, a)] = str(uuid.uuid4())
+            who = Attribution(f"project-{p:04d}", f"agent-{a}", session_of[(p, a)], f"key-{p:04d}")
+            # one model per agent (so per session), both models in every project
+            ledger.queue_settle(_event(uuid.uuid4().hex, who, time.time(), sent, MODELS[a % len(MODELS)]))
         await ledger.settled()
         if now >= next_sample:
             next_sample += opts["sample"]
@@ -138,19 +155,24 @@ async def _run(redis_url: str | None, data_dir: Path, opts: dict[str, Any], say:
     from proxy.ledger.connection import RedisHandle  # noqa: PLC0415
 
     handle = await RedisHandle.open(redis_url, data_dir)
-    prefix = f"fbmem{uuid.uuid4().hex[:8]}"
+    prefix = f"fbm{uuid.uuid4().hex[:4]}"
     try:
         say("unit costs")
         units = await _unit_costs(handle.client, handle.pipe, prefix + "u", opts["unit_requests"])
+        await _delete(handle.client, prefix + "u")
         say(f"steady load: {opts['rate']} requests/s for {opts['duration']:.0f} s")
         samples = await _steady(handle.client, handle.pipe, prefix + "s", opts, say)
         info = await handle.client.info("server")
         return {"options": opts, "redis_version": info.get("redis_version"), "units": units, "samples": samples}
     finally:
-        keys = [k async for k in handle.client.scan_iter(match=f"{prefix}*", count=1000)]
-        for i in range(0, len(keys), 500):
-            await handle.client.delete(*keys[i:i + 500])
+        await _delete(handle.client, prefix)
         await handle.close()
+
+
+async def _delete(client: Any, prefix: str) -> None:
+    keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+    for i in range(0, len(keys), 500):
+        await client.delete(*keys[i:i + 500])
 
 
 def run_memory(redis_url: str | None, data_dir: Path, opts: dict[str, Any], say: Any) -> dict[str, Any]:
@@ -170,6 +192,11 @@ def render_memory_markdown(report: dict[str, Any]) -> str:
         f"| of which the stream entry (MEMORY USAGE of the streams) | {u['stream_entry_b']:.0f} |",
         f"| per new session (beyond its request) | {u['per_new_session_b']:.0f} |",
         f"| per new project (beyond its request) | {u['per_new_project_b']:.0f} |",
+        f"| per project and bucket (5 agents, 1 key, 2 models: {u['per_project_bucket_keys']} hashes; MEMORY USAGE) "
+        f"| {u['per_project_bucket_b']:.0f} |",
+        f"| per key, beyond MEMORY USAGE (Redis's key and expiry tables) | {u['key_overhead_b']:.0f} |",
+        f"| a ranking of 100 sessions (MEMORY USAGE) | {u['ranking_100_b']:.0f} |",
+        f"| share of a session's aggregates in its hour bucket | {u['session_hour_share']:.2f} |",
         "",
         f"Steady load: {o['rate']} requests/s over {o['projects']} projects, a new session every "
         f"{o['session_requests']} requests, session TTL {o['session_ttl']} s, idempotency window {o['window']} s, "

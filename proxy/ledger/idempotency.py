@@ -27,7 +27,7 @@ from hashlib import blake2b
 __all__ = ["SLOT_S", "DEFAULT_WINDOW_S", "marker", "slot", "slot_length"]
 
 SLOT_S = 600                  # event time per done-set: a set never grows past 10 minutes of requests
-DEFAULT_WINDOW_S = 3600       # how long a done-set is kept after its last write
+DEFAULT_WINDOW_S = 900        # how long a done-set is kept after its last write
 
 
 def marker(request_id: str) -> str:

@@ -36,7 +36,7 @@ from proxy.ledger.settle import Settles, Ttls, check_attribution, check_request_
 
 __all__ = ["Ledger", "Ttls", "DEFAULT_HOLD_TTL_S"]
 
-DEFAULT_STREAM_MAXLEN = 100_000     # approximate; 0 keeps every event (about 25 MB a project, docs/scaling.md)
+DEFAULT_STREAM_MAXLEN = 50_000      # approximate; 0 keeps every event (about 15 MB a project, docs/scaling.md)
 DEFAULT_RANKING_SIZE = 100          # sessions kept per ranking (a report lists at most 100)
 
 

@@ -110,7 +110,7 @@ async def test_aggregates_expire_per_period_and_total_never(ledger: Ledger, redi
         assert await redis_client.ttl(k.usage("acme", scope, "total", sid)) == -1
     assert session_ttl - 5 <= await redis_client.ttl(k.usage("acme", "session", "total", "run-42")) <= session_ttl
     assert session_ttl - 5 <= await redis_client.ttl(k.top_sessions("acme", "total")) <= session_ttl
-    assert 3600 - 5 <= await redis_client.ttl(k.done("acme", slot(T0))) <= 3600
+    assert 900 - 5 <= await redis_client.ttl(k.done("acme", slot(T0))) <= 900
 
 
 async def test_configured_ttls_apply(redis_client, key_prefix):
