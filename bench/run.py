@@ -133,7 +133,8 @@ def _memory(args: argparse.Namespace) -> int:
         return 2
     opts = {"rate": args.rate, "projects": args.projects, "session_requests": args.session_requests,
             "session_ttl": args.session_ttl, "window": args.window, "stream_maxlen": args.stream_maxlen,
-            "duration": args.duration or 180.0, "sample": 10.0, "unit_requests": args.unit_requests}
+            "duration": args.duration or 180.0, "sample": min(10.0, (args.duration or 180.0) / 3),
+            "unit_requests": args.unit_requests}
     work = Path(tempfile.mkdtemp(prefix="farebox-bench-memory-"))
     try:
         report = run_memory(args.redis_url, work, opts, _say)
