@@ -9,8 +9,9 @@ Markers are grouped by the time of the event they record (``UsageEvent.ts``, whi
 and a spooled copy keep): one Redis set per project and slot of event time (``SLOT_S``, or the
 window when that is shorter; a resend is found as long as the window is not changed),
 ``fb:{acme}:done:<slot start>``, holding a 96-bit digest of each request id (16 characters,
-about 60 bytes a member in Redis 7). A set lives the idempotency window after its last write
-and then goes whole: memory follows the rate of requests times the window, not history.
+75 bytes a member in Redis 7.0; docs/scaling.md). A set lives the idempotency window after its
+last write and then goes whole: memory follows the rate of requests times the window, not
+history.
 
 A duplicate arriving later than the window after the first settle of its request is no longer
 recognised and would be recorded again. Inside farebox only one path can be that late: a

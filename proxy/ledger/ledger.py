@@ -109,7 +109,9 @@ class Ledger:
     async def settle(self, event: UsageEvent) -> SettleOutcome:
         """Record a finished request once (``queue_settle``), written at the end of this loop
         turn with the other settles of the turn, not after the queue's delay: the caller is
-        waiting for it. Settling the same request id again changes nothing (``recorded=False``)."""
+        waiting for it. Settling the same event again (its request id and time, as a resend or a
+        spooled copy carries them) within the idempotency window changes nothing
+        (``recorded=False``; ``idempotency.py``)."""
         written = self.queue_settle(event)
         self._settles.batcher.soon()
         return await written

@@ -146,7 +146,8 @@ class Settles:
 
     def queue(self, event: UsageEvent) -> asyncio.Future[SettleOutcome]:
         """Record a finished request once: release its hold, add its usage, append its event;
-        settling the same request id again changes nothing and gives ``recorded=False``.
+        settling the same event (request id and time) again within the idempotency window
+        changes nothing and gives ``recorded=False`` (``idempotency.py``).
         Queued when this is called, in the running event loop: a reservation made after this
         call sees it. Written with the other settles queued close to it (``batch.py``). The
         future gets the outcome, or ``LedgerUnavailable``; ``ValueError`` (raised here) for an

@@ -276,7 +276,9 @@ end
 -- aggregate's cost (ZADD, not an increment), and only the rank_size costliest stay. A session
 -- that falls out and spends again comes back with its whole cost, so each zset holds exactly
 -- the costliest sessions of its bucket. Once per project and hour (its prune claim) a plan's
--- rankings also lose the sessions whose aggregate of that bucket expired.
+-- rankings also lose the sessions whose aggregate of that bucket expired. (Those aggregates'
+-- names are built here from the plan's own session key: the same hash tag, so the same
+-- Cluster slot as every declared key.)
 for _, plan in ipairs(plans) do
   if plan.ranked then
     local session = plan.session
