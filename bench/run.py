@@ -6,6 +6,8 @@
     python -m bench --redis-cpu --out r.json --compare-src leases-off=. \
         --target-env leases-off:FAREBOX_BUDGET_LEASE_REQUESTS=0 --contrast farebox:leases-off
                                           # Redis CPU per request behind 4 processes (rediscpu.py)
+    python -m bench --memory --out m.json # Redis bytes per request, session and project, and
+                                          # memory over time under a steady load (memory.py)
 
 The order of a run: start the fake upstream and every target (timing each until ready),
 warm each up, then ``--repeats`` rounds; in each round every scenario is run against every
@@ -126,7 +128,39 @@ def _parser() -> argparse.ArgumentParser:
                    help="a setting for one farebox target only (e.g. farebox:FAREBOX_BUDGET_LEASE_REQUESTS=0)")
     p.add_argument("--contrast", action="append", default=[], metavar="ON:OFF",
                    help="with --redis-cpu: also report the round-by-round ratios of target ON to target OFF")
+    m = p.add_argument_group("--memory", "Redis memory per request and over time (bench/memory.py); needs --out")
+    m.add_argument("--memory", action="store_true", help="run the memory scenario instead of the latency runs")
+    m.add_argument("--rate", type=int, default=1000, help="requests/s of the steady load (default 1000)")
+    m.add_argument("--projects", type=int, default=100, help="projects of the steady load (default 100)")
+    m.add_argument("--session-requests", type=int, default=20, help="requests per new session (default 20)")
+    m.add_argument("--session-ttl", type=int, default=60, help="session TTL, seconds (default 60)")
+    m.add_argument("--window", type=int, default=60, help="idempotency window, seconds (default 60)")
+    m.add_argument("--stream-maxlen", type=int, default=1000, help="events kept per project (default 1000)")
+    m.add_argument("--unit-requests", type=int, default=20000, help="requests measured for the unit costs")
     return p
+
+
+def _memory(args: argparse.Namespace) -> int:
+    from bench.memory import render_memory_markdown, run_memory  # noqa: PLC0415
+
+    if args.out is None:
+        print("python -m bench --memory needs --out FILE.json", file=sys.stderr)
+        return 2
+    opts = {"rate": args.rate, "projects": args.projects, "session_requests": args.session_requests,
+            "session_ttl": args.session_ttl, "window": args.window, "stream_maxlen": args.stream_maxlen,
+            "duration": args.duration or 180.0, "sample": min(10.0, (args.duration or 180.0) / 3),
+            "unit_requests": args.unit_requests}
+    work = Path(tempfile.mkdtemp(prefix="farebox-bench-memory-"))
+    try:
+        report = run_memory(args.redis_url, work, opts, _say)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report["meta"] = {"command": "python -m bench " + " ".join(sys.argv[1:]), "machine": _machine(),
+                      "farebox": f"{_version('farebox')} ({_git_revision()})"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(render_memory_markdown(report))
+    return 0
 
 
 def _say(message: str) -> None:
@@ -212,6 +246,8 @@ def _paced(servers: list[tg.Server], smoke: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.memory:
+        return _memory(args)
     smoke = args.smoke
     duration = args.duration or (1.0 if smoke else 8.0)
     repeats = args.repeats or (1 if smoke else 3)

@@ -85,7 +85,7 @@ class Settings(BaseModel):
     default_max_output_tokens: int = Field(4096, ge=1)
     hold_ttl_s: float = Field(30.0, ge=1, le=3600)   # a hold lapses this long after its process's last renewal
     budget_lease_requests: int = Field(DEFAULT_LEASE_REQUESTS, ge=0)   # 0: every request reserved on its own
-    stream_maxlen: int = Field(1_000_000, ge=0)
+    stream_maxlen: int = Field(50_000, ge=0)      # events kept per project (about 15 MB); 0: every event
     stream_max_age_s: int = Field(0, ge=0)        # 0: events are kept by length only
     alert_webhook_urls: list[str] = Field(default_factory=list)   # each alert is POSTed to every one
     alert_webhook_secret: SecretStr | None = None                 # signs the alert bodies (HMAC-SHA256)
@@ -97,6 +97,11 @@ class Settings(BaseModel):
     ttl_day_s: int = Field(400 * 86400, ge=0)
     ttl_week_s: int = Field(400 * 86400, ge=0)
     ttl_month_s: int = Field(5 * 365 * 86400, ge=0)
+    # A session idle this long loses its aggregates and ranking entries, whatever their period (0: never).
+    ttl_session_s: int = Field(10 * 86400, ge=0)
+    # How long a settled request is remembered after the last settle of its ten minutes (exactly once).
+    idempotency_window_s: int = Field(900, ge=60)
+    session_ranking_size: int = Field(100, ge=0)  # sessions kept per ranking of sessions by cost; 0: every one
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("upstream", "anthropic_upstream")

@@ -109,6 +109,9 @@ class EmbeddedRedis:
             "--appendfilename", "farebox.aof",
             "--appendfsync", "everysec",
             "--save", "300 1 60 1000",
+            # A done-set or a busy project's stream that expires whole is freed off the main thread.
+            "--lazyfree-lazy-expire", "yes",
+            "--lazyfree-lazy-server-del", "yes",
             "--pidfile", str(self.data_dir / "redis.pid"),
             "--logfile", str(self.data_dir / "redis.log"),
             "--daemonize", "no",

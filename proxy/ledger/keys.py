@@ -5,9 +5,10 @@ single Redis Cluster slot. The only key without a tag is the set of known projec
 
     fb:projects                              set    project ids seen (usage or budgets)
     fb:{acme}:events                         stream one entry per settled request
-    fb:{acme}:done:<request_id>              string settled-marker (idempotency), with a TTL
+    fb:{acme}:done:<slot>                    set    markers of the requests settled in a time slot (idempotency.py)
     fb:{acme}:u:<scope>:<bucket>:<id>        hash   usage aggregate; scope project|agent|session|key|model
-    fb:{acme}:top:session:<bucket>           zset   sessions by cost (nano) in a bucket
+    fb:{acme}:top:session:<bucket>           zset   the costliest sessions of a bucket, by cost (nano)
+    fb:{acme}:top:pruned:<hour bucket>       string present once the hour's rankings were pruned
     fb:{acme}:budgets                        set    "<scope>:<local id>" of the project's budgets
     fb:{acme}:budget:<scope>:<local id>      hash   budget config: limit (nano), period, mode, thresholds, alert_at, created_at
     fb:{acme}:resv:<scope>:<local id>        zset   live reservations: request id → deadline (epoch ms)
@@ -48,14 +49,17 @@ class Keys:
     def events(self, project: str) -> str:
         return self.key(project, "events")
 
-    def done(self, project: str, request_id: str) -> str:
-        return self.key(project, "done", request_id)
+    def done(self, project: str, slot: int) -> str:
+        return self.key(project, "done", str(slot))
 
     def usage(self, project: str, scope: str, bucket: str, scope_id: str) -> str:
         return self.key(project, "u", scope, bucket, scope_id)
 
     def top_sessions(self, project: str, bucket: str) -> str:
         return self.key(project, "top", "session", bucket)
+
+    def top_pruned(self, project: str, hour_bucket: str) -> str:
+        return self.key(project, "top", "pruned", hour_bucket)
 
     def budget_index(self, project: str) -> str:
         return self.key(project, "budgets")

@@ -25,47 +25,55 @@ import redis.asyncio as aioredis
 from proxy.domain import DEFAULT_THRESHOLDS, Attribution, BudgetState, ReserveOutcome, SettleOutcome, UsageEvent
 from proxy.ledger.budgets import Budgets
 from proxy.ledger.errors import redis_errors
+from proxy.ledger.idempotency import DEFAULT_WINDOW_S, slot_length
 from proxy.ledger.keys import DEFAULT_PREFIX, Keys
 from proxy.ledger.leases import Leases, Leasing
 from proxy.ledger.pipe import RedisPipe
 from proxy.ledger.renew import DEFAULT_HOLD_TTL_S, Renewer
 from proxy.ledger.reserve import Reserver
 from proxy.ledger.scripts import MAX_LUA_NANO, Scripts, hold_keys, release_argv, settle_fixed
-from proxy.ledger.settle import DAY_S, Settles, Ttls, check_attribution, check_request_id
+from proxy.ledger.settle import Settles, Ttls, check_attribution, check_request_id
 
 __all__ = ["Ledger", "Ttls", "DEFAULT_HOLD_TTL_S"]
 
-DEFAULT_DONE_TTL_S = 7 * DAY_S      # how long a settled request id is remembered (idempotency)
-DEFAULT_STREAM_MAXLEN = 1_000_000   # approximate; 0 keeps every event
+DEFAULT_STREAM_MAXLEN = 50_000      # approximate; 0 keeps every event (about 15 MB a project, docs/scaling.md)
+DEFAULT_RANKING_SIZE = 100          # sessions kept per ranking (a report lists at most 100)
 
 
 class Ledger:
     """Usage, budgets and reservations of every project, in one Redis."""
 
     def __init__(self, redis: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, ttls: Ttls = Ttls(),
-                 stream_maxlen: int = DEFAULT_STREAM_MAXLEN, done_ttl_s: int = DEFAULT_DONE_TTL_S,
+                 stream_maxlen: int = DEFAULT_STREAM_MAXLEN, idempotency_window_s: int = DEFAULT_WINDOW_S,
+                 ranking_size: int = DEFAULT_RANKING_SIZE,
                  clock: Callable[[], float] = time.time, pipe: RedisPipe | None = None,
                  lease_requests: int = 0, hold_ttl_s: float = DEFAULT_HOLD_TTL_S) -> None:
         """``pipe``, when given, carries the two scripts every request runs (reserve, settle)
         to the same Redis as ``redis``; everything else goes through ``redis``.
         ``lease_requests``: the size of a budget lease in worst cases of the request that asks
         for it (``leases.py``); 0 reserves every request on its own. ``hold_ttl_s``: the deadline
-        ``renew_holds`` gives the holds still in flight (``renew.py``)."""
+        ``renew_holds`` gives the holds still in flight (``renew.py``).
+        ``idempotency_window_s``: how long a settled request id is remembered after the last
+        settle of its time slot (``idempotency.py``). ``ranking_size``: sessions kept in each
+        ranking of sessions by cost (0 = every session)."""
         if type(stream_maxlen) is not int or stream_maxlen < 0:
             raise ValueError(f"stream_maxlen must be an int >= 0 (0 = unbounded), not {stream_maxlen!r}")
         if type(lease_requests) is not int or lease_requests < 0:
             raise ValueError(f"lease_requests must be an int >= 0 (0 = no leases), not {lease_requests!r}")
         if not hold_ttl_s > 0:
             raise ValueError(f"hold_ttl_s must be positive, not {hold_ttl_s!r}")
-        if type(done_ttl_s) is not int or done_ttl_s <= 0:
-            raise ValueError(f"done_ttl_s must be a positive int, not {done_ttl_s!r}")
+        if type(idempotency_window_s) is not int or idempotency_window_s <= 0:
+            raise ValueError(f"idempotency_window_s must be a positive int, not {idempotency_window_s!r}")
+        if type(ranking_size) is not int or ranking_size < 0:
+            raise ValueError(f"ranking_size must be an int >= 0 (0 = unbounded), not {ranking_size!r}")
         self.redis = redis
         self.keys = keys = Keys(prefix)
         self.clock = clock
         self.scripts = scripts = Scripts(redis, pipe)
         self._leases = Leases(lease_requests)
         self._settles = Settles(redis, scripts, keys, pipe, self._leases,
-                                settle_fixed(done_ttl_s, ttls.args(), stream_maxlen))
+                                settle_fixed(idempotency_window_s, ttls.args(), stream_maxlen, int(ttls.session_arg()),
+                                             ranking_size), slot_length(idempotency_window_s))
         self._reserver = Reserver(scripts, keys, pipe, self._settles, clock, self._leases.own)
         self._renewer = Renewer(self._leases, scripts, keys, pipe, clock, hold_ttl_s)
         self._leasing = Leasing(self._leases, self._reserver.in_redis, redis=redis, scripts=scripts, keys=keys,
@@ -101,7 +109,9 @@ class Ledger:
     async def settle(self, event: UsageEvent) -> SettleOutcome:
         """Record a finished request once (``queue_settle``), written at the end of this loop
         turn with the other settles of the turn, not after the queue's delay: the caller is
-        waiting for it. Settling the same request id again changes nothing (``recorded=False``)."""
+        waiting for it. Settling the same event again (its request id and time, as a resend or a
+        spooled copy carries them) within the idempotency window changes nothing
+        (``recorded=False``; ``idempotency.py``)."""
         written = self.queue_settle(event)
         self._settles.batcher.soon()
         return await written

@@ -9,7 +9,8 @@ are packed once per plan and reused by every call.
 Scripts (``lua/``, their headers say what each reads):
 
 - ``reserve``: hold a request's worst case, or a budget lease, on every budget that applies.
-- ``settle``: record requests once per request id (their done-markers), releasing their holds.
+- ``settle``: record requests once per request id (their done-markers, ``idempotency.py``),
+  releasing their holds.
 - ``release``: drop a hold, or part of one, without charging.
 - ``budget_status``: a budget's config, spend and live holds.
 - ``renew``: move the deadlines of the holds a process still has in flight (``renew.py``).
@@ -141,17 +142,19 @@ def settle_plan_layout(k: Keys, a: Attribution, model: str, buckets: tuple[str, 
         keys += [k.usage(p, scope, bucket, scope_id) for bucket in buckets]
     if a.session is not None:
         keys += [k.top_sessions(p, bucket) for bucket in buckets]
+        keys.append(k.top_pruned(p, buckets[0]))
     for scope, scope_id in scopes[:-1]:  # budget scopes: config and alert claims
         keys += [k.budget(p, scope, scope_id), k.alerted(p, scope, scope_id)]
-    segment = (str(len(holds) // 2), str(len(scopes)), "5" if a.session is not None else "0",
+    segment = (str(len(holds) // 2), str(len(scopes)), "6" if a.session is not None else "0",
                model, a.agent, a.session or "", *(str(_LEVEL[scope]) for scope, _ in scopes), *buckets,
                *attribution_fields(a))
     return scopes, tuple(keys), (str(1 + len(segment)), *segment)
 
 
-def settle_fixed(done_ttl_s: int, ttls: Sequence[str], stream_maxlen: int) -> tuple[str, ...]:
-    """settle.lua's ARGV[2..8], the same for every call of a ledger."""
-    return (str(done_ttl_s), *ttls, str(stream_maxlen))
+def settle_fixed(window_s: int, ttls: Sequence[str], stream_maxlen: int, session_ttl_s: int,
+                 ranking_size: int) -> tuple[str, ...]:
+    """settle.lua's ARGV[2..10], the same for every call of a ledger."""
+    return (str(window_s), *ttls, str(stream_maxlen), str(session_ttl_s), str(ranking_size))
 
 
 def _bad_count(event: UsageEvent) -> ValueError:
@@ -163,10 +166,11 @@ def _bad_count(event: UsageEvent) -> ValueError:
     return ValueError(f"cost_nano must be at most {MAX_LUA_NANO}, not {event.cost_nano}")
 
 
-def settle_request(hold: str, renew: bool, part: str, event: UsageEvent) -> tuple[str, ...]:
+def settle_request(hold: str, renew: bool, part: str, marker: str, event: UsageEvent) -> tuple[str, ...]:
     """One request's segment of settle.lua's ARGV after its length and plan index: hold id,
-    renew, part, the eight increments, then the event's head and tail (its attribution fields
-    are its plan's, sent once per call). ``ValueError`` for counts that cannot be recorded."""
+    renew, part, its done-marker, the eight increments, then the event's head and tail (its
+    attribution fields are its plan's, sent once per call). ``ValueError`` for counts that
+    cannot be recorded."""
     e = event
     prompt, completion, cached, creation, reasoning, cost = (
         e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.cache_creation_tokens, e.reasoning_tokens,
@@ -176,7 +180,7 @@ def settle_request(hold: str, renew: bool, part: str, event: UsageEvent) -> tupl
             and type(reasoning) is int and reasoning >= 0 and type(cost) is int and 0 <= cost <= MAX_LUA_NANO):
         raise _bad_count(e)
     head, tail = e.head_and_tail()
-    return (hold, "1" if renew else "0", part, "1", str(prompt), str(completion), str(cached), str(creation),
+    return (hold, "1" if renew else "0", part, marker, "1", str(prompt), str(completion), str(cached), str(creation),
             str(reasoning), str(cost), "1" if e.estimated else "0", str(len(head)), *head, *tail)
 
 

@@ -23,6 +23,7 @@ from redis.exceptions import NoScriptError, RedisError
 from proxy.domain import MAX_MODEL_LENGTH, Attribution, Crossing, SettleOutcome, UsageEvent, check_id, public_id
 from proxy.ledger.batch import TurnBatcher
 from proxy.ledger.errors import redis_errors, text
+from proxy.ledger.idempotency import SLOT_S, marker, slot
 from proxy.ledger.keys import Keys
 from proxy.ledger.leases import Leases
 from proxy.ledger.periods import PERIODS, bucket_ids, period_bounds
@@ -35,6 +36,7 @@ __all__ = ["Ttls", "Settles", "SettlePlan", "SettleJob", "SETTLE_DELAY_S", "chec
 HOUR_S = 3600
 DAY_S = 24 * HOUR_S
 MAX_REQUEST_ID_LENGTH = 256
+DEFAULT_SESSION_TTL_S = 10 * DAY_S
 # How long a queued settle may wait on the pipe for others to join its batch (0: until the end
 # of the loop turn); reservations, reads and shutdown send it at once.
 SETTLE_DELAY_S = 0.0
@@ -62,13 +64,22 @@ def check_attribution(a: Attribution) -> None:
 class Ttls:
     """Seconds a usage aggregate of each period lives after its last write; None = forever.
     (Each process renews a key's TTL on the first write of each hour, so "last write" is
-    to within an hour.)"""
+    to within an hour.) A session's aggregates, and the rankings of sessions, live at most
+    ``session`` seconds after their last write whatever their period: a session idle that
+    long leaves nothing behind."""
 
     hour: int | None = 48 * HOUR_S
     day: int | None = 400 * DAY_S
     week: int | None = 400 * DAY_S
     month: int | None = 5 * 365 * DAY_S
     total: int | None = None
+    session: int | None = DEFAULT_SESSION_TTL_S
+
+    def session_arg(self) -> str:
+        """settle.lua's session TTL (0 = each period's own)."""
+        if self.session is not None and (type(self.session) is not int or self.session <= 0):
+            raise ValueError(f"TTL for sessions must be a positive number of seconds or None, not {self.session!r}")
+        return str(self.session or 0)
 
     def args(self) -> list[str]:
         """In PERIODS order, as settle.lua reads them (0 = no expiry)."""
@@ -88,7 +99,7 @@ class SettlePlan:
 
     project: str
     scopes: tuple[tuple[str, str], ...]     # usage scopes in settle.lua's order, the model last
-    keys: tuple[str, ...]                   # every key of its requests but their done-markers
+    keys: tuple[str, ...]                   # every key of its requests but their done-sets
     segment: tuple[str, ...]                # its plan segment of settle.lua's ARGV
     buckets: tuple[str, ...]                # hour .. total bucket ids
     packed_keys: bytes
@@ -101,7 +112,7 @@ class SettleJob:
     """One request's settle, waiting for its batch. ``packed_*`` are set for the pipe."""
 
     plan: SettlePlan
-    done_key: str
+    done_key: str                           # its done-set
     cost: int
     args: tuple[str, ...]                   # settle.lua's segment of it after its length and plan index
     packed_done: bytes = b""
@@ -112,13 +123,14 @@ class Settles:
     """The settle queue of one ledger and its writes."""
 
     def __init__(self, redis: Any, scripts: Scripts, keys: Keys, pipe: RedisPipe | None, leases: Leases,
-                 fixed: tuple[str, ...]) -> None:
+                 fixed: tuple[str, ...], slot_s: int = SLOT_S) -> None:
         self.redis = redis
         self.scripts = scripts
         self.keys = keys
         self.pipe = pipe
         self.leases = leases
-        self.fixed = fixed                                          # settle.lua's ARGV[2..8]
+        self.fixed = fixed                                          # settle.lua's ARGV[2..10]
+        self.slot_s = slot_s                                        # event time per done-set
         self.plans: dict[tuple[Attribution, str, tuple[str, ...]], SettlePlan] = {}
         self.batcher: TurnBatcher[SettleJob, list[Any]] = TurnBatcher(
             self._write, delay_s=SETTLE_DELAY_S if pipe is not None else 0.0)
@@ -134,7 +146,8 @@ class Settles:
 
     def queue(self, event: UsageEvent) -> asyncio.Future[SettleOutcome]:
         """Record a finished request once: release its hold, add its usage, append its event;
-        settling the same request id again changes nothing and gives ``recorded=False``.
+        settling the same event (request id and time) again within the idempotency window
+        changes nothing and gives ``recorded=False`` (``idempotency.py``).
         Queued when this is called, in the running event loop: a reservation made after this
         call sees it. Written with the other settles queued close to it (``batch.py``). The
         future gets the outcome, or ``LedgerUnavailable``; ``ValueError`` (raised here) for an
@@ -153,14 +166,17 @@ class Settles:
         drawn = leases.drawn.get(rid) if leases.requests else None
         # A plan lives for one hour bucket, so each key's TTL is renewed about once an hour
         # rather than on every write (and set whenever a write creates the key). A drawn
-        # request releases its part of its lease's hold; its done-marker makes it once only.
-        args = (settle_request(rid, not plan.renewed, "", event) if drawn is None else
-                settle_request(drawn[0].hold_id, not plan.renewed, str(drawn[1]), event))
+        # request releases its part of its lease's hold; its done-marker makes it once only
+        # (``idempotency.py``).
+        done = marker(rid)
+        args = (settle_request(rid, not plan.renewed, "", done, event) if drawn is None else
+                settle_request(drawn[0].hold_id, not plan.renewed, str(drawn[1]), done, event))
         if leases.requests:
             leases.ended(rid, settled_cost=event.cost_nano)
         leases.own.pop(rid, None)  # no longer renewed: settled, or held until its deadline
         plan.renewed = True
-        job = SettleJob(plan=plan, done_key=self.keys.done(a.project, rid), cost=event.cost_nano, args=args)
+        job = SettleJob(plan=plan, done_key=self.keys.done(a.project, slot(event.ts, self.slot_s)), cost=event.cost_nano,
+                        args=args)
         if self.pipe is not None:
             job.packed_done = pack_strs((job.done_key,))
             job.packed_args = pack_strs(args)

@@ -2,8 +2,10 @@
 
 With ``fail_mode: open`` a request is served even when Redis is down; its usage event is
 appended here as one JSON line (flushed and fsynced) and settled into Redis later by
-``replay``. Settling is idempotent per request id, so replaying an event twice (a crash or a
-Redis failure halfway through a replay) records it once.
+``replay``. Settling is idempotent per request id within the idempotency window
+(``idempotency.py``), and a replay that stops halfway (a crash, or Redis failing again)
+resumes after the last event it dealt with: an event is replayed again only when it was in
+flight when the replay stopped, so it is recorded once however long the stop lasts.
 
 Files, next to each other:
 
@@ -11,6 +13,8 @@ Files, next to each other:
     <path>.replaying   events a replay took over; left in place when that replay failed, and
                        replayed first next time
     <path>.rejected    lines that cannot be settled (torn by a crash, or invalid), kept for a person
+    <path>.progress    "<inode of <path>.replaying> <lines of it dealt with>", written every
+                       ``PROGRESS_EVERY`` lines and whenever a replay stops
 
 A replay first renames ``<path>`` to ``<path>.replaying`` under the same lock appends take,
 so an event appended during a replay lands in a fresh ``<path>`` and is never lost or truncated.
@@ -33,6 +37,8 @@ __all__ = ["Spool"]
 
 log = logging.getLogger("farebox")
 
+PROGRESS_EVERY = 16     # lines replayed between two writes of the progress file
+
 
 class Spool:
     """Usage events waiting for Redis, one JSON object per line."""
@@ -41,6 +47,7 @@ class Spool:
         self.path = Path(path)
         self.replaying_path = self.path.with_name(self.path.name + ".replaying")
         self.rejected_path = self.path.with_name(self.path.name + ".rejected")
+        self.progress_path = self.path.with_name(self.path.name + ".progress")
         self._file_lock = threading.Lock()      # appends (from worker threads) vs taking the file over
         self._replay_lock = asyncio.Lock()      # one replay at a time
 
@@ -116,29 +123,64 @@ class Spool:
             return recorded
 
     async def _replay_file(self, ledger: Ledger, on_settled: Callable[[SettleOutcome], None] | None) -> int:
-        text = await asyncio.to_thread(self.replaying_path.read_text, encoding="utf-8")
+        text, inode = await asyncio.to_thread(self._read_replaying)
+        done = await asyncio.to_thread(self._read_progress, inode)
         recorded = 0
-        rejected: list[str] = []
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            try:
-                event = UsageEvent.from_dict(json.loads(line))
-            except (ValueError, TypeError, KeyError) as exc:
-                log.error("spooled usage line cannot be read (%s); kept in %s", exc, self.rejected_path)
-                rejected.append(line)
-                continue
-            try:
-                outcome = await ledger.settle(event)
-            except ValueError as exc:
-                log.error("spooled usage event %s is invalid (%s); kept in %s",
-                          event.request_id, exc, self.rejected_path)
-                rejected.append(line)
-                continue
-            recorded += outcome.recorded
-            if on_settled is not None:
-                on_settled(outcome)
-        if rejected:
-            await asyncio.to_thread(self._append_line, self.rejected_path, "\n".join(rejected) + "\n")
-        await asyncio.to_thread(self.replaying_path.unlink)
+        lines = text.splitlines()
+        position = done
+        try:
+            for position in range(done, len(lines)):
+                if position - done >= PROGRESS_EVERY:
+                    await asyncio.to_thread(self._write_progress, inode, position)
+                    done = position
+                recorded += await self._replay_line(ledger, lines[position], on_settled)
+            position = len(lines)
+        finally:
+            if position > done:  # stopped (Redis failed again, cancelled): resume after what is dealt with
+                await asyncio.to_thread(self._write_progress, inode, position)
+        await asyncio.to_thread(self._finish)
         return recorded
+
+    async def _replay_line(self, ledger: Ledger, line: str, on_settled: Callable[[SettleOutcome], None] | None) -> int:
+        """Settle one spooled line; 1 when it was newly recorded. An unreadable or invalid line
+        goes to the rejected file."""
+        if not line.strip():
+            return 0
+        try:
+            event = UsageEvent.from_dict(json.loads(line))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("spooled usage line cannot be read (%s); kept in %s", exc, self.rejected_path)
+            await asyncio.to_thread(self._append_line, self.rejected_path, line + "\n")
+            return 0
+        try:
+            outcome = await ledger.settle(event)
+        except ValueError as exc:
+            log.error("spooled usage event %s is invalid (%s); kept in %s", event.request_id, exc, self.rejected_path)
+            await asyncio.to_thread(self._append_line, self.rejected_path, line + "\n")
+            return 0
+        if on_settled is not None:
+            on_settled(outcome)
+        return int(outcome.recorded)
+
+    def _read_replaying(self) -> tuple[str, int]:
+        with open(self.replaying_path, encoding="utf-8") as f:
+            return f.read(), os.fstat(f.fileno()).st_ino
+
+    def _read_progress(self, inode: int) -> int:
+        """Lines of the replaying file (``inode``) an earlier replay dealt with; 0 when none did
+        (no progress file, or one of another file)."""
+        try:
+            written_inode, count = self.progress_path.read_text(encoding="ascii").split()
+            return int(count) if int(written_inode) == inode else 0
+        except (OSError, ValueError):
+            return 0
+
+    def _write_progress(self, inode: int, count: int) -> None:
+        partial = self.progress_path.with_name(self.progress_path.name + ".new")
+        partial.write_text(f"{inode} {count}\n", encoding="ascii")
+        os.replace(partial, self.progress_path)
+
+    def _finish(self) -> None:
+        """The replaying file is all recorded: remove it, then its progress."""
+        self.replaying_path.unlink()
+        self.progress_path.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from proxy.errors import LedgerUnavailable
+from proxy.ledger.idempotency import slot
 from proxy.ledger.keys import Keys
 from proxy.domain import Attribution, SettleOutcome, UsageEvent
 from proxy.ledger.ledger import Ledger, Ttls
@@ -97,23 +98,31 @@ async def test_aggregates_expire_per_period_and_total_never(ledger: Ledger, redi
     await ledger.settle(event("r1", WHO, ts=T0))
     expected = {"h2026112318": 48 * 3600, "d20261123": 400 * 86400, "w2026W48": 400 * 86400,
                 "m202611": 5 * 365 * 86400}
+    session_ttl = 10 * 86400
     for bucket, ttl in expected.items():
-        for scope, sid in (("project", "acme"), ("agent", "planner"), ("model", "gpt-4o-mini")):
+        for scope, sid in (("project", "acme"), ("agent", "planner"), ("key", "k1234"), ("model", "gpt-4o-mini")):
             assert ttl - 5 <= await redis_client.ttl(k.usage("acme", scope, bucket, sid)) <= ttl
-        assert ttl - 5 <= await redis_client.ttl(k.top_sessions("acme", bucket)) <= ttl
-    assert await redis_client.ttl(k.usage("acme", "project", "total", "acme")) == -1
-    assert await redis_client.ttl(k.top_sessions("acme", "total")) == -1
-    assert 7 * 86400 - 5 <= await redis_client.ttl(k.done("acme", "r1")) <= 7 * 86400
+        # a session's aggregates and the rankings: the shorter of the period's TTL and the session's
+        shorter = min(ttl, session_ttl)
+        assert shorter - 5 <= await redis_client.ttl(k.usage("acme", "session", bucket, "run-42")) <= shorter
+        assert shorter - 5 <= await redis_client.ttl(k.top_sessions("acme", bucket)) <= shorter
+    for scope, sid in (("project", "acme"), ("agent", "planner"), ("key", "k1234"), ("model", "gpt-4o-mini")):
+        assert await redis_client.ttl(k.usage("acme", scope, "total", sid)) == -1
+    assert session_ttl - 5 <= await redis_client.ttl(k.usage("acme", "session", "total", "run-42")) <= session_ttl
+    assert session_ttl - 5 <= await redis_client.ttl(k.top_sessions("acme", "total")) <= session_ttl
+    assert 900 - 5 <= await redis_client.ttl(k.done("acme", slot(T0))) <= 900
 
 
 async def test_configured_ttls_apply(redis_client, key_prefix):
-    ledger = Ledger(redis_client, prefix=key_prefix, ttls=Ttls(hour=100, day=200, week=300, month=400, total=500),
-                    done_ttl_s=60)
+    ledger = Ledger(redis_client, prefix=key_prefix,
+                    ttls=Ttls(hour=100, day=200, week=300, month=400, total=500, session=250),
+                    idempotency_window_s=60)
     k = Keys(key_prefix)
     await ledger.settle(event("r1", WHO, ts=T0))
     for bucket, ttl in zip(BUCKETS, (100, 200, 300, 400, 500)):
         assert ttl - 5 <= await redis_client.ttl(k.usage("acme", "project", bucket, "acme")) <= ttl
-    assert 55 <= await redis_client.ttl(k.done("acme", "r1")) <= 60
+        assert min(ttl, 250) - 5 <= await redis_client.ttl(k.usage("acme", "session", bucket, "run-42")) <= min(ttl, 250)
+    assert 55 <= await redis_client.ttl(k.done("acme", slot(T0))) <= 60
 
 
 async def test_every_key_of_a_project_carries_its_hash_tag(ledger: Ledger, redis_client, key_prefix):

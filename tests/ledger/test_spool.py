@@ -74,7 +74,7 @@ async def test_a_replay_interrupted_by_redis_records_each_event_once_when_resume
     assert await spool.pending() is True
     assert await total_cost(ledger) == (2, "0.00000002")
     await spool.append(event("r5", WHO, ts=T0, cost_nano=10))  # Redis still down for a moment
-    assert await spool.replay(ledger) == 4  # r2..r5; r0 and r1 settle as duplicates
+    assert await spool.replay(ledger) == 4  # r2..r5: the replay resumes after r1
     assert await total_cost(ledger) == (6, "0.00000006")
     assert await spool.pending() is False
 

@@ -8,10 +8,13 @@
 -- caller keeps a batch's total cost far below that.
 --
 -- ARGV[1]      N, the number of requests in the batch
--- ARGV[2]      done-marker TTL, seconds
+-- ARGV[2]      idempotency window, seconds: a done-set lives this long after its last write
 -- ARGV[3..7]   TTL in seconds of the hour, day, week, month, total keys (0 = never expires)
 -- ARGV[8]      event stream max length, approximate (0 = unbounded)
--- ARGV[9]      P, the number of plans: what requests of the same attribution, model and hour
+-- ARGV[9]      session TTL, seconds: a session's aggregates and the rankings live at most this
+--              long after their last write, whatever their period's TTL (0 = the period's)
+-- ARGV[10]     ranking size: sessions kept in each sessions-by-cost zset (0 = unbounded)
+-- ARGV[11]     P, the number of plans: what requests of the same attribution, model and hour
 --              share (their keys, and these values), sent once for all of them
 -- then one segment per plan, its entries relative to the segment's first:
 --   +0 L, the segment's length   +1..+3 R, S, T (key counts below)
@@ -23,19 +26,24 @@
 --   +0 L, the segment's length   +1 its plan (1-based)
 --   +2 hold id: the request id, or the id of the lease the request drew its reservation from
 --   +3 renew: 1 = renew the TTL of this request's usage keys (else only a key this batch
---      creates gets one; the caller renews each key about once an hour)
+--      creates gets one; the caller renews each key about once an hour), and prune the plan's
+--      rankings of sessions whose aggregates expired (at most once per project and hour)
 --   +4 part: the nano-USD to release from the hold ("" = all of it: the request's own hold)
---   +5..+12 increments: requests, prompt_tokens, completion_tokens, cached_tokens,
+--   +5 marker: the request id's digest, its member in its done-set
+--   +6..+13 increments: requests, prompt_tokens, completion_tokens, cached_tokens,
 --           cache_creation_tokens, reasoning_tokens, cost (nano-USD), estimated
---   +13 H; +14 .. +13+H the event's head (fields and values), +14+H .. +L-1 its tail
+--   +14 H; +15 .. +14+H the event's head (fields and values), +15+H .. +L-1 its tail
 -- KEYS: each plan's keys one after the other, in this order:
 --   the project's event stream,
 --   2*R: per budget that may hold the reservation: reservation zset, amount hash
 --   5*S: usage hashes, scope by scope, each in period order hour, day, week, month, total
---   T (0|5): sessions-by-cost zsets, in the same period order
+--        (with a session, T = 6, the session's are the third scope's)
+--   T (0|6): sessions-by-cost zsets, in the same period order, then the project's prune claim
+--            of this hour (string; present = this hour's rankings were pruned)
 --   2*(S-1): per budget scope (every usage scope but the last, the model): budget config hash,
 --            alert claims hash ("<bucket>|<threshold>" -> 1)
--- then each request's done-marker (string; its presence means "already settled"), in order.
+-- then each request's done-set (a set of markers of the requests settled in its time slot;
+-- a marker's presence means "already settled"), in order.
 --
 -- Returns, per request in order: recorded 1|0, released nano, A, then six values per alert
 -- threshold it crossed (A of them): budget scope index (0-based), threshold as written in the
@@ -44,6 +52,13 @@
 local N = tonumber(ARGV[1])
 local done_ttl, maxlen = ARGV[2], ARGV[8]
 local ttls = {ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]}
+local session_ttl, rank_size = tonumber(ARGV[9]), tonumber(ARGV[10])
+-- A session's keys (and the rankings) live the shorter of their period's TTL and the session TTL.
+local session_ttls = {}
+for p = 1, 5 do
+  local ttl = tonumber(ttls[p])
+  session_ttls[p] = (session_ttl > 0 and (ttl == 0 or ttl > session_ttl)) and ARGV[9] or ttls[p]
+end
 local names = {'requests', 'prompt_tokens', 'completion_tokens', 'cached_tokens',
                'cache_creation_tokens', 'reasoning_tokens', 'cost', 'estimated'}
 local picked = {1, 2, 3, 7}  -- breakdown fields: requests, prompt_tokens, completion_tokens, cost
@@ -53,14 +68,14 @@ local period_index = {hour = 1, day = 2, week = 3, month = 4, total = 5}
 -- themselves in first-seen order ('requests' is always a key's first: every request counts
 -- one), each key's TTL, and the keys whose TTL is to be renewed.
 local sums, fields_of, order, key_ttl, renew = {}, {}, {}, {}, {}
-local function add(key, p, field, value)
+local function add(key, ttl, field, value)
   local values = sums[key]
   if not values then
     values = {}
     sums[key] = values
     fields_of[key] = {}
     order[#order + 1] = key
-    key_ttl[key] = ttls[p]
+    key_ttl[key] = ttl
   end
   local old = values[field]
   if old then
@@ -75,8 +90,8 @@ end
 -- Plans of the batch: requests whose usage keys are the same share one plan, and their
 -- increments are summed there first.
 local plans = {}
-local a, k = 10, 1  -- the current segment's first ARGV and first KEY
-for i = 1, tonumber(ARGV[9]) do
+local a, k = 12, 1  -- the current segment's first ARGV and first KEY
+for i = 1, tonumber(ARGV[11]) do
   local L = tonumber(ARGV[a])
   local R, S, T = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local levels, event = {}, {}
@@ -86,16 +101,15 @@ for i = 1, tonumber(ARGV[9]) do
   plans[i] = {R = R, S = S, T = T, model = ARGV[a + 4], agent = ARGV[a + 5], session = ARGV[a + 6],
               levels = levels, buckets = a + 6 + S, event = event, stream = KEYS[k], holds = k + 1,
               usage = usage, ranking = usage + 5 * S, budgets = usage + 5 * S + T,
-              values = {0, 0, 0, 0, 0, 0, 0, 0}, renews = false}
+              values = {0, 0, 0, 0, 0, 0, 0, 0}, renews = false, ranked = false}
   a, k = a + L, k + 1 + 2 * R + 5 * S + T + 2 * (S - 1)
 end
 
 -- Cost this batch adds to a budget's usage key, kept for the keys alert checks read.
 local key_cost = {}
 
--- Sessions ranked by cost: key -> {members in first-seen order, member -> sum}.
-local ranks, rank_order, rank_ttl = {}, {}, {}
 local stored_cost, configs = {}, {}
+local done_sets, done_order = {}, {}
 local reply = {}
 
 for n = 1, N do
@@ -103,7 +117,12 @@ for n = 1, N do
   local plan = plans[tonumber(ARGV[a + 1])]
   local hold, renews, part = ARGV[a + 2], ARGV[a + 3] == '1', ARGV[a + 4]
   local R, S, T = plan.R, plan.S, plan.T
-  if not redis.call('SET', KEYS[k + n - 1], '1', 'NX', 'EX', done_ttl) then
+  local done = KEYS[k + n - 1]
+  if not done_sets[done] then
+    done_sets[done] = true
+    done_order[#done_order + 1] = done
+  end
+  if redis.call('SADD', done, ARGV[a + 5]) == 0 then
     reply[#reply + 1] = 0; reply[#reply + 1] = 0; reply[#reply + 1] = 0
   else
     -- Release this request's reservation (or its part of a lease) wherever it is still held.
@@ -128,26 +147,11 @@ for n = 1, N do
 
     -- Usage increments, into the sums of this request's plan.
     local values = {}
-    for i = 1, 8 do values[i] = tonumber(ARGV[a + 4 + i]) end
+    for i = 1, 8 do values[i] = tonumber(ARGV[a + 5 + i]) end
     local acc = plan.values
     for i = 1, 8 do acc[i] = acc[i] + values[i] end
     if renews then plan.renews = true end
-    local session = plan.session
-    for p = 1, T do
-      local key = KEYS[plan.ranking + p - 1]
-      local entry = ranks[key]
-      if not entry then
-        entry = {members = {}, scores = {}}
-        ranks[key] = entry
-        rank_order[#rank_order + 1] = key
-        rank_ttl[key] = ttls[p]
-      end
-      if not entry.scores[session] then
-        entry.members[#entry.members + 1] = session
-        entry.scores[session] = 0
-      end
-      entry.scores[session] = entry.scores[session] + values[7]
-    end
+    plan.ranked = T > 0
 
     -- Alert thresholds. A budget's config field alert_at lists "threshold=amount" pairs, the
     -- amounts in nano-USD worked out exactly when the budget was set (an amount of 0, from a
@@ -203,10 +207,10 @@ for n = 1, N do
 
     -- The event: its head, its attribution, its tail.
     local event = {}
-    local H = tonumber(ARGV[a + 13])
-    for i = a + 14, a + 13 + H do event[#event + 1] = ARGV[i] end
+    local H = tonumber(ARGV[a + 14])
+    for i = a + 15, a + 14 + H do event[#event + 1] = ARGV[i] end
     for _, v in ipairs(plan.event) do event[#event + 1] = v end
-    for i = a + 14 + H, a + L - 1 do event[#event + 1] = ARGV[i] end
+    for i = a + 15 + H, a + L - 1 do event[#event + 1] = ARGV[i] end
     if maxlen ~= '0' then
       redis.call('XADD', plan.stream, 'MAXLEN', '~', maxlen, '*', unpack(event))
     else
@@ -231,20 +235,21 @@ for _, plan in ipairs(plans) do
   end
   for s = 0, plan.S - 1 do
     local level = plan.levels[s + 1]
+    local period_ttls = (plan.T > 0 and s == 2) and session_ttls or ttls
     for p = 1, 5 do
-      local key = KEYS[plan.usage + 5 * s + p - 1]
+      local key, ttl = KEYS[plan.usage + 5 * s + p - 1], period_ttls[p]
       if plan.renews then renew[key] = true end
       for i = 1, 8 do
-        if values[i] ~= 0 then add(key, p, names[i], values[i]) end
+        if values[i] ~= 0 then add(key, ttl, names[i], values[i]) end
       end
       if level >= 1 then
         for j, i in ipairs(picked) do
-          if values[i] ~= 0 then add(key, p, by_model[j], values[i]) end
+          if values[i] ~= 0 then add(key, ttl, by_model[j], values[i]) end
         end
       end
       if level >= 2 then
         for j, i in ipairs(picked) do
-          if values[i] ~= 0 then add(key, p, by_agent[j], values[i]) end
+          if values[i] ~= 0 then add(key, ttl, by_agent[j], values[i]) end
         end
       end
     end
@@ -253,22 +258,52 @@ end
 
 -- The batch's usage, one HINCRBY per key and field (Redis adds in 64-bit integers: exact
 -- whatever is stored); the TTL of a key set when this batch created it ('requests' became
--- what the batch added) or when it is to be renewed.
+-- what the batch added) or when it is to be renewed. The cost each key holds afterwards is
+-- kept for the rankings.
+local cost_now = {}
 for _, key in ipairs(order) do
   local values = sums[key]
   local created = false
   for n, field in ipairs(fields_of[key]) do
     local now = redis.call('HINCRBY', key, field, string.format('%.0f', values[field]))
     if n == 1 then created = now == values[field] end
+    if field == 'cost' then cost_now[key] = now end
   end
   if key_ttl[key] ~= '0' and (created or renew[key]) then redis.call('EXPIRE', key, key_ttl[key]) end
 end
-for _, key in ipairs(rank_order) do
-  local entry = ranks[key]
-  for _, member in ipairs(entry.members) do
-    redis.call('ZINCRBY', key, string.format('%.0f', entry.scores[member]), member)
+
+-- Sessions ranked by cost, one zset per project and bucket: a session's score is its
+-- aggregate's cost (ZADD, not an increment), and only the rank_size costliest stay. A session
+-- that falls out and spends again comes back with its whole cost, so each zset holds exactly
+-- the costliest sessions of its bucket. Once per project and hour (its prune claim) a plan's
+-- rankings also lose the sessions whose aggregate of that bucket expired. (Those aggregates'
+-- names are built here from the plan's own session key: the same hash tag, so the same
+-- Cluster slot as every declared key.)
+for _, plan in ipairs(plans) do
+  if plan.ranked then
+    local session = plan.session
+    local prune = plan.renews and rank_size > 0
+        and redis.call('SET', KEYS[plan.ranking + 5], '1', 'NX', 'EX', '7200') ~= false
+    for p = 1, 5 do
+      local key, aggregate = KEYS[plan.ranking + p - 1], KEYS[plan.usage + 10 + p - 1]
+      local cost = cost_now[aggregate] or tonumber(redis.call('HGET', aggregate, 'cost') or '0')
+      redis.call('ZADD', key, string.format('%.0f', cost), session)
+      if prune then
+        local base = string.sub(aggregate, 1, #aggregate - #session)
+        for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+          if redis.call('EXISTS', base .. member) == 0 then redis.call('ZREM', key, member) end
+        end
+      end
+      if rank_size > 0 then
+        local extra = redis.call('ZCARD', key) - rank_size
+        if extra > 0 then redis.call('ZREMRANGEBYRANK', key, 0, extra - 1) end
+      end
+      if session_ttls[p] ~= '0' then redis.call('EXPIRE', key, session_ttls[p]) end
+    end
   end
-  if rank_ttl[key] ~= '0' then redis.call('EXPIRE', key, rank_ttl[key]) end
 end
+
+-- Each done-set lives the idempotency window after its last write.
+for _, key in ipairs(done_order) do redis.call('EXPIRE', key, done_ttl) end
 
 return reply
