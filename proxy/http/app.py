@@ -229,10 +229,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         await upstreams.start()
         upstream = upstreams.default("openai")
         ttls = Ttls(hour=settings.ttl_hour_s or None, day=settings.ttl_day_s or None,
-                    week=settings.ttl_week_s or None, month=settings.ttl_month_s or None)
+                    week=settings.ttl_week_s or None, month=settings.ttl_month_s or None,
+                    session=settings.ttl_session_s or None)
         ledger = Ledger(redis.client, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen, clock=clock,
                         ttls=ttls, pipe=redis.pipe, lease_requests=settings.budget_lease_requests,
-                        hold_ttl_s=settings.hold_ttl_s)
+                        hold_ttl_s=settings.hold_ttl_s, idempotency_window_s=settings.idempotency_window_s,
+                        ranking_size=settings.session_ranking_size)
         spool = Spool(Path(settings.data_dir) / "spool.ndjson")
         app_metrics = Metrics(project_labels=settings.metrics_project_labels)
         secret = settings.alert_webhook_secret
