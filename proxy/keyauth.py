@@ -109,6 +109,10 @@ class KeyResolver:
         self._checked_at = float("-inf")   # when the last successful look at the counter began
         self._generation = 0               # moves whenever the entries are dropped
 
+    def __len__(self) -> int:
+        """How many secrets are remembered (at most ``size``)."""
+        return len(self._entries)
+
     async def resolve(self, secret: str) -> ResolvedKey | str:
         """The key ``secret`` opens, or why it opens none."""
         entry = self._entries.get(secret)

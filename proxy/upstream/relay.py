@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import FareboxError, UpstreamTimeout, UpstreamUnreachable
 from proxy.ratelimited import RateLimitedLog
@@ -36,6 +36,15 @@ HOP_BY_HOP = frozenset({
 
 # Headers that carry a client's credential; one holding a farebox key (``fbk_...``) never crosses.
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+
+
+def _may_hold_farebox_key(headers: Mapping[str, str]) -> bool:
+    """Whether a credential header might hold a farebox key: three lookups in a case-insensitive
+    mapping (what both servers hand over), else True (the full check then looks)."""
+    if isinstance(headers, (CIMultiDict, CIMultiDictProxy)):
+        get = headers.get
+        return "fbk_" in get("Authorization", "") or "fbk_" in get("x-api-key", "") or "fbk_" in get("api-key", "")
+    return True
 
 
 def _farebox_credential(value: str) -> bool:
@@ -125,8 +134,9 @@ class Upstream:
         """The client's headers as forwarded: hop-by-hop and farebox's own removed (a farebox key
         among them), auth chosen."""
         out = {k: v for k, v in headers.items() if k.lower() not in self._drop}
-        for name in [k for k, v in out.items() if k.lower() in CREDENTIAL_HEADERS and _farebox_credential(v)]:
-            del out[name]
+        if _may_hold_farebox_key(headers):
+            for name in [k for k, v in out.items() if k.lower() in CREDENTIAL_HEADERS and _farebox_credential(v)]:
+                del out[name]
         kind = self.kind
         kind.authenticate(out)
         out["Accept-Encoding"] = kind.accept_encoding  # usage is read from the body: only what farebox decodes
