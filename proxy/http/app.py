@@ -236,6 +236,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         upstreams = Upstreams.from_settings(
             settings, drop_headers=(settings.project_header, settings.agent_header, settings.session_header))
         await upstreams.start()
+        keyless = [u.name for u in upstreams.all() if not u.kind.has_own_key]
+        if settings.auth == "keys" and keyless:
+            log.warning("auth = \"keys\", but farebox holds no API key for the upstream(s) %s: requests that go "
+                        "there are refused (500 upstream_key_missing) until one is configured", ", ".join(keyless))
         upstream = upstreams.default("openai")
         ttls = Ttls(hour=settings.ttl_hour_s or None, day=settings.ttl_day_s or None,
                     week=settings.ttl_week_s or None, month=settings.ttl_month_s or None)

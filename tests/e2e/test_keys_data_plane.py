@@ -257,3 +257,16 @@ def test_the_secret_is_in_no_redis_value_and_no_event(stack, redis_url, key_pref
     assert secret.encode() not in stored and secret[20:].encode() not in stored
     assert key["id"].encode() in stored   # the events name the key by its id
     assert all(secret[20:] not in record.getMessage() for record in caplog.records)
+
+
+def test_the_key_is_the_key_budget_scope(stack):
+    key = new_key(stack)
+    other = new_key(stack)
+    put = httpx.put(f"{stack.url}/admin/budgets/key/acme/{key['id']}", headers=ADMIN,
+                    json={"limit_usd": "0.000001", "period": "day"})
+    assert put.status_code == 200, put.text
+    refused = post(stack, "/v1/chat/completions", {"Authorization": f"Bearer {key['key']}"})
+    assert refused.status_code == 402
+    assert (refused.json()["error"]["scope"], refused.json()["error"]["scope_id"]) == ("key", f"acme/{key['id']}")
+    assert stack.received == []
+    assert post(stack, "/v1/chat/completions", {"Authorization": f"Bearer {other['key']}"}).status_code == 200

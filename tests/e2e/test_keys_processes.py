@@ -85,3 +85,26 @@ def test_the_cli_manages_keys_on_the_ledger(redis_url, key_prefix):
     assert bad.returncode == 2
     assert bad.stderr == ("farebox: Invalid expires_in 'soon': use a duration such as 90s, 15m, 12h or 30d "
                           "(at most ten years).\n")
+
+
+def test_the_cli_manages_keys_through_the_admin_api(make_stack):
+    stack = make_stack(admin_token="admin-secret", admin_read_token="read-secret")
+    env = {**clean_env(), "FAREBOX_URL": stack.url, "FAREBOX_ADMIN_TOKEN": "admin-secret"}
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "proxy", *args], env={**env, **extra}, capture_output=True,
+                              text=True, timeout=60)
+
+    made = cli("key", "create", "acme", "--json")
+    assert made.returncode == 0, made.stderr
+    issued = httpx.Response(200, content=made.stdout).json()
+    assert issued["key"].startswith("fbk_") and issued["project"] == "acme"
+    listed = cli("key", "list", "acme", "--json", FAREBOX_ADMIN_TOKEN="read-secret")
+    assert listed.returncode == 0 and issued["id"] in listed.stdout and issued["key"] not in listed.stdout
+    refused = cli("key", "revoke", issued["id"], FAREBOX_ADMIN_TOKEN="read-secret")
+    assert refused.returncode == 2 and "(403)" in refused.stderr
+    assert cli("key", "revoke", issued["id"]).returncode == 0
+    assert httpx.get(f"{stack.url}/admin/keys/{issued['id']}",
+                     headers=ADMIN).json()["state"] == "revoked"
+    missing = cli("key", "rotate", "key_0000000000000000")
+    assert (missing.returncode, missing.stderr) == (1, "farebox: No key 'key_0000000000000000'.\n")
