@@ -70,12 +70,14 @@ class ResolvedKey:
 
 def farebox_secret(headers: Mapping[str, str]) -> str | None:
     """The farebox key a request presents (``Authorization: Bearer fbk_...`` first, then
-    ``x-api-key: fbk_...``), or None."""
+    ``x-api-key: fbk_...``), or None: whatever ``proxy.upstream.relay`` strips from the
+    forwarded headers is judged here."""
     value = headers.get("Authorization")
     if value is not None and _MARK in value:
-        scheme, _, token = value.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() == "bearer" and token.startswith(_MARK):
+        token = value.strip()
+        if token[:7].lower() == "bearer ":
+            token = token[7:].lstrip()
+        if token.startswith(_MARK):   # a bare ``Authorization: fbk_...`` too: never forwarded either
             return token
     value = headers.get("x-api-key")
     if value is not None and value.strip().startswith(_MARK):
@@ -153,7 +155,10 @@ class KeyResolver:
         self._checked_at = max(self._checked_at, began)
 
     async def watch_forever(self) -> None:
-        """``check`` every ``poll_s`` until cancelled (a task of the server's)."""
+        """``check`` every ``poll_s`` until cancelled (a task of the server's). A cancel that
+        arrives while Redis is being read may come out of the Redis client as an error of its
+        own: the watch still stops."""
+        task = asyncio.current_task()
         while True:
             try:
                 await self.check()
@@ -161,6 +166,8 @@ class KeyResolver:
                 pass   # what is remembered stops being trusted after trust_s; keys are read again
             except Exception:  # a bug: logged, and the watch goes on
                 log.exception("checking farebox keys for changes failed")
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(self.poll_s)
 
 

@@ -106,3 +106,22 @@ async def test_the_cache_is_bounded(ledger):
     for n in range(10):
         await resolver.resolve(f"fbk_{n:016x}" + "A" * 43)
     assert len(resolver) == 3
+
+
+async def test_the_watch_stops_when_a_cancel_comes_out_of_redis_as_an_error(ledger):
+    class Swallowing(Counting):
+        """A Redis client that turns the cancel of a read into an error of its own."""
+
+        async def keys_version(self) -> int:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                raise LedgerUnavailable("Redis is unavailable: connection closed") from None
+            return 0
+
+    resolver = KeyResolver(Swallowing(ledger), poll_s=0.01)
+    watching = asyncio.ensure_future(resolver.watch_forever())
+    await asyncio.sleep(0.05)
+    watching.cancel()
+    done, _ = await asyncio.wait([watching], timeout=10)
+    assert done and watching.cancelled()
