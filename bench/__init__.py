@@ -9,5 +9,6 @@ Modules: ``run`` (command line and the order of runs), ``targets`` (starting and
 servers, CPU and memory sampling), ``load`` (wrk for non-streamed load, an asyncio client for
 streams and as a fallback), ``pieces`` (timings of what farebox adds, each on its own),
 ``report`` (medians, ratios, JSON and Markdown), ``rediscpu`` (``--redis-cpu``: Redis's own
-CPU and commands per request behind N farebox processes).
+CPU and commands per request behind N farebox processes), ``keycheck`` (``python -m
+bench.keycheck``: the CPU a farebox key's check adds to a request).
 """

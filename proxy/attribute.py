@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from typing import Any, Mapping
 
-from proxy.errors import BadRequest, InvalidId
+from proxy.errors import BadRequest, Forbidden, InvalidId
 from proxy.domain import Attribution
 from proxy.domain import ID_PATTERN
 from proxy.settings import Settings
 
-__all__ = ["attribute", "key_fingerprint"]
+__all__ = ["attribute", "attribute_key", "key_fingerprint"]
 
 _ID_RULE = "ids are 1-128 characters of letters, digits and . _ - @"
 
@@ -52,6 +52,33 @@ def attribute(headers: Mapping[str, str], settings: Settings) -> Attribution:
         session=session,
         key_id=key_fingerprint(headers.get("Authorization") or headers.get("x-api-key")),
     )
+
+
+def attribute_key(headers: Mapping[str, str], settings: Settings, key: Any) -> Attribution:
+    """Who pays for a request presenting a farebox key (``proxy.keyauth.ResolvedKey``): the key's
+    project, the key's agent when it is pinned to one, the key's id. A header naming another
+    project (or, for a pinned key, another agent) is a 403: the key decides, not the client."""
+    project = headers.get(settings.project_header)
+    if project is not None and project != key.project:
+        raise Forbidden(f"This farebox key belongs to project '{key.project}'; the {settings.project_header} header "
+                        "names another. Leave the header out or name the key's project.",
+                        param=settings.project_header, code="project_mismatch")
+    agent = headers.get(settings.agent_header)
+    if key.agent is not None:
+        if agent is not None and agent != key.agent:
+            raise Forbidden(f"This farebox key belongs to agent '{key.agent}'; the {settings.agent_header} header "
+                            "names another. Leave the header out or name the key's agent.",
+                            param=settings.agent_header, code="agent_mismatch")
+        agent = key.agent
+    elif agent is not None:
+        agent = _checked(settings.agent_header, agent)
+    session = headers.get(settings.session_header)
+    if session is not None:
+        session = _checked(settings.session_header, session)
+    else:
+        session = _client_session(headers, settings.client_session_headers)
+    return Attribution(project=key.project, agent=agent if agent is not None else settings.default_agent,
+                       session=session, key_id=key.id)
 
 
 def _client_session(headers: Mapping[str, str], names: list[str]) -> str | None:

@@ -23,7 +23,6 @@ from pricing.money import nano_to_usd
 from proxy.apis import ApiRequest, ApiShape, Measured
 from proxy.apis.chat import CHAT
 from proxy.apis.registry import METERED
-from proxy.attribute import attribute
 from proxy.budgets import Grant, reserve_budget
 from proxy.domain import Attribution, UsageEvent
 from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable
@@ -92,12 +91,11 @@ def serve_metered(fb: Services, ex: Exchange) -> Coroutine[Any, Any, None]:
 
 async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
     """Serve one request to ``shape``'s endpoint, from its body to its answer."""
-    settings = fb.settings
     request_id = ex.request_id
     started = time.perf_counter()
 
     request = shape.parse(ex.body, ex.headers)                                # 1. parse
-    who = attribute(ex.headers, settings)                                     # 2. attribute
+    who = await fb.attribute(ex.headers, shape.family, request.model)         # 2. attribute
     price = fb.price(request.model)                                           # 3. price & estimate
     prompt_tokens = await shape.count_prompt(request, price)
     grant = await _reserve(fb, shape, request_id, who, price, prompt_tokens, request)  # 4. reserve

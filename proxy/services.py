@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -18,6 +18,7 @@ from pricing.catalog import Catalog, ModelPrice
 from proxy.control.alerts import AlertDispatcher
 from proxy.errors import LedgerUnavailable, UnknownModel
 from proxy.domain import Attribution, SettleOutcome, UsageEvent
+from proxy.keyauth import KeyAuth, KeyResolver
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.spool import Spool
 from proxy.metrics import Metrics
@@ -43,9 +44,26 @@ class Services:
     redis_description: str = ""
     alerts: AlertDispatcher | None = None
     upstreams: Upstreams | None = None   # every upstream; None: ``upstream`` serves every family
+    auth: KeyAuth | None = None          # farebox keys; None: made from the settings and the ledger
     _replay_task: asyncio.Task | None = field(default=None, repr=False)
     _background: set[asyncio.Task] = field(default_factory=set, repr=False)
     _recording: set[asyncio.Future] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.auth is None:
+            resolver = KeyResolver(self.ledger, fail_open=self.settings.fail_mode == "open")
+            self.auth = KeyAuth(self.settings, resolver, self._upstream_named)
+
+    def attribute(self, headers: Mapping[str, str], family: str, model: str) -> Coroutine[Any, Any, Attribution]:
+        """Who a request to a metered endpoint of API ``family`` for ``model`` is charged to: its
+        farebox key's project, agent and id, or its headers (``proxy.keyauth``); 401/403 refuse it."""
+        assert self.auth is not None
+        return self.auth.attribute(headers, family, model)
+
+    def _upstream_named(self, family: str, model: str | None) -> Upstream:
+        if model is None:
+            return self.upstreams.default(family) if self.upstreams is not None else self.upstream
+        return self.upstream_for(family, model)
 
     def price(self, model: str) -> ModelPrice:
         found = self.catalog.resolve(model)

@@ -66,6 +66,10 @@ class Settings(BaseModel):
     redis_prefix: str = Field("fb", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     data_dir: Path = Path(".farebox")
     admin_token: SecretStr | None = None
+    admin_read_token: SecretStr | None = None    # the admin API's GET routes only (403 on writes)
+    # "passthrough": a request without a farebox key is attributed by its headers and forwards the
+    # client's credential; "keys": every data-plane request needs a farebox key.
+    auth: Literal["passthrough", "keys"] = "passthrough"
     metrics_token: SecretStr | None = None
     metrics_project_labels: bool = False          # a project label on metrics (one series per project)
     default_project: str | None = None

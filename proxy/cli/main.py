@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from proxy.cli import keys as cli_keys
 from proxy.cli import reports as cli_reports
 from proxy.cli import target
 from proxy.cli.source import EXIT_FAILURE, EXIT_USAGE, CommandError, Source
@@ -62,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="Anthropic API base URL for /v1/messages (default https://api.anthropic.com)")
     serve.add_argument("--anthropic-api-key", help="Anthropic API key sent upstream instead of the client's")
     serve.add_argument("--admin-token", help="bearer token of the admin API (unset: admin API disabled)")
+    serve.add_argument("--admin-read-token", help="bearer token of the admin API's GET routes only")
+    serve.add_argument("--auth", choices=["passthrough", "keys"],
+                       help="passthrough (default): requests without a farebox key are attributed by headers; "
+                            "keys: every request needs a farebox key")
     serve.add_argument("--default-project", help="project for requests without the project header")
     serve.add_argument("--fail-mode", choices=["closed", "open"], help="when Redis is unreachable (default closed)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -78,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     keyid.add_argument("--project", help="print the budget id PROJECT/KEY_ID for `farebox budget set key ...`")
 
     cli_reports.add_commands(sub, _ledger_flags)
+    cli_keys.add_commands(sub, _ledger_flags)
 
     budget = sub.add_parser("budget", help="set, show, list or delete budgets")
     bsub = budget.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -108,7 +114,7 @@ def _settings(args: argparse.Namespace, keys: Sequence[str]) -> Settings:
 _STORE_KEYS = ("config", "redis_url", "data_dir", "redis_prefix")
 _LEDGER_KEYS = _STORE_KEYS + ("admin_token",)
 _SERVE_KEYS = _STORE_KEYS + ("host", "port", "workers", "upstream", "upstream_api_key", "anthropic_upstream",
-                             "anthropic_api_key", "admin_token",
+                             "anthropic_api_key", "admin_token", "admin_read_token", "auth",
                              "default_project", "fail_mode", "log_level")
 
 
@@ -215,6 +221,8 @@ def _main(args: argparse.Namespace) -> int:
 
             return serve(_settings(args, _SERVE_KEYS))
         run = _runner(args)
+        if args.command == "key":
+            return cli_keys.run(args, run)
         if args.command in cli_reports.COMMANDS:
             return cli_reports.run(args, run)
         return _run_budget(args, run)

@@ -20,7 +20,7 @@ import orjson
 
 from proxy.cli.source import EXIT_FAILURE, CommandError, Source
 from proxy.control import export
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, NotFound
 
 __all__ = ["AdminSource"]
 
@@ -92,7 +92,7 @@ class AdminSource:
         if reply.status < 300:
             return reply
         message, code = _error_of(reply.body)
-        if reply.status == 404 and code == "budget_not_found" and missing_ok:
+        if reply.status == 404 and code in ("budget_not_found", "key_not_found") and missing_ok:
             return None
         if reply.status == 400:
             raise BadRequest(message)
@@ -153,3 +153,24 @@ class AdminSource:
             raise CommandError(f"{self.base}/admin/events gave no X-Next-Since: is {self.base} a farebox proxy?")
         rows = [orjson.loads(line) for line in reply.body.splitlines() if line.strip()]
         return export.Page(rows, next_since)
+
+    async def create_key(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._json("POST", "/admin/keys", body=body)
+
+    async def list_keys(self, project: str) -> list[dict[str, Any]]:
+        return (await self._json("GET", "/admin/keys", params={"project": project}))["keys"]
+
+    async def _key_json(self, method: str, key_id: str, suffix: str = "") -> dict[str, Any]:
+        found = await self._json(method, f"/admin/keys/{_path_part(key_id)}{suffix}", missing_ok=True)
+        if found is None:
+            raise NotFound(f"No key '{key_id}'.", code="key_not_found")
+        return found
+
+    async def show_key(self, key_id: str) -> dict[str, Any]:
+        return await self._key_json("GET", key_id)
+
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return await self._key_json("DELETE", key_id)
+
+    async def rotate_key(self, key_id: str) -> dict[str, Any]:
+        return await self._key_json("POST", key_id, "/rotate")

@@ -25,6 +25,7 @@ from proxy.cli.remote import AdminSource
 from proxy.cli.source import CommandError, Source
 from proxy.control import budgets as control_budgets
 from proxy.control import export
+from proxy.control import keys as control_keys
 from proxy.control import reports
 from proxy.ledger.embedded import SOCKET_NAME
 from proxy.settings import Settings
@@ -71,6 +72,21 @@ class LedgerSource:
 
     async def export_page(self, project: str | None, since: str | None, limit: int) -> export.Page:
         return await export.export_page(self.ledger, project, since, limit)
+
+    async def create_key(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await control_keys.create_key(self.ledger, body)
+
+    async def list_keys(self, project: str) -> list[dict[str, Any]]:
+        return await control_keys.list_keys(self.ledger, project)
+
+    async def show_key(self, key_id: str) -> dict[str, Any]:
+        return await control_keys.show_key(self.ledger, key_id)
+
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return await control_keys.revoke_key(self.ledger, key_id)
+
+    async def rotate_key(self, key_id: str) -> dict[str, Any]:
+        return await control_keys.rotate_key(self.ledger, key_id)
 
 
 async def with_ledger(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:

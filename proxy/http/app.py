@@ -13,12 +13,12 @@ from aiohttp import web
 
 from pricing.catalog import Catalog, ModelPrice
 from pricing.money import usd_to_nano
-from proxy.control import admin
+from proxy.control import admin, admin_keys
 from proxy.http import routes
 from proxy.control.alerts import AlertDispatcher
 from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES, SETTINGS
 from proxy.http.edge import Edge
-from proxy.errors import (FareboxError, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
+from proxy.errors import (FareboxError, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
                           VersionNotSupported)
 from proxy.ledger.ledger import Ledger, Ttls
 from proxy.ledger.spool import Spool
@@ -53,13 +53,21 @@ def _is_admin_path(path: str) -> bool:
     return path.startswith("/admin/") or path == "/admin"
 
 
-def _check_admin_token(request: web.Request, expected: str | None) -> None:
-    """Keep the admin API behind its bearer token (and off when no token is configured)."""
-    if expected is None:
+def _check_admin_token(request: web.Request, expected: str | None, read_only: str | None = None) -> None:
+    """Keep the admin API behind its bearer tokens (and off when none is configured): the admin
+    token allows everything, the read-only one (``admin_read_token``) GET requests only."""
+    if expected is None and read_only is None:
         raise NotFound("The admin API is disabled: set an admin token (--admin-token / FAREBOX_ADMIN_TOKEN).",
                        code="admin_disabled")
-    if not _same_secret(request.headers.get("Authorization", ""), expected):
-        raise Unauthorized("Missing or wrong admin token: send Authorization: Bearer <admin token>.")
+    given = request.headers.get("Authorization", "")
+    if expected is not None and _same_secret(given, expected):
+        return
+    if read_only is not None and _same_secret(given, read_only):
+        if request.method in ("GET", "HEAD"):
+            return
+        raise Forbidden("The read-only admin token allows GET requests only: use the admin token to change "
+                        "anything.", code="read_only_token")
+    raise Unauthorized("Missing or wrong admin token: send Authorization: Bearer <admin token>.")
 
 
 def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -68,6 +76,7 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
     becomes the same answer as on farebox's own server. One layer rather than one per concern:
     each layer costs a call on every request."""
     expected = f"Bearer {settings.admin_token.get_secret_value()}" if settings.admin_token else None
+    read_only = f"Bearer {settings.admin_read_token.get_secret_value()}" if settings.admin_read_token else None
 
     async def answer(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
         try:
@@ -77,7 +86,7 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
             edge.check_head(request.headers)
             edge.check_forwarded(request.headers.items())
             if _is_admin_path(request.path):
-                _check_admin_token(request, expected)
+                _check_admin_token(request, expected, read_only)
             return await handler(request)
         except FareboxError as exc:
             response = _error_response(edge, exc, request, request_id)
@@ -227,6 +236,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         upstreams = Upstreams.from_settings(
             settings, drop_headers=(settings.project_header, settings.agent_header, settings.session_header))
         await upstreams.start()
+        keyless = [u.name for u in upstreams.all() if not u.kind.has_own_key]
+        if settings.auth == "keys" and keyless:
+            log.warning("auth = \"keys\", but farebox holds no API key for the upstream(s) %s: requests that go "
+                        "there are refused (500 upstream_key_missing) until one is configured", ", ".join(keyless))
         upstream = upstreams.default("openai")
         ttls = Ttls(hour=settings.ttl_hour_s or None, day=settings.ttl_day_s or None,
                     week=settings.ttl_week_s or None, month=settings.ttl_month_s or None,
@@ -258,6 +271,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         trimming = (asyncio.get_running_loop().create_task(trim_forever(ledger, settings.stream_max_age_s, time.time))
                     if settings.stream_max_age_s else None)
         renewing = asyncio.get_running_loop().create_task(ledger.renew_forever())  # holds in flight stay held
+        assert services.auth is not None
+        watching = asyncio.get_running_loop().create_task(services.auth.resolver.watch_forever())  # keys' changes
         try:
             yield
         finally:
@@ -266,7 +281,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                 await asyncio.gather(trimming, return_exceptions=True)
             await services.close()
             renewing.cancel()
-            await asyncio.gather(renewing, return_exceptions=True)
+            watching.cancel()
+            await asyncio.gather(renewing, watching, return_exceptions=True)
             await alerts.close()
             await upstreams.close()
             await redis.close()
@@ -278,6 +294,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),
         *admin.routes(),
+        *admin_keys.routes(),
         web.route("*", "/{tail:.*}", routes.not_found),
     ])
     return app

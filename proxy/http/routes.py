@@ -112,7 +112,10 @@ def pass_through(family: str, method: str, shape: str) -> Callable[[web.Request]
             raise NotFound(f"No such endpoint: {request.method} {request.path}.", code="unknown_endpoint")
         fb, edge = request.app[SERVICES], request.app[EDGE]
         body = await read_body(request, fb.settings.max_body_bytes, edge.body_timeout_s) if method == "POST" else None
-        upstream = _upstream_for(fb, family, body)
+        model = _model_of(body)
+        assert fb.auth is not None
+        await fb.auth.admit(request.headers, family, model)   # a farebox key's checks; auth = "keys" needs one
+        upstream = _upstream_for(fb, family, model)
         path = request.rel_url.raw_path[len(_ROOT[family]):]
         async with upstream.send(method, path, request.headers, body, query=request.rel_url.raw_query_string) as answer:
             payload = await upstream.read(answer)
@@ -123,16 +126,20 @@ def pass_through(family: str, method: str, shape: str) -> Callable[[web.Request]
     return handler
 
 
-def _upstream_for(fb: Services, family: str, body: bytes | None) -> Upstream:
-    """The family's upstream for a request naming a model in its JSON body; else its default."""
-    model = None
+def _model_of(body: bytes | None) -> str | None:
+    """The model a JSON body names, if any."""
     if body:
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
-            parsed = None
+            return None
         if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
-            model = parsed["model"]
+            return parsed["model"]
+    return None
+
+
+def _upstream_for(fb: Services, family: str, model: str | None) -> Upstream:
+    """The family's upstream for a request naming ``model``; else its default."""
     if fb.upstreams is None:
         return fb.upstream
     return fb.upstreams.pick(family, model) if model is not None else fb.upstreams.default(family)

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import redis.asyncio as aioredis
 
 from proxy.domain import DEFAULT_THRESHOLDS, Attribution, BudgetState, ReserveOutcome, SettleOutcome, UsageEvent
+from proxy.ledger.apikeys import KeyStore
 from proxy.ledger.budgets import Budgets
 from proxy.ledger.errors import redis_errors
 from proxy.ledger.idempotency import DEFAULT_WINDOW_S, slot_length
@@ -79,6 +80,7 @@ class Ledger:
         self._leasing = Leasing(self._leases, self._reserver.in_redis, redis=redis, scripts=scripts, keys=keys,
                                 pipe=pipe, clock=clock)
         self._budgets = Budgets(redis, keys, scripts, clock, self.settled, self._leasing.give_back_all)
+        self._apikeys = KeyStore(redis, prefix)
         # The request path's step, bound here: no call of the facade's own per request.
         self.queue_settle = self._settles.queue
 
@@ -181,3 +183,24 @@ class Ledger:
         """Remove a budget and its holds (its recorded spend stays); False when there was none."""
         return await self._budgets.delete(scope, scope_id)
 
+    # -- farebox keys (apikeys.py) ----------------------------------------------------------
+
+    async def add_key(self, key_id: str, fields: dict[str, str], project: str) -> None:
+        """Store a new farebox key's record (its secret's hash, never the secret)."""
+        await self._apikeys.add(key_id, fields, project)
+
+    async def key_record(self, key_id: str) -> dict[str, str] | None:
+        """A farebox key's record, or None when there is none."""
+        return await self._apikeys.get(key_id)
+
+    async def project_keys(self, project: str) -> list[dict[str, str]]:
+        """The records of ``project``'s farebox keys, in id order (each with its ``id``)."""
+        return await self._apikeys.of_project(project)
+
+    async def change_key(self, key_id: str, fields: dict[str, str]) -> dict[str, str] | None:
+        """Change a key's record and move the keys' change counter; None when there is no such key."""
+        return await self._apikeys.change(key_id, fields)
+
+    async def keys_version(self) -> int:
+        """The keys' change counter, which moves whenever a key is revoked or rotated."""
+        return await self._apikeys.version()

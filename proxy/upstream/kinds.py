@@ -51,6 +51,10 @@ class UpstreamKind(Protocol):
     def authenticate(self, headers: dict[str, str]) -> None:
         """Set the request's credentials in the forwarded ``headers`` (the client's, or farebox's own)."""
 
+    @property
+    def has_own_key(self) -> bool:
+        """Whether farebox holds a credential of its own for it (else the client's is forwarded)."""
+
     def describe(self) -> dict[str, Any]:
         """What the status page says of it (never a secret)."""
 
@@ -78,6 +82,10 @@ class OpenAIKind:
             _drop(headers, "authorization")
             headers["Authorization"] = self._authorization
 
+    @property
+    def has_own_key(self) -> bool:
+        return self._authorization is not None
+
     def describe(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "auth": "replaced" if self._authorization else "passthrough"}
 
@@ -102,6 +110,10 @@ class AnthropicKind:
         if self._api_key is not None:
             _drop(headers, "authorization", "x-api-key")
             headers["x-api-key"] = self._api_key
+
+    @property
+    def has_own_key(self) -> bool:
+        return self._api_key is not None
 
     def describe(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "auth": "replaced" if self._api_key else "passthrough"}
@@ -165,6 +177,10 @@ class AzureKind:
                 del headers[name]
                 headers["api-key"] = key.strip()
                 return
+
+    @property
+    def has_own_key(self) -> bool:
+        return self._api_key is not None
 
     def describe(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "api_version": self.api_version, "deployments": dict(self.deployments),

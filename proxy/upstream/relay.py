@@ -16,14 +16,14 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import FareboxError, UpstreamTimeout, UpstreamUnreachable
 from proxy.ratelimited import RateLimitedLog
 from proxy.upstream.kinds import OpenAIKind, UpstreamKind
 from proxy.upstream.wire import ConnectTimeout, Pool, Response, UndecodableBody, WireError, WireTimeout
 
-__all__ = ["Upstream", "Call", "HOP_BY_HOP", "response_headers", "upstream_errors"]
+__all__ = ["Upstream", "Call", "HOP_BY_HOP", "CREDENTIAL_HEADERS", "response_headers", "upstream_errors"]
 
 log = logging.getLogger("farebox")
 
@@ -33,6 +33,27 @@ HOP_BY_HOP = frozenset({
     "te", "trailer", "transfer-encoding", "upgrade",
     "host", "content-length", "accept-encoding", "content-encoding",
 })
+
+# Headers that carry a client's credential; one holding a farebox key (``fbk_...``) never crosses.
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+
+
+def _may_hold_farebox_key(headers: Mapping[str, str]) -> bool:
+    """Whether a credential header might hold a farebox key: three lookups in a case-insensitive
+    mapping (what both servers hand over), else True (the full check then looks)."""
+    if isinstance(headers, (CIMultiDict, CIMultiDictProxy)):
+        get = headers.get
+        return "fbk_" in get("Authorization", "") or "fbk_" in get("x-api-key", "") or "fbk_" in get("api-key", "")
+    return True
+
+
+def _farebox_credential(value: str) -> bool:
+    """Whether a credential header's value is a farebox key (``fbk_...``, bare or after ``Bearer``)."""
+    value = value.strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].lstrip()
+    return value.startswith("fbk_")
+
 
 # What talking to the upstream can raise: the client's own errors, and OSError from the loop
 # (refused, unreachable, DNS, TLS); TimeoutError is an OSError, WireTimeout a WireError.
@@ -110,8 +131,12 @@ class Upstream:
             self._pool = None
 
     def request_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        """The client's headers as forwarded: hop-by-hop and farebox's own removed, auth chosen."""
+        """The client's headers as forwarded: hop-by-hop and farebox's own removed (a farebox key
+        among them), auth chosen."""
         out = {k: v for k, v in headers.items() if k.lower() not in self._drop}
+        if _may_hold_farebox_key(headers):
+            for name in [k for k, v in out.items() if k.lower() in CREDENTIAL_HEADERS and _farebox_credential(v)]:
+                del out[name]
         kind = self.kind
         kind.authenticate(out)
         out["Accept-Encoding"] = kind.accept_encoding  # usage is read from the body: only what farebox decodes

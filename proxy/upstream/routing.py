@@ -21,7 +21,7 @@ from typing import Any
 
 from proxy.settings import Settings, SettingsError, UpstreamConfig
 from proxy.upstream.kinds import AnthropicKind, AzureKind, OpenAIKind, UpstreamKind
-from proxy.upstream.relay import Upstream
+from proxy.upstream.relay import CREDENTIAL_HEADERS, Upstream
 from proxy.upstream_settings import missing_key_env
 
 __all__ = ["Upstreams", "Route", "FAMILIES", "CACHE_SIZE", "kind_of"]
@@ -81,6 +81,8 @@ class Upstreams:
         if problem is not None:
             raise SettingsError(f"invalid setting {problem}")
         drop = tuple(drop_headers)
+        if settings.auth == "keys":   # upstream credentials come only from farebox's configuration
+            drop += tuple(CREDENTIAL_HEADERS)
         common: dict[str, Any] = dict(timeout_s=settings.upstream_timeout_s,
                                       connect_timeout_s=settings.upstream_connect_timeout_s,
                                       max_connections=settings.upstream_max_connections, drop_headers=drop)
