@@ -3,6 +3,7 @@ headers (see the package's docstring); a request it cannot read is ``Refused`` i
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,16 @@ class Refused(Exception):
             {"error": {"message": message, "type": type_, "param": param, "code": code}})
 BODY = web.RequestKey("fake_upstream_body", object)
 INVALID_JSON = object()
+
+
+async def begin(request: web.Request, options: Options) -> Controls:
+    """Read the controls, wait the latency, and answer a forced status (raised as ``Refused``)."""
+    controls = read_controls(request, options)
+    if controls.latency_s:
+        await asyncio.sleep(controls.latency_s)
+    if controls.status is not None:
+        raise forced_error(controls.status, controls.error_body)
+    return controls
 
 
 def read_controls(request: web.Request, options: Options) -> Controls:

@@ -26,7 +26,6 @@ unless ``store`` is false; ``background: true`` stores a queued response and ans
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -34,7 +33,7 @@ import orjson
 from aiohttp import web
 
 from proxy.apis.chat_prompt import count_completion
-from proxy.fake_upstream.controls import Controls, Refused, forced_error, int_param, json_object, read_controls
+from proxy.fake_upstream.controls import Controls, Refused, begin, int_param, json_object
 from proxy.fake_upstream.replies import FakeUpstream, chat_seed, make_reply, send_json, send_stream, split_pieces
 from proxy.fake_upstream.responses_billing import bill_responses, chat_messages, function_arguments, has_function_output
 
@@ -64,12 +63,7 @@ def add_responses_routes(app: web.Application, state: FakeUpstream) -> None:
 
 async def _begin(request: web.Request) -> tuple[FakeUpstream, Controls]:
     state = request.app[_STATE]
-    controls = read_controls(request, state.options)
-    if controls.latency_s:
-        await asyncio.sleep(controls.latency_s)
-    if controls.status is not None:
-        raise forced_error(controls.status, controls.error_body)
-    return state, controls
+    return state, await begin(request, state.options)
 
 
 def _searches(request: web.Request, body: dict[str, Any]) -> int:

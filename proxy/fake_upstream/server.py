@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from typing import Any
@@ -13,6 +12,7 @@ from aiohttp import web
 from proxy.fake_upstream.azure import azure_routes
 from proxy.fake_upstream.billing import bill_chat
 from proxy.fake_upstream.controls import (
+    begin,
     BODY,
     INVALID_JSON,
     MAX_CHOICES,
@@ -20,11 +20,9 @@ from proxy.fake_upstream.controls import (
     Controls,
     Options,
     Refused,
-    forced_error,
     int_param,
     json_object,
     output_bound,
-    read_controls,
     streaming,
 )
 from proxy.fake_upstream.inputs import (
@@ -150,14 +148,8 @@ def _header_dict(headers: Any) -> dict[str, str]:
 
 
 async def _begin(request: web.Request) -> tuple[FakeUpstream, Controls]:
-    """Read the controls, wait the latency, and answer a forced status."""
     state = request.app[_STATE]
-    controls = read_controls(request, state.options)
-    if controls.latency_s:
-        await asyncio.sleep(controls.latency_s)
-    if controls.status is not None:
-        raise forced_error(controls.status, controls.error_body)
-    return state, controls
+    return state, await begin(request, state.options)
 
 
 # --- endpoints -------------------------------------------------------------------------------
