@@ -31,7 +31,7 @@ from typing import Any
 
 from proxy.tokens import count_text, encoding_name_for_model
 
-__all__ = ["bill_chat"]
+__all__ = ["bill_chat", "base64_image_size"]
 
 SETTINGS = {"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n", "temperature",
             "top_p", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "seed",
@@ -54,17 +54,23 @@ def _strings(count: Callable[[str], int], value: Any) -> int:
     return count(str(value).lower())
 
 
+def base64_image_size(data: str) -> tuple[int, int] | None:
+    """The width and height a PNG or GIF in base64 declares in its header; None for others."""
+    try:
+        head = base64.b64decode(data[:64])
+    except ValueError:
+        return None
+    if head.startswith(b"\x89PNG"):
+        return struct.unpack(">II", head[16:24])
+    if head.startswith(b"GIF8"):
+        return struct.unpack("<HH", head[6:10])
+    return None
+
+
 def _image_size(url: str) -> tuple[int, int] | None:
     if url.startswith("data:"):
-        try:
-            head = base64.b64decode(url.split(",", 1)[1][:64])
-        except (ValueError, IndexError):
-            return None
-        if head.startswith(b"\x89PNG"):
-            return struct.unpack(">II", head[16:24])
-        if head.startswith(b"GIF8"):
-            return struct.unpack("<HH", head[6:10])
-        return None
+        _, comma, data = url.partition(",")
+        return base64_image_size(data) if comma else None
     found = _DECLARED_SIZE.search(url)
     return (int(found.group(1)), int(found.group(2))) if found else None
 

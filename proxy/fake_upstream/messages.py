@@ -28,15 +28,14 @@ delay, latency, drop after N events, which here count ``event:`` blocks):
 from __future__ import annotations
 
 import asyncio
-import base64
 import math
-import struct
 from dataclasses import replace
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from proxy.fake_upstream.billing import base64_image_size
 from proxy.fake_upstream.controls import BODY, INVALID_JSON, Controls, Refused, read_controls
 from proxy.fake_upstream.replies import Reply, chat_seed, make_reply, send_body, send_stream, split_pieces
 from proxy.tokens import count_text
@@ -72,15 +71,7 @@ def _refused(status: int, message: str) -> Refused:
 def _image_size(source: Any) -> tuple[int, int] | None:
     if not isinstance(source, dict) or source.get("type") != "base64" or not isinstance(source.get("data"), str):
         return None
-    try:
-        head = base64.b64decode(source["data"][:64])
-    except ValueError:
-        return None
-    if head.startswith(b"\x89PNG"):
-        return struct.unpack(">II", head[16:24])
-    if head.startswith(b"GIF8"):
-        return struct.unpack("<HH", head[6:10])
-    return None
+    return base64_image_size(source["data"])
 
 
 def _image(source: Any) -> int:
