@@ -18,6 +18,8 @@ from typing import Any, Mapping
 from pricing.money import nano_to_usd
 
 __all__ = [
+    "farebox_credential",
+    "FAREBOX_KEY_MARK",
     "Attribution",
     "UsageEvent",
     "Crossing",
@@ -40,6 +42,20 @@ __all__ = [
     "iso_utc",
     "attribution_fields",
 ]
+
+FAREBOX_KEY_MARK = "fbk_"   # what every farebox key starts with
+
+
+def farebox_credential(value: str) -> str | None:
+    """The farebox key a credential header's value holds (``fbk_...``, bare or after
+    ``Bearer``), or None. The one rule both sides use: what ``proxy.keyauth`` resolves is exactly
+    what ``proxy.upstream.relay`` never forwards."""
+    if FAREBOX_KEY_MARK not in value:
+        return None
+    token = value.strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].lstrip()
+    return token if token.startswith(FAREBOX_KEY_MARK) else None
 
 BUDGET_SCOPES: tuple[str, ...] = ("project", "agent", "session", "key")
 USAGE_SCOPES: tuple[str, ...] = BUDGET_SCOPES + ("model",)

@@ -31,7 +31,7 @@ import orjson
 
 from proxy.attribute import attribute, attribute_key
 from proxy.control.keys import key_id_of, secret_hash
-from proxy.domain import Attribution, iso_utc
+from proxy.domain import Attribution, farebox_credential, iso_utc
 from proxy.errors import FareboxError, Forbidden, LedgerUnavailable, Unauthorized
 from proxy.settings import Settings
 
@@ -42,7 +42,6 @@ log = logging.getLogger("farebox")
 POLL_S = 0.25      # how often the keys' change counter is read
 TRUST_S = 0.75     # how long after a look at the counter began what the process remembers is used
 CACHE_SIZE = 10_000
-_MARK = "fbk_"
 
 
 class NoUpstreamKey(FareboxError):
@@ -70,18 +69,13 @@ class ResolvedKey:
 
 def farebox_secret(headers: Mapping[str, str]) -> str | None:
     """The farebox key a request presents (``Authorization: Bearer fbk_...`` first, then
-    ``x-api-key: fbk_...``), or None: whatever ``proxy.upstream.relay`` strips from the
-    forwarded headers is judged here."""
-    value = headers.get("Authorization")
-    if value is not None and _MARK in value:
-        token = value.strip()
-        if token[:7].lower() == "bearer ":
-            token = token[7:].lstrip()
-        if token.startswith(_MARK):   # a bare ``Authorization: fbk_...`` too: never forwarded either
-            return token
-    value = headers.get("x-api-key")
-    if value is not None and value.strip().startswith(_MARK):
-        return value.strip()
+    ``x-api-key: fbk_...``; ``proxy.domain.farebox_credential`` reads each), or None."""
+    for name in ("Authorization", "x-api-key"):
+        value = headers.get(name)
+        if value is not None:
+            secret = farebox_credential(value)
+            if secret is not None:
+                return secret
     return None
 
 

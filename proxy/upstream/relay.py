@@ -18,6 +18,7 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.domain import FAREBOX_KEY_MARK, farebox_credential
 from proxy.errors import FareboxError, UpstreamTimeout, UpstreamUnreachable
 from proxy.ratelimited import RateLimitedLog
 from proxy.upstream.kinds import OpenAIKind, UpstreamKind
@@ -43,16 +44,9 @@ def _may_hold_farebox_key(headers: Mapping[str, str]) -> bool:
     mapping (what both servers hand over), else True (the full check then looks)."""
     if isinstance(headers, (CIMultiDict, CIMultiDictProxy)):
         get = headers.get
-        return "fbk_" in get("Authorization", "") or "fbk_" in get("x-api-key", "") or "fbk_" in get("api-key", "")
+        return (FAREBOX_KEY_MARK in get("Authorization", "") or FAREBOX_KEY_MARK in get("x-api-key", "")
+                or FAREBOX_KEY_MARK in get("api-key", ""))
     return True
-
-
-def _farebox_credential(value: str) -> bool:
-    """Whether a credential header's value is a farebox key (``fbk_...``, bare or after ``Bearer``)."""
-    value = value.strip()
-    if value[:7].lower() == "bearer ":
-        value = value[7:].lstrip()
-    return value.startswith("fbk_")
 
 
 # What talking to the upstream can raise: the client's own errors, and OSError from the loop
@@ -135,7 +129,7 @@ class Upstream:
         among them), auth chosen."""
         out = {k: v for k, v in headers.items() if k.lower() not in self._drop}
         if _may_hold_farebox_key(headers):
-            for name in [k for k, v in out.items() if k.lower() in CREDENTIAL_HEADERS and _farebox_credential(v)]:
+            for name in [k for k, v in out.items() if k.lower() in CREDENTIAL_HEADERS and farebox_credential(v) is not None]:
                 del out[name]
         kind = self.kind
         kind.authenticate(out)
