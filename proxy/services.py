@@ -52,18 +52,13 @@ class Services:
     def __post_init__(self) -> None:
         if self.auth is None:
             resolver = KeyResolver(self.ledger, fail_open=self.settings.fail_mode == "open")
-            self.auth = KeyAuth(self.settings, resolver, self._upstream_named)
+            self.auth = KeyAuth(self.settings, resolver, self.upstream_for)
 
     def attribute(self, headers: Mapping[str, str], family: str, model: str) -> Coroutine[Any, Any, Attribution]:
         """Who a request to a metered endpoint of API ``family`` for ``model`` is charged to: its
         farebox key's project, agent and id, or its headers (``proxy.keyauth``); 401/403 refuse it."""
         assert self.auth is not None
         return self.auth.attribute(headers, family, model)
-
-    def _upstream_named(self, family: str, model: str | None) -> Upstream:
-        if model is None:
-            return self.upstreams.default(family) if self.upstreams is not None else self.upstream
-        return self.upstream_for(family, model)
 
     def price(self, model: str) -> ModelPrice:
         found = self.catalog.resolve(model)
@@ -74,11 +69,12 @@ class Services:
                 param="model")
         return found
 
-    def upstream_for(self, family: str, model: str) -> Upstream:
-        """The upstream a request of API ``family`` for ``model`` goes to."""
+    def upstream_for(self, family: str, model: str | None) -> Upstream:
+        """The upstream a request of API ``family`` for ``model`` goes to (the family's default
+        for a request that names no model)."""
         if self.upstreams is None:
             return self.upstream
-        return self.upstreams.pick(family, model)
+        return self.upstreams.pick(family, model) if model is not None else self.upstreams.default(family)
 
     def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` (finishing a recording) apart from the request that asked for it;

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import orjson
@@ -18,10 +17,7 @@ from proxy.errors import FareboxError, NotFound, PayloadTooLarge, RequestTimeout
 from proxy.apis.registry import METERED
 from proxy.flow import serve_metered
 from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES
-from proxy.upstream.relay import Upstream, response_headers
-
-if TYPE_CHECKING:
-    from proxy.services import Services
+from proxy.upstream.relay import response_headers
 
 __all__ = ["metered", "pass_through", "routes", "not_found", "read_body", "PASSED_THROUGH"]
 
@@ -115,7 +111,7 @@ def pass_through(family: str, method: str, shape: str) -> Callable[[web.Request]
         model = _model_of(body)
         assert fb.auth is not None
         await fb.auth.admit(request.headers, family, model)   # a farebox key's checks; auth = "keys" needs one
-        upstream = _upstream_for(fb, family, model)
+        upstream = fb.upstream_for(family, model)
         path = request.rel_url.raw_path[len(_ROOT[family]):]
         async with upstream.send(method, path, request.headers, body, query=request.rel_url.raw_query_string) as answer:
             payload = await upstream.read(answer)
@@ -136,13 +132,6 @@ def _model_of(body: bytes | None) -> str | None:
         if isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
             return parsed["model"]
     return None
-
-
-def _upstream_for(fb: Services, family: str, model: str | None) -> Upstream:
-    """The family's upstream for a request naming ``model``; else its default."""
-    if fb.upstreams is None:
-        return fb.upstream
-    return fb.upstreams.pick(family, model) if model is not None else fb.upstreams.default(family)
 
 
 PASSED_THROUGH = (
