@@ -33,6 +33,9 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # 10 MiB
 DEFAULT_LEASE_REQUESTS = 32  # a budget lease holds this many times the worst case of the request that asked
 
 
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")  # the header names farebox may be told to read
+
+
 class SettingsError(ValueError):
     """A setting has a value farebox cannot use; the message names it."""
 
@@ -175,7 +178,7 @@ class Settings(BaseModel):
     @field_validator("project_header", "agent_header", "session_header")
     @classmethod
     def _header_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
+        if not _HEADER_NAME.fullmatch(value):
             raise ValueError("must be an HTTP header name (letters, digits, -)")
         return value
 
@@ -183,7 +186,7 @@ class Settings(BaseModel):
     @classmethod
     def _header_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name):
+            if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not an HTTP header name (letters, digits, -)")
         return value
 
