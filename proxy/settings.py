@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from proxy.domain import ID_PATTERN
 from proxy.upstream_settings import UpstreamConfig, check_names, missing_key_env
@@ -66,6 +66,7 @@ class Settings(BaseModel):
     upstream_connect_timeout_s: float = Field(10.0, gt=0)
     upstream_max_connections: int = Field(1000, ge=1)   # per process; more requests wait for a free one
     redis_url: str | None = None
+    redis_cluster: bool = False                   # redis_url names a node of a Redis Cluster (as redis+cluster://)
     redis_prefix: str = Field("fb", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     data_dir: Path = Path(".farebox")
     admin_token: SecretStr | None = None
@@ -157,9 +158,26 @@ class Settings(BaseModel):
     def _redis_url_scheme(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if not re.match(r"^(redis|rediss|unix)://", value):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if not re.match(r"^(redis|rediss|unix|redis\+cluster)://", value):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+cluster://")
+        if value.startswith("redis+cluster://"):
+            _check_cluster_url(value)
         return value
+
+    @model_validator(mode="after")
+    def _cluster_needs_url(self) -> "Settings":
+        if self.redis_cluster and not (self.redis_url or "").startswith(("redis://", "redis+cluster://")):
+            raise ValueError("redis_cluster needs a redis_url of a cluster node: redis://host:port")
+        return self
+
+    @property
+    def redis_target(self) -> str | None:
+        """The Redis to open: ``redis_url``, written ``redis+cluster://`` when ``redis_cluster``
+        says it names a node of a Redis Cluster; None for the embedded one."""
+        url = self.redis_url
+        if url and self.redis_cluster and url.startswith("redis://"):
+            return "redis+cluster://" + url.removeprefix("redis://").split("/", 1)[0]
+        return url
 
     @field_validator("default_project")
     @classmethod
@@ -195,6 +213,15 @@ class Settings(BaseModel):
         """How long a reservation holds budget unless renewed: its process renews the holds it
         still has in flight every third of this, so only a dead process's holds lapse."""
         return self.hold_ttl_s
+
+
+def _check_cluster_url(url: str) -> None:
+    from proxy.ledger.cluster import parse_cluster_url  # noqa: PLC0415 - only for this form
+
+    try:
+        parse_cluster_url(url)
+    except ValueError as exc:
+        raise ValueError(f"not a Redis Cluster URL (redis+cluster://host:port[,host:port...]): {exc}") from None
 
 
 # Settings whose environment variable is not FAREBOX_<NAME>.

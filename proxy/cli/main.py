@@ -36,6 +36,8 @@ def _store_flags(parser: argparse.ArgumentParser) -> None:
     """Options every Redis-using command shares."""
     parser.add_argument("--config", help="settings file (TOML or JSON)")
     parser.add_argument("--redis-url", help="Redis URL (default: embedded Redis under --data-dir)")
+    parser.add_argument("--redis-cluster", action="store_const", const=True,
+                        help="--redis-url names a node of a Redis Cluster (as redis+cluster://host:port does)")
     parser.add_argument("--data-dir", help="directory of the embedded Redis's data (default ./.farebox)")
     parser.add_argument("--redis-prefix", help="prefix of every Redis key (default fb)")
 
@@ -111,7 +113,7 @@ def _settings(args: argparse.Namespace, keys: Sequence[str]) -> Settings:
     return load_settings(flags)
 
 
-_STORE_KEYS = ("config", "redis_url", "data_dir", "redis_prefix")
+_STORE_KEYS = ("config", "redis_url", "redis_cluster", "data_dir", "redis_prefix")
 _LEDGER_KEYS = _STORE_KEYS + ("admin_token",)
 _SERVE_KEYS = _STORE_KEYS + ("host", "port", "workers", "upstream", "upstream_api_key", "anthropic_upstream",
                              "anthropic_api_key", "admin_token", "admin_read_token", "auth",
@@ -121,8 +123,8 @@ _SERVE_KEYS = _STORE_KEYS + ("host", "port", "workers", "upstream", "upstream_ap
 def _runner(args: argparse.Namespace) -> Runner:
     url = target.admin_url(args.url)
     if url:
-        given = [f for f, k in (("--redis-url", "redis_url"), ("--data-dir", "data_dir"),
-                                ("--redis-prefix", "redis_prefix")) if getattr(args, k, None)]
+        given = [f for f, k in (("--redis-url", "redis_url"), ("--redis-cluster", "redis_cluster"),
+                                ("--data-dir", "data_dir"), ("--redis-prefix", "redis_prefix")) if getattr(args, k, None)]
         if given:
             raise CommandError(f"{', '.join(given)} cannot be used with --url / FAREBOX_URL: the proxy at the URL "
                                "reads its own ledger")

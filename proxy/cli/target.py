@@ -94,7 +94,7 @@ async def with_ledger(settings: Settings, action: Callable[[Any], Awaitable[T]])
     from proxy.ledger.connection import RedisHandle  # noqa: PLC0415
     from proxy.ledger.ledger import Ledger  # noqa: PLC0415
 
-    handle = await RedisHandle.open(settings.redis_url, settings.data_dir)
+    handle = await RedisHandle.open(settings.redis_target, settings.data_dir)
     try:
         return await action(Ledger(handle.client, prefix=settings.redis_prefix))
     finally:

@@ -161,7 +161,7 @@ async def _open_resources(settings: Settings) -> tuple[Catalog, RedisHandle]:
     raised as when the steps ran one after the other (encodings, catalog, Redis), and a Redis
     opened meanwhile is closed first.
     """
-    opening = asyncio.ensure_future(RedisHandle.open(settings.redis_url, settings.data_dir))
+    opening = asyncio.ensure_future(RedisHandle.open(settings.redis_target, settings.data_dir))
     try:
         catalog = await asyncio.to_thread(_load_encodings_and_catalog, settings)
     except BaseException:

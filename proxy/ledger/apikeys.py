@@ -4,7 +4,10 @@ moves whenever a key stops working or changes (revoked, rotated).
     fb:{key:<id>}:record      hash    a key's record: secret hash, project, agent, name, models,
                                       rpm, tpm, expires_at, created_at, revoked_at, rotated_at
     fb:{acme}:keys            set     the ids of project acme's keys
-    fb:{key:*}:version        string  the change counter every farebox process polls
+    fb:{key:*}:version        string  the change counter every farebox process polls: a new
+                                      value at each change (never an increment, so a write sent
+                                      twice after a lost reply, or to a new master after a
+                                      failover, leaves the same value)
 
 A record is tagged by its key id and the index by its project, so every command touches one
 Redis Cluster slot. A tag holding ``:`` never names a project (project ids have no ``:``), so
@@ -14,6 +17,8 @@ the secret itself. Fields are text; what they mean is ``proxy.control.keys``'s b
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Any, Mapping
 
 import redis.asyncio as aioredis
@@ -21,6 +26,11 @@ import redis.asyncio as aioredis
 from proxy.ledger.errors import redis_errors, text
 
 __all__ = ["KeyStore"]
+
+
+def _new_version() -> int:
+    """A value the change counter never had: the time in ms, then 20 random bits."""
+    return (int(time.time() * 1000) << 20) | secrets.randbits(20)
 
 
 class KeyStore:
@@ -72,7 +82,7 @@ class KeyStore:
             if not await self.redis.exists(key):
                 return None
             await self.redis.hset(key, mapping=dict(fields))
-            await self.redis.incr(self.version_key())
+            await self.redis.set(self.version_key(), str(_new_version()))
         return await self.get(key_id)
 
     async def version(self) -> int:
