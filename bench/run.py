@@ -30,11 +30,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 
 from bench import rediscpu
+from bench.cluster import LocalCluster
 from bench import targets as tg
 from bench.load import RunResult, Workload, run_load, wrk_available
 from bench.report import render_markdown, summarise, write_markdown
@@ -111,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto",
                    help="non-streamed load: wrk if installed (auto), or the asyncio client")
     p.add_argument("--redis-url", help="Redis for farebox (default: farebox's embedded Redis, a fresh data dir)")
+    p.add_argument("--cluster", action="store_true",
+                   help="also run farebox on a local Redis Cluster (3 masters, 3 replicas, AOF) as target "
+                        "farebox-cluster")
     p.add_argument("--scenarios", help="comma-separated subset of " + ",".join(s["name"] for s in SCENARIOS))
     p.add_argument("--no-relay", action="store_true",
                    help="skip the bare aiohttp pass-through (bench/relay.py) that shows the floor under farebox")
@@ -291,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                                    " " + " ".join(argv if argv is not None else sys.argv[1:]))
     work = Path(tempfile.mkdtemp(prefix="farebox-bench-"))
     servers: list[tg.Server] = []
+    cluster: LocalCluster | None = None
+    stop_cluster: Callable[[], None] = lambda: None
     started_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta: dict[str, Any] = {"command": command, "started_at": started_at, "machine": _machine(), "smoke": smoke,
                             "duration_s": duration, "repeats": repeats, "loadgen": loadgen,
@@ -313,6 +319,14 @@ def main(argv: list[str] | None = None) -> int:
             relay = tg.start_relay(work, upstream)
             servers.append(relay)
             targets.append(relay)
+        if args.cluster:
+            cluster = LocalCluster(work / "cluster").start(aof=True)
+            stop_cluster = cluster.stop
+            on_cluster = tg.start_farebox("farebox-cluster", work, upstream, redis_url=cluster.url,
+                                          workers=fb_workers, env_extra=target_env.get("farebox-cluster"))
+            servers.append(on_cluster)
+            targets.append(on_cluster)
+            _say(f"farebox-cluster ({cluster.url}) ready in {on_cluster.ready_s:.2f}s")
         for spec in args.compare_src:
             name, _, src = spec.partition("=")
             other = tg.start_farebox(name, work, upstream, redis_url=args.redis_url, src=Path(src).resolve(),
@@ -340,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             meta["target_notes"] = {}
             for t in targets:
                 if t.kind == "farebox":
-                    redis_urls[t.name] = rediscpu.redis_url_of(t, args.redis_url)
+                    redis_urls[t.name] = rediscpu.redis_url_of(t, cluster.url if t.name == "farebox-cluster"
+                                                               else args.redis_url)
                     if redis_urls[t.name] is None:
                         raise RuntimeError(f"--redis-cpu: no Redis found for {t.name}")
                     src = next((s.partition("=")[2] for s in args.compare_src if s.partition("=")[0] == t.name), None)
@@ -378,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in reversed(servers):
             server.stop()
+        stop_cluster()
     pieces = None
     if not args.no_pieces and not redis_cpu:
         _say("timing the pieces")

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.cluster.local import LocalCluster, cluster_tools_missing
+from tests.cluster.local import OperatedCluster, cluster_tools_missing
 
 
 @pytest.fixture(scope="session")
@@ -16,14 +16,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     missing = cluster_tools_missing()
     if missing is not None:
         pytest.skip(f"no Redis Cluster can be started: {missing}")
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    local = OperatedCluster(tmp_path_factory.mktemp("cluster"))
     try:
         yield local.start()
     finally:
         local.stop()
 
 
-def projects_by_master(cluster: LocalCluster, per_master: int, stem: str = "proj") -> dict[int, list[str]]:
+def projects_by_master(cluster: OperatedCluster, per_master: int, stem: str = "proj") -> dict[int, list[str]]:
     """``per_master`` project ids owned by each master (as the slots are now)."""
     masters = cluster.masters()
     out: dict[int, list[str]] = {port: [] for port in masters}
