@@ -50,11 +50,16 @@ def _free_ports(n: int) -> list[int]:
 class LocalCluster:
     root: Path
     ports: list[int] = field(default_factory=list)
-    processes: list[subprocess.Popen] = field(default_factory=list)
+    processes: dict[int, subprocess.Popen] = field(default_factory=dict)
+    commands: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+        """Every node as a place to start from (any one that answers will do)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def live_ports(self) -> list[int]:
+        return [port for port in self.ports if self.processes[port].poll() is None]
 
     def client(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
@@ -66,24 +71,28 @@ class LocalCluster:
         for port in self.ports:
             data = self.root / str(port)
             data.mkdir(parents=True)
-            self.processes.append(subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", str(data / "nodes.conf"), "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-                 "--dir", str(data), "--save", "", "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
-                 "--lazyfree-lazy-expire", "yes"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for port in self.ports:
-            self._wait(lambda: self.client(port).ping(), f"node {port} did not start")
+            self.commands[port] = [
+                "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                "--cluster-config-file", str(data / "nodes.conf"), "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                "--dir", str(data), "--save", "", "--appendonly", "yes" if aof else "no", "--appendfsync", "everysec",
+                "--lazyfree-lazy-expire", "yes"]
+            self.run_node(port)
         subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                         "--cluster-replicas", str(replicas), "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
         self.wait_stable()
         return self
 
+    def run_node(self, port: int) -> None:
+        """Start (or start again) the node on ``port`` and wait until it answers."""
+        self.processes[port] = subprocess.Popen(self.commands[port], stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL)
+        self._wait(lambda: self.client(port).ping(), f"node {port} did not start")
+
     def stop(self) -> None:
-        for proc in self.processes:
+        for proc in self.processes.values():
             proc.terminate()
-        for proc in self.processes:
+        for proc in self.processes.values():
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -102,9 +111,9 @@ class LocalCluster:
         raise AssertionError(message)
 
     def _settled(self) -> bool:
-        """Every node says the cluster is ok, and all agree on who owns each slot."""
+        """Every running node says the cluster is ok, and all agree on who owns each slot."""
         tables = set()
-        for port in self.ports:
+        for port in self.live_ports():
             client = self.client(port)
             if client.cluster("INFO").get("cluster_state") != "ok":
                 return False
@@ -118,6 +127,6 @@ class LocalCluster:
     def masters(self) -> dict[int, list[tuple[int, int]]]:
         """Each master's port and the slot ranges it owns."""
         out: dict[int, list[tuple[int, int]]] = {}
-        for start, end, master, *_ in self.client(self.ports[0]).execute_command("CLUSTER SLOTS"):
+        for start, end, master, *_ in self.client(self.live_ports()[0]).execute_command("CLUSTER SLOTS"):
             out.setdefault(int(master[1]), []).append((int(start), int(end)))
         return out

@@ -24,7 +24,7 @@ class OperatedCluster(LocalCluster):
 
     def replica_of(self, master_port: int) -> int:
         master_id = self.node_id(master_port)
-        for port in self.ports:
+        for port in self.live_ports():
             role = self.client(port).execute_command("ROLE")
             if role[0] == b"slave" and int(role[2]) == master_port:
                 return port
@@ -62,3 +62,22 @@ class OperatedCluster(LocalCluster):
             self.client(port).execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
         self.wait_stable()
         return moved
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node on ``port`` (a crash: nothing flushed, nobody told)."""
+        self.processes[port].kill()
+        self.processes[port].wait(10)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again; it rejoins (a master that was replaced, as a replica)."""
+        self.run_node(port)
+        self._wait(lambda: self.client(port).cluster("INFO").get("cluster_state") == "ok",
+                   f"node {port} did not rejoin", timeout=60)
+        self.wait_stable()
+
+    def wait_replicated(self, master_port: int) -> None:
+        """Until the master's replica has everything the master wrote so far."""
+        offset = self.client(master_port).info("replication")["master_repl_offset"]
+        replica = self.client(self.replica_of(master_port))
+        self._wait(lambda: replica.info("replication")["slave_repl_offset"] >= offset,
+                   f"the replica of {master_port} did not catch up")

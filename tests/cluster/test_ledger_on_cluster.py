@@ -142,6 +142,28 @@ async def test_a_slot_half_moved_holds_the_settle_until_it_lands_once(cluster, h
     await asyncio.to_thread(cluster.wait_stable)
 
 
+async def test_a_killed_master_s_requests_wait_for_its_replica_and_count_once(cluster, handle, ledger):
+    """The master of a project is killed: the pipe's sends fail, the slot table is read again
+    until the replica has taken over (the node timeout is 2 s), and then they land there."""
+    project = projects_by_master(cluster, 1, stem="kill")[next(iter(cluster.masters()))][0]
+    await _record(ledger, project, 3)
+    old = cluster.master_of(project)
+    replica = cluster.replica_of(old)
+    cluster.wait_replicated(old)    # a crash loses what its replica had not received: not this test's subject
+    cluster.kill(old)
+    try:
+        started = time.monotonic()
+        await _record(ledger, project, 3, start=3)
+        waited = time.monotonic() - started
+        assert 1.0 < waited < 10.0
+        await asyncio.to_thread(cluster.wait_stable)
+        assert cluster.master_of(project) == replica
+        assert (await read_usage(ledger, "project", project, "day"))["requests"] == 6
+    finally:
+        await asyncio.to_thread(cluster.restart, old)
+    assert cluster.replica_of(replica) == old
+
+
 async def test_the_spool_replays_into_a_cluster_once(cluster, ledger, tmp_path):
     spread = projects_by_master(cluster, 1, stem="spool")
     spool = Spool(tmp_path / "spool.ndjson")
