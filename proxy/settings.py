@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from proxy.domain import ID_PATTERN
 from proxy.upstream_settings import UpstreamConfig, check_names, missing_key_env
@@ -164,11 +164,12 @@ class Settings(BaseModel):
             _check_cluster_url(value)
         return value
 
-    @model_validator(mode="after")
-    def _cluster_needs_url(self) -> "Settings":
-        if self.redis_cluster and not (self.redis_url or "").startswith(("redis://", "redis+cluster://")):
-            raise ValueError("redis_cluster needs a redis_url of a cluster node: redis://host:port")
-        return self
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_needs_url(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and not (info.data.get("redis_url") or "").startswith(("redis://", "redis+cluster://")):
+            raise ValueError("needs redis_url set to a node of the cluster, e.g. redis://10.0.0.5:6379")
+        return value
 
     @property
     def redis_target(self) -> str | None:
