@@ -24,6 +24,7 @@ from proxy.ledger.ledger import Ledger, Ttls
 from proxy.ledger.spool import Spool
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.control.retention import trim_forever
+from proxy.ledger.cluster import ClusterPipe
 from proxy.ledger.connection import RedisHandle
 from proxy.services import Services
 from proxy.settings import Settings
@@ -250,6 +251,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                         ranking_size=settings.session_ranking_size)
         spool = Spool(Path(settings.data_dir) / "spool.ndjson")
         app_metrics = Metrics(project_labels=settings.metrics_project_labels)
+        if isinstance(redis.pipe, ClusterPipe):
+            app_metrics.watch_redirections(lambda: redis.pipe.redirections)
         secret = settings.alert_webhook_secret
         alerts = AlertDispatcher(settings.alert_webhook_urls, secret.get_secret_value() if secret else None,
                                  metrics=app_metrics, max_attempts=settings.alert_max_attempts,

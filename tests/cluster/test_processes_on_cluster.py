@@ -121,6 +121,12 @@ async def _budget_settles(url: str, project: str) -> dict:
     raise AssertionError(f"holds left on {project}: {status}")
 
 
+async def _redirections(url: str) -> float:
+    async with httpx.AsyncClient(timeout=30) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("farebox_redis_redirections ")))
+
+
 def _put_budget(url: str, project: str, limit_nano: int) -> None:
     response = httpx.put(f"{url}/admin/budgets/project/{project}", headers=ADMIN,
                          json={"limit_usd": nano_to_usd(limit_nano), "period": "month", "mode": "hard"})
@@ -209,5 +215,6 @@ async def test_a_failover_and_a_resharding_under_load_lose_nothing_and_never_ove
         assert len(await _events(urls[1], project)) == len(ok)
     status = await _budget_settles(urls[0], busy)
     assert usd_to_nano(status["spent_usd"]) <= limit_nano
+    assert sum(await asyncio.gather(*(_redirections(url) for url in urls))) > 0   # MOVED / ASK were followed
     assert statuses[402] > 0    # the limit was reached
     assert sum(1 for r in upstream[1][RECEIVED] if r["path"] == "/v1/chat/completions") == statuses[200]
