@@ -155,7 +155,10 @@ class ClusterPipe:
 
     async def _read_table(self) -> None:
         problems = []
-        for address in dict.fromkeys([*self.known, *self.seeds]):
+        candidates = list(dict.fromkeys([*self.known, *self.seeds]))
+        # Nodes with an open connection first: a node that is down costs a connection attempt.
+        candidates.sort(key=lambda a: not (a in self.nodes and self.nodes[a].is_open()))
+        for address in candidates:
             try:
                 (reply,) = await self.pipe_to(address).execute_packed(_CLUSTER_SLOTS)
             except (OSError, TimeoutError) as exc:
