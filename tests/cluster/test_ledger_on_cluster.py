@@ -98,6 +98,18 @@ async def test_reports_and_exports_read_every_master(cluster, ledger):
     assert [e.id for e in entries] == sorted(e.id for e in entries)
 
 
+async def test_alert_thresholds_are_claimed_once_on_the_project_s_master(cluster, ledger):
+    project = projects_by_master(cluster, 1, stem="alert")[next(iter(cluster.masters()))][0]
+    await ledger.set_budget("project", project, 10_000, "month", thresholds=(0.5, 0.9))
+    who = Attribution(project=project, agent="worker")
+    first = await ledger.settle(event(f"{project}-1", who, ts=time.time(), cost_nano=6_000, model=MODEL))
+    again = await ledger.settle(event(f"{project}-2", who, ts=time.time(), cost_nano=1_000, model=MODEL))
+    last = await ledger.settle(event(f"{project}-3", who, ts=time.time(), cost_nano=3_000, model=MODEL))
+    assert [(c.scope, c.id, c.threshold, c.spent_nano) for c in first.alerts] == [("project", project, 0.5, 6_000)]
+    assert again.alerts == ()
+    assert [(c.threshold, c.spent_nano) for c in last.alerts] == [(0.9, 10_000)]
+
+
 async def test_a_moved_slot_is_followed_and_nothing_is_counted_twice(cluster, handle, ledger, prefix):
     project = projects_by_master(cluster, 1, stem="mov")[next(iter(cluster.masters()))][0]
     await _record(ledger, project, 4)
