@@ -69,14 +69,15 @@ def parse_cluster_url(url: str) -> tuple[list[Address], str | None, str | None]:
     return seeds, username, password
 
 
-def _redirect(reply: ResponseError) -> tuple[str, int, Address] | None:
-    """``MOVED`` / ``ASK``'s kind, slot and node."""
+def _redirect(reply: ResponseError, answered: Address) -> tuple[str, int, Address] | None:
+    """``MOVED`` / ``ASK``'s kind, slot and node (a node named without a host is on the host of
+    the node that ``answered``)."""
     kind, _, rest = str(reply).partition(" ")
     if kind not in ("MOVED", "ASK"):
         return None
     slot, _, where = rest.partition(" ")
     host, _, port = where.strip().rpartition(":")
-    return kind, int(slot), (host, int(port))
+    return kind, int(slot), (host or answered[0], int(port))
 
 
 def _waits(reply: ResponseError) -> bool:
@@ -210,14 +211,14 @@ class ClusterPipe:
         if not self.known:
             return None
         groups = self._groups(packed, range(len(packed)), {})
-        pipes = [(self.nodes.get(address), indexes) for (address, _), indexes in groups.items()]
-        if any(pipe is None or not pipe.is_open() for pipe, _ in pipes):
+        pipes = [(address, self.nodes.get(address), indexes) for (address, _), indexes in groups.items()]
+        if any(pipe is None or not pipe.is_open() for _, pipe, _ in pipes):
             return None
         sent = []
-        for pipe, indexes in pipes:
+        for address, pipe, indexes in pipes:
             replies = pipe.send_now([packed[i] for i in indexes])  # type: ignore[union-attr]
             assert replies is not None
-            sent.append((indexes, False, replies))
+            sent.append((address, indexes, False, replies))
         return self._complete(packed, sent)
 
     async def execute_packed(self, *packed: bytes) -> list[Any]:
@@ -225,8 +226,8 @@ class ClusterPipe:
         command on the master of its slot, redirections followed."""
         return await self._complete(packed, None)
 
-    async def _complete(self, packed: Sequence[bytes], sent: list[tuple[list[int], bool, Awaitable[list[Any]]]] | None
-                        ) -> list[Any]:
+    async def _complete(self, packed: Sequence[bytes],
+                        sent: list[tuple[Address, list[int], bool, Awaitable[list[Any]]]] | None) -> list[Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         results: list[Any] = [None] * len(packed)
@@ -241,10 +242,10 @@ class ClusterPipe:
                 sent = []
                 for (address, asked), indexes in self._groups(packed, todo, asking).items():
                     commands = self._commands(packed, indexes, asked)
-                    sent.append((indexes, asked, self.pipe_to(address).execute_packed(*commands)))
-            outcomes = await asyncio.gather(*(replies for _, _, replies in sent), return_exceptions=True)
+                    sent.append((address, indexes, asked, self.pipe_to(address).execute_packed(*commands)))
+            outcomes = await asyncio.gather(*(replies for *_, replies in sent), return_exceptions=True)
             todo, asking, wait, stale = [], {}, False, False
-            for (indexes, asked, _), outcome in zip(sent, outcomes):
+            for (answered, indexes, asked, _), outcome in zip(sent, outcomes):
                 if isinstance(outcome, (OSError, TimeoutError)):
                     failure, wait, stale = outcome, True, True
                     todo += indexes
@@ -254,7 +255,7 @@ class ClusterPipe:
                 replies = outcome[1::2] if asked else outcome
                 for i, reply in zip(indexes, replies):
                     if isinstance(reply, ResponseError):
-                        redirect = _redirect(reply)
+                        redirect = _redirect(reply, answered)
                         if redirect is not None:
                             kind, slot, address = redirect
                             self.redirections += 1
