@@ -26,6 +26,11 @@ __all__ = [
     "SettleOutcome",
     "BudgetView",
     "BudgetState",
+    "RateLimit",
+    "RateAsk",
+    "RateHold",
+    "RateRefusal",
+    "RATE_WINDOW_S",
     "ReserveOutcome",
     "BUDGET_SCOPES",
     "USAGE_SCOPES",
@@ -256,6 +261,56 @@ class ReserveOutcome:
     tightest: BudgetView | None
     room_nano: int | None
     reclaimed: int
+    rate_refused: "RateRefusal | None" = None     # refused by a rate limit (429), not a budget
+    rate_hold: "RateHold | None" = None           # what the request counts on its rate limits
+
+
+# -- rate limits ------------------------------------------------------------------------------
+
+RATE_WINDOW_S = 60     # rate limits count per minute, in windows aligned to the epoch minute
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Requests and tokens per minute allowed to one project or one farebox key (None: no limit
+    of that kind)."""
+
+    scope: str              # "project" | "key"
+    id: str                 # the project id, or the key id
+    rpm: int | None
+    tpm: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RateAsk:
+    """What a request counts on the rate limits that apply to it: one request, and ``tokens``
+    (its worst case: the counted prompt plus its output bound)."""
+
+    limits: tuple[RateLimit, ...]
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateHold:
+    """What a granted request counted, and in which minute: its settle corrects ``tokens`` to the
+    tokens it used, in that minute's counters."""
+
+    limits: tuple[RateLimit, ...]
+    window: int             # epoch seconds // RATE_WINDOW_S
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateRefusal:
+    """A rate limit with no room for the request in the current minute."""
+
+    limit: RateLimit
+    kind: str               # "requests" | "tokens"
+    used_requests: int      # counted in the current minute (before this request)
+    used_tokens: int
+    asked_tokens: int
+    resets_at: float        # epoch seconds: the end of the current minute
+    at: float               # epoch seconds: when it was refused (the ledger's clock)
 
 
 @dataclass(frozen=True, slots=True)

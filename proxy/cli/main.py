@@ -223,6 +223,8 @@ def _main(args: argparse.Namespace) -> int:
         run = _runner(args)
         if args.command == "key":
             return cli_keys.run(args, run)
+        if args.command == "limit":
+            return cli_keys.run_limit(args, run)
         if args.command in cli_reports.COMMANDS:
             return cli_reports.run(args, run)
         return _run_budget(args, run)

@@ -174,3 +174,15 @@ class AdminSource:
 
     async def rotate_key(self, key_id: str) -> dict[str, Any]:
         return await self._key_json("POST", key_id, "/rotate")
+
+    def _limits_path(self, scope: str, scope_id: str) -> str:
+        return f"/admin/limits/{_path_part(scope)}/{_path_part(scope_id)}"
+
+    async def set_limits(self, scope: str, scope_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._json("PUT", self._limits_path(scope, scope_id), body=body)
+
+    async def show_limits(self, scope: str, scope_id: str) -> dict[str, Any]:
+        return await self._json("GET", self._limits_path(scope, scope_id))
+
+    async def delete_limits(self, scope: str, scope_id: str) -> dict[str, Any]:
+        return await self._json("DELETE", self._limits_path(scope, scope_id))

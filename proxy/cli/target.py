@@ -26,6 +26,7 @@ from proxy.cli.source import CommandError, Source
 from proxy.control import budgets as control_budgets
 from proxy.control import export
 from proxy.control import keys as control_keys
+from proxy.control import limits as control_limits
 from proxy.control import reports
 from proxy.ledger.embedded import SOCKET_NAME
 from proxy.settings import Settings
@@ -72,6 +73,15 @@ class LedgerSource:
 
     async def export_page(self, project: str | None, since: str | None, limit: int) -> export.Page:
         return await export.export_page(self.ledger, project, since, limit)
+
+    async def set_limits(self, scope: str, scope_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await control_limits.set_limits(self.ledger, scope, scope_id, body)
+
+    async def show_limits(self, scope: str, scope_id: str) -> dict[str, Any]:
+        return await control_limits.show_limits(self.ledger, scope, scope_id)
+
+    async def delete_limits(self, scope: str, scope_id: str) -> dict[str, Any]:
+        return await control_limits.delete_limits(self.ledger, scope, scope_id)
 
     async def create_key(self, body: dict[str, Any]) -> dict[str, Any]:
         return await control_keys.create_key(self.ledger, body)
