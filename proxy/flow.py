@@ -95,10 +95,10 @@ async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
     started = time.perf_counter()
 
     request = shape.parse(ex.body, ex.headers)                                # 1. parse
-    who, limits = await fb.attribute(ex.headers, shape.family, request.model)  # 2. attribute
+    who, key_limit = await fb.attribute(ex.headers, shape.family, request.model)  # 2. attribute
     price = fb.price(request.model)                                           # 3. price & estimate
     prompt_tokens = await shape.count_prompt(request, price)
-    grant = await _reserve(fb, shape, request_id, who, price, prompt_tokens, request, limits)  # 4. reserve
+    grant = await _reserve(fb, shape, request_id, who, price, prompt_tokens, request, key_limit)  # 4. reserve
 
     try:
         bound = grant.output_bound if grant is not None and grant.enforce_bound else None
@@ -126,8 +126,9 @@ async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
 
 
 async def _reserve(fb: Services, shape: ApiShape, request_id: str, who: Attribution, price: ModelPrice,
-                   prompt_tokens: int, request: ApiRequest, limits: tuple[RateLimit, ...]) -> Grant | None:
+                   prompt_tokens: int, request: ApiRequest, key_limit: RateLimit | None) -> Grant | None:
     try:
+        limits = await fb.rate_limits(who, key_limit)
         return await reserve_budget(fb.ledger, fb.settings, request_id, who, price, prompt_tokens, request,
                                     limits=limits)
     except (BudgetExceeded, RateLimited) as exc:

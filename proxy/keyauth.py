@@ -1,6 +1,7 @@
 """farebox keys on the data plane: which key a request presents, whether it may, and who pays.
 
-A ``fbk_`` credential (``Authorization: Bearer fbk_...`` or ``x-api-key: fbk_...``) is always
+A ``fbk_`` credential (``Authorization: Bearer fbk_...``, ``x-api-key: fbk_...`` or Azure's
+``api-key: fbk_...``) is always
 farebox's to judge and never crosses to an upstream (``proxy.upstream.relay`` strips it; the
 upstream gets farebox's own key for it, and a request whose upstream has none is refused
 rather than sent without credentials). A key decides the request's project, and its agent
@@ -70,8 +71,9 @@ class ResolvedKey:
 
 def farebox_secret(headers: Mapping[str, str]) -> str | None:
     """The farebox key a request presents (``Authorization: Bearer fbk_...`` first, then
-    ``x-api-key: fbk_...``; ``proxy.domain.farebox_credential`` reads each), or None."""
-    for name in ("Authorization", "x-api-key"):
+    ``x-api-key: fbk_...``, then Azure's ``api-key: fbk_...``; ``proxy.domain.farebox_credential``
+    reads each), or None."""
+    for name in ("Authorization", "x-api-key", "api-key"):
         value = headers.get(name)
         if value is not None:
             secret = farebox_credential(value)
@@ -207,21 +209,23 @@ class KeyAuth:
         self.require = settings.auth == "keys"
 
     async def attribute(self, headers: Mapping[str, str], family: str, model: str | None
-                        ) -> tuple[Attribution, tuple[RateLimit, ...]]:
-        """Who a metered request is charged to and the rate limits it counts on (its project's,
-        then its key's), or the 401/403 that refuses it."""
+                        ) -> tuple[Attribution, RateLimit | None]:
+        """Who a metered request is charged to and its key's rate limit (None: no key, or a key
+        without one), or the 401/403 that refuses it."""
         secret = farebox_secret(headers)
         if secret is None:
             if self.require:
                 raise _missing()
-            who = attribute(headers, self.settings)
-            project_limit = await self.resolver.project_limit(who.project)
-            return who, (() if project_limit is None else (project_limit,))
+            return attribute(headers, self.settings), None
         key = await self.key(secret, family, model)
-        who = attribute_key(headers, self.settings, key)
+        return attribute_key(headers, self.settings, key), key.limit
+
+    async def rate_limits(self, who: Attribution, key_limit: RateLimit | None) -> tuple[RateLimit, ...]:
+        """The rate limits a request of ``who`` counts on: its project's, then its key's."""
         project_limit = await self.resolver.project_limit(who.project)
-        limits = tuple(limit for limit in (project_limit, key.limit) if limit is not None)
-        return who, limits
+        if project_limit is None:
+            return () if key_limit is None else (key_limit,)
+        return (project_limit,) if key_limit is None else (project_limit, key_limit)
 
     async def admit(self, headers: Mapping[str, str], family: str, model: str | None) -> None:
         """The same checks for a request passed through unmetered (which needs no project)."""

@@ -55,12 +55,19 @@ class Services:
             self.auth = KeyAuth(self.settings, resolver, self.upstream_for)
 
     def attribute(self, headers: Mapping[str, str], family: str, model: str
-                  ) -> Coroutine[Any, Any, tuple[Attribution, tuple[RateLimit, ...]]]:
+                  ) -> Coroutine[Any, Any, tuple[Attribution, RateLimit | None]]:
         """Who a request to a metered endpoint of API ``family`` for ``model`` is charged to: its
         farebox key's project, agent and id, or its headers (``proxy.keyauth``); 401/403 refuse it.
-        With it, the rate limits the request counts on (its project's, its key's)."""
+        With it, its farebox key's rate limit, if any."""
         assert self.auth is not None
         return self.auth.attribute(headers, family, model)
+
+    def rate_limits(self, who: Attribution, key_limit: RateLimit | None
+                    ) -> Coroutine[Any, Any, tuple[RateLimit, ...]]:
+        """The rate limits a request of ``who`` counts on: its project's (read from Redis once
+        per change of the limits, ``LedgerUnavailable`` when it cannot be), then its key's."""
+        assert self.auth is not None
+        return self.auth.rate_limits(who, key_limit)
 
     def price(self, model: str) -> ModelPrice:
         found = self.catalog.resolve(model)
