@@ -69,6 +69,7 @@ class Ledger:
         if type(ranking_size) is not int or ranking_size < 0:
             raise ValueError(f"ranking_size must be an int >= 0 (0 = unbounded), not {ranking_size!r}")
         self.redis = redis
+        self.idempotency_window_s = idempotency_window_s
         self.keys = keys = Keys(prefix)
         self.clock = clock
         self.scripts = scripts = Scripts(redis, pipe)

@@ -21,16 +21,24 @@ from tests.e2e.test_keys_admin import ADMIN
 from tests.e2e.test_keys_data_plane import ANTHROPIC_KEY, BODIES, OPENAI_KEY, PATHS, post
 from tests.processes import clean_env
 
-MINUTE = (int(time.time()) // 60) * 60
-NOW = MINUTE + 5.0          # the ledger's frozen clock: 55 s left in this minute
-RESETS_AT = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(MINUTE + 60))
 READ = {"Authorization": "Bearer read-secret"}
 
 
 @pytest.fixture
-def stack(make_stack):
+def minute() -> int:
+    """The current minute's start (epoch seconds): the ledger's clock stays 5 s into it."""
+    return (int(time.time()) // 60) * 60
+
+
+@pytest.fixture
+def stack(make_stack, minute):
+    now = minute + 5.0   # 55 s left in this minute
     return make_stack(admin_token="admin-secret", admin_read_token="read-secret", upstream_api_key=OPENAI_KEY,
-                      anthropic_api_key=ANTHROPIC_KEY, clock=lambda: NOW)
+                      anthropic_api_key=ANTHROPIC_KEY, clock=lambda: now)
+
+
+def resets_at(minute: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(minute + 60))
 
 
 def new_key(stack, **body) -> dict:
@@ -57,7 +65,7 @@ def settled_events(stack, project: str = "acme") -> list[dict]:
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_keys_rpm_refuses_the_request_over_it_with_429_and_rate_headers(stack, path):
+def test_a_keys_rpm_refuses_the_request_over_it_with_429_and_rate_headers(stack, path, minute):
     key = new_key(stack, rpm=2)
     assert [post(stack, path, bearer(key)).status_code for _ in range(2)] == [200, 200]
     refused = post(stack, path, bearer(key))
@@ -66,7 +74,7 @@ def test_a_keys_rpm_refuses_the_request_over_it_with_429_and_rate_headers(stack,
                "requested 1; try again in 55s.")
     assert refused.json() == rate_error(path, message, {
         "scope": "key", "scope_id": key["id"], "limit": "requests", "limit_value": 2, "used": 2, "requested": 1,
-        "resets_at": RESETS_AT})
+        "resets_at": resets_at(minute)})
     h = refused.headers
     assert (h["retry-after"], h["retry-after-ms"]) == ("55", "55000")
     assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"],
@@ -221,7 +229,7 @@ def counters(redis_url: str, prefix: str, scope: str, scope_id: str, window: int
     return int(got.get(b"r", 0)), int(got.get(b"t", 0))
 
 
-def test_requests_drawn_from_budget_leases_count_exactly_once_settled(stack, redis_url, key_prefix):
+def test_requests_drawn_from_budget_leases_count_exactly_once_settled(stack, redis_url, key_prefix, minute):
     """Sequential requests of one key draw from budget leases, which count many requests' worth at
     once; once they are settled and the leases have given back what they did not lend, the
     minute's counters hold exactly the requests made and the tokens they used."""
@@ -235,4 +243,4 @@ def test_requests_drawn_from_budget_leases_count_exactly_once_settled(stack, red
     stack.run(stack.services.ledger.settled())
     used = sum(int(e["prompt_tokens"]) + int(e["completion_tokens"]) for e in events)
     assert len(events) == 40
-    assert counters(redis_url, key_prefix, "key", key["id"], MINUTE // 60) == (40, used)
+    assert counters(redis_url, key_prefix, "key", key["id"], minute // 60) == (40, used)

@@ -17,7 +17,8 @@
 --         hard budget has at least this much room (and the request's amount fits, as always)
 -- ARGV[9] C, the number of rate limits   ARGV[10] tokens the request counts (its worst case)
 -- ARGV[11 .. 10+2C] per rate limit: requests per minute, tokens per minute (0 = no such limit)
--- then: the minute's end, epoch ms (its counters expire a minute later); the requests and
+-- then: the minute's end, epoch ms (its counters expire a minute after it, as the
+--       requester's clock counts: PEXPIRE, so a skew between clocks does not matter); the requests and
 --       tokens a lease counts; the requests and tokens of room a lease needs on every limit
 -- First the rate limits: when one has no room for the request (one more request, its tokens),
 -- nothing changes and the reply's ok is -1. Then reclaims every hold whose deadline < now, then
@@ -119,7 +120,7 @@ for c = 1, C do
     local key = KEYS[8 * B + c]
     r = redis.call('HINCRBY', key, 'r', take_requests)
     t = redis.call('HINCRBY', key, 't', take_tokens)
-    redis.call('PEXPIREAT', key, tonumber(window_end) + 60000)
+    redis.call('PEXPIRE', key, tonumber(window_end) - tonumber(now) + 60000)  -- on Redis's clock: skew-proof
   end
   reply[#reply + 1] = r; reply[#reply + 1] = t
 end
