@@ -118,6 +118,12 @@ def _print_forecast(result: dict[str, Any]) -> None:
         if budget is not None:
             line += f"; budget runs out {f['runs_out_at'] or 'not before it resets'}"
         print(line)
+    c = result.get("confidence")
+    if c is not None:
+        spread = "no spend seen" if c["variation"] is None else f"variation {c['variation']}"
+        print(f"  confidence {c['level']} ({c['score']}): {c['buckets_observed']} complete {c['granularity']}s seen "
+              f"of {c['buckets_for_full_coverage']} for full coverage, mean ${c['mean_usd']} per {c['granularity']}, "
+              f"{spread}")
     if budget is not None:
         print(f"  budget: {budget['mode']} {budget['period']} limit ${budget['limit_usd']}, spent ${budget['spent_usd']}, "
               f"remaining ${budget['remaining_usd']}, resets {budget['resets_at'] or 'never'}")
