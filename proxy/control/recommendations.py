@@ -25,7 +25,7 @@ from proxy.ledger.periods import period_bounds
 __all__ = ["recommendations", "PERIODS", "MAX_EVENTS"]
 
 PERIODS = ("day", "week", "month")
-MAX_EVENTS = 100_000
+MAX_EVENTS = 50_000   # the default stream length of a project (stream_maxlen)
 
 
 def _check(scope: str | None, scope_id: str | None, period: str | None) -> tuple[str, str]:
