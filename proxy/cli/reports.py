@@ -144,7 +144,9 @@ def _print_recommendations(result: dict[str, Any]) -> None:
     print(f"project {result['id']} — {len(recs)} recommendation{'' if len(recs) == 1 else 's'} from "
           f"{result['events']} requests this {result['period']} (since {result['period_start']})")
     for n, r in enumerate(recs, 1):
-        print(f"{n}. [{r['priority']}] {r['title']}: about ${r['estimated_monthly_savings_usd']} a month")
+        saving = r["estimated_monthly_savings_usd"]
+        gain = f"about ${saving} a month" if usd_to_nano(saving) else "no saving on the bill"
+        print(f"{n}. [{r['priority']}] {r['title']}: {gain}")
         print(f"   {r['description']}")
         print("   based on: " + ", ".join(f"{k} {v}" for k, v in r["based_on"].items()))
     if not recs:
