@@ -166,8 +166,8 @@ def test_forecast_without_a_budget_and_for_a_day(admin):
     assert result["spent_usd"] == "0.24" and result["forecasts"]["run_rate"]["projected_usd"] == "0.96"
     assert result["forecasts"]["trend"]["window_start"] == "2026-11-11T00:00:00Z"
     assert result["forecasts"]["trend"]["projected_usd"] == "0.96"
-    # Hours 00-05 of the day are complete: only 05:00-06:00 spent (0.24), before the agent's first hour
-    # ended — one spend among six hours: variation sqrt(6 − 1) = 2.236, coverage 6/12, score 0.5 / 3.236.
+    # The six hours 00:00-06:00 are complete; only 05:00-06:00 spent anything (0.24). One spend among
+    # six hours: variation sqrt(6 − 1) = 2.236, coverage 6/12, score 0.5 / 3.236 = 0.155.
     assert {k: result["confidence"][k] for k in ("level", "score", "buckets_observed", "variation")} == {
         "level": "low", "score": 0.155, "buckets_observed": 6, "variation": 2.236}
 
