@@ -142,6 +142,8 @@ def test_budget_commands(tmp_path, redis_url, key_prefix):
     assert {(b["scope"], b["id"]) for b in listed} == {("project", "acme"), ("agent", "acme/planner")}
     assert {b["id"]: b["alert_emails"] for b in listed} == {"acme": [],
                                                             "acme/planner": ["ops@example.com", "lead@example.com"]}
+    shown = run(["budget", "show", "agent", "acme/planner"], env).stdout
+    assert shown.rstrip().endswith("; alerts e-mailed to ops@example.com, lead@example.com")
     deleted = run(["budget", "delete", "project", "acme"], env)
     assert deleted.returncode == 0 and "deleted" in deleted.stdout
     gone = run(["budget", "show", "project", "acme"], env)

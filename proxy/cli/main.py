@@ -140,7 +140,8 @@ def _print_budget(status: dict[str, Any]) -> None:
     resets = status.get("resets_at") or "never"
     print(f"{status['scope']} {status['id']}: {status['mode']} {status['period']} limit ${status['limit_usd']}, "
           f"spent ${status['spent_usd']}, reserved ${status['reserved_usd']}, remaining ${status['remaining_usd']} "
-          f"({status['percent']}%), resets {resets}")
+          f"({status['percent']}%), resets {resets}"
+          + (f"; alerts e-mailed to {', '.join(status['alert_emails'])}" if status.get("alert_emails") else ""))
 
 
 def _run_budget(args: argparse.Namespace, run: Runner) -> int:

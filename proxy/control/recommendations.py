@@ -46,7 +46,7 @@ async def recommendations(ledger: Ledger, catalog: Catalog, scope: str | None, s
                           period: str | None = "month") -> dict[str, Any]:
     """``{"scope", "id", "period", "period_start", "now", "events", "recommendations": [...]}``."""
     project, period = _check(scope, scope_id, period)
-    if project not in await stored.known_projects(ledger):
+    if not await mix.is_known(ledger, project):
         raise NotFound(f"No usage or budget recorded for project '{project}'.", code="project_not_found")
     now_s = ledger.clock()
     now = datetime.fromtimestamp(now_s, tz=timezone.utc)

@@ -20,7 +20,7 @@ from proxy.ledger.errors import redis_errors
 if TYPE_CHECKING:
     from proxy.ledger.ledger import Ledger
 
-__all__ = ["Mix", "read_mix", "PAGE"]
+__all__ = ["Mix", "read_mix", "is_known", "PAGE", "SKEW_MS"]
 
 PAGE = 1000         # entries per round trip
 SKEW_MS = 300_000   # how far the proxies' clocks may run ahead of the Redis server's
@@ -33,6 +33,13 @@ class Mix:
 
     events: list[UsageEvent]
     complete: bool
+
+
+async def is_known(ledger: Ledger, project: str) -> bool:
+    """Whether ``project`` recorded usage or has a budget (it is in the set of known projects)."""
+    await ledger.settled()
+    with redis_errors():
+        return bool(await ledger.redis.sismember(ledger.keys.projects(), check_id(project, "project")))
 
 
 async def read_mix(ledger: Ledger, project: str, since: float, until: float, limit: int) -> Mix:
