@@ -267,3 +267,41 @@ def test_a_bad_sender_names_the_setting():
 @pytest.mark.parametrize("address", ["ops@example.com", "a.b+c@mail.example.org", "root@localhost"])
 def test_addresses_budgets_accept(address):
     assert check_address(address)
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_credentials_in_the_url_log_in_first(smtp_auth):
+    url, inbox, logins = smtp_auth("alerts", "p@ss word")
+    user_url = url.replace("smtp://", "smtp://alerts:p%40ss%20word@")
+    metrics = await _email_once(user_url, ["ops@example.com"])
+    assert logins == [("alerts", "p@ss word")] and len(inbox.messages) == 1
+    assert alerts_metric(metrics, "80", "emailed") == 1
+
+
+@pytest.fixture
+def smtp_auth():
+    """A real SMTP server that requires a login (over plain SMTP, for the test: it warns about that)."""
+    from aiosmtpd.smtp import AuthResult
+
+    controllers: list[Controller] = []
+
+    def start(user: str, password: str) -> tuple[str, Inbox, list[tuple[str, str]]]:
+        inbox, logins = Inbox(), []
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            given = (auth_data.login.decode(), auth_data.password.decode())
+            logins.append(given)
+            return AuthResult(success=given == (user, password))
+
+        port = _free_port()
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=authenticator,
+                                auth_required=True, auth_require_tls=False)
+        controller.start()
+        controllers.append(controller)
+        return f"smtp://127.0.0.1:{port}", inbox, logins
+
+    try:
+        yield start
+    finally:
+        for controller in controllers:
+            controller.stop()
