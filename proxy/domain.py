@@ -132,6 +132,8 @@ class UsageEvent:
     ttfb_ms: int | None = None      # request written -> the answer's first byte (None: none came, or not measured)
     cache_creation_1h_tokens: int = 0   # of cache_creation_tokens, written for an hour (Anthropic)
     web_search_calls: int = 0           # web searches the provider billed per call
+    output_bound: int | None = None     # the output tokens per choice the reservation assumed (None: not reserved)
+    reserved_nano: int | None = None    # the worst case the reservation held (None: not reserved)
 
     def to_fields(self) -> list[str]:
         """The stream entry: field, value, field, value, ..."""
@@ -158,6 +160,10 @@ class UsageEvent:
             fields += ["cache_creation_1h_tokens", str(self.cache_creation_1h_tokens)]
         if self.web_search_calls:
             fields += ["web_search_calls", str(self.web_search_calls)]
+        if self.output_bound is not None:
+            fields += ["output_bound", str(self.output_bound)]
+        if self.reserved_nano is not None:
+            fields += ["reserved_nano", str(self.reserved_nano)]
         return head, fields
 
     @classmethod
@@ -179,6 +185,8 @@ class UsageEvent:
             ttfb_ms=int(ttfb) if ttfb else None,
             cache_creation_1h_tokens=int(f.get("cache_creation_1h_tokens") or 0),
             web_search_calls=int(f.get("web_search_calls") or 0),
+            output_bound=int(f["output_bound"]) if f.get("output_bound") else None,
+            reserved_nano=int(f["reserved_nano"]) if f.get("reserved_nano") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

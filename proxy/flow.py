@@ -275,6 +275,8 @@ class _Call:
             clamped_max_tokens=self.grant.output_bound if self.grant is not None and self.grant.clamped else None,
             ttfb_ms=int((first_byte_at - sent_at) * 1000) if first_byte_at else None,
             cache_creation_1h_tokens=usage.cache_creation_1h_tokens, web_search_calls=usage.web_search_calls,
+            output_bound=self.grant.output_bound if self.grant is not None else None,
+            reserved_nano=self.grant.reserved_nano if self.grant is not None else None,
         )
         self.settled = True
         fb.record_soon(event, self.grant.rate_hold if self.grant is not None else None)

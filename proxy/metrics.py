@@ -80,7 +80,8 @@ class Metrics:
         self.spooled = Counter("farebox_spooled_events", "Usage events written to the spool while Redis was unavailable.",
                                registry=r)
         self.alerts = Counter("farebox_alerts", "Budget alert thresholds crossed (outcome crossed) and their webhook "
-                              "deliveries, one per URL (delivered, failed, dropped), by scope and threshold percent.",
+                              "deliveries, one per URL (delivered, failed, dropped), and e-mails (emailed, email_failed), by scope "
+                              "and threshold percent.",
                               ["scope", "threshold", "outcome"], registry=r)
         self._requests = _Children(self.requests)
         self._tokens = _Children(self.tokens)

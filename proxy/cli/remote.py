@@ -100,6 +100,8 @@ class AdminSource:
             how = ("refused the admin token" if self.token else "needs the admin token")
             raise CommandError(f"the admin API at {self.base} {how} ({reply.status}): give the token "
                                "`farebox serve` runs with, by --admin-token or FAREBOX_ADMIN_TOKEN")
+        if reply.status == 404 and code == "project_not_found":
+            raise NotFound(message, code=code)
         if reply.status == 404 and code == "admin_disabled":
             raise CommandError(f"the admin API at {self.base} is disabled: start `farebox serve` with "
                                "--admin-token (or FAREBOX_ADMIN_TOKEN)")
@@ -143,6 +145,10 @@ class AdminSource:
 
     async def forecast(self, scope: str, scope_id: str, period: str) -> dict[str, Any]:
         return await self._json("GET", "/admin/forecast", params={"scope": scope, "id": scope_id, "period": period})
+
+    async def recommendations(self, project: str, period: str) -> dict[str, Any]:
+        return await self._json("GET", "/admin/recommendations", params={"scope": "project", "id": project,
+                                                                           "period": period})
 
     async def export_page(self, project: str | None, since: str | None, limit: int) -> export.Page:
         reply = await self._request("GET", "/admin/events", params={"project": project, "since": since,

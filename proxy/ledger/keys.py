@@ -10,7 +10,8 @@ single Redis Cluster slot. The only key without a tag is the set of known projec
     fb:{acme}:top:session:<bucket>           zset   the costliest sessions of a bucket, by cost (nano)
     fb:{acme}:top:pruned:<hour bucket>       string present once the hour's rankings were pruned
     fb:{acme}:budgets                        set    "<scope>:<local id>" of the project's budgets
-    fb:{acme}:budget:<scope>:<local id>      hash   budget config: limit (nano), period, mode, thresholds, alert_at, created_at
+    fb:{acme}:budget:<scope>:<local id>      hash   budget config: limit (nano), period, mode, thresholds, alert_at, created_at,
+                                                    alert_emails (a JSON list; absent when none)
     fb:{acme}:resv:<scope>:<local id>        zset   live reservations: request id → deadline (epoch ms)
     fb:{acme}:resv-amt:<scope>:<local id>    hash   request id → reserved nano; field "" = their running total
     fb:{acme}:alerted:<scope>:<local id>     hash   "<bucket>|<threshold>" → 1: alert thresholds crossed (claims)

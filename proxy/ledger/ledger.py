@@ -18,7 +18,7 @@ and APIs. Stream events carry every ``UsageEvent`` field as a string; booleans a
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import redis.asyncio as aioredis
 
@@ -170,9 +170,10 @@ class Ledger:
     # -- budgets (budgets.py) -----------------------------------------------------------------
 
     async def set_budget(self, scope: str, scope_id: str, limit_nano: int, period: str, mode: str = "hard",
-                         thresholds: tuple[float, ...] | list[float] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+                         thresholds: tuple[float, ...] | list[float] = DEFAULT_THRESHOLDS,
+                         alert_emails: Sequence[str] = ()) -> dict[str, Any]:
         """Create or replace a budget; returns its status (as ``get_budget``)."""
-        return await self._budgets.set(scope, scope_id, limit_nano, period, mode, thresholds)
+        return await self._budgets.set(scope, scope_id, limit_nano, period, mode, thresholds, alert_emails)
 
     async def budget_state(self, scope: str, scope_id: str) -> BudgetState | None:
         """A budget's config and standing in nano-USD, or None when it does not exist."""
