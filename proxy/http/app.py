@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import time
+from functools import partial
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from pricing.catalog import Catalog, ModelPrice
 from pricing.money import usd_to_nano
 from proxy.control import admin, admin_keys
 from proxy.http import routes
-from proxy.control.alerts import AlertDispatcher
+from proxy.control.alerts import AlertDispatcher, MailSettings
+from proxy.control.mail import SmtpServer
+from proxy.ledger import recipients
 from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES, SETTINGS
 from proxy.http.edge import Edge
 from proxy.errors import (FareboxError, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
@@ -130,6 +133,14 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
                         answer_id)
 
     return middleware
+
+
+def _alert_mail(settings: Settings, ledger: Ledger) -> MailSettings | None:
+    """Alert e-mails, when an SMTP server is configured: each budget's addresses read from the ledger."""
+    if settings.smtp_url is None:
+        return None
+    return MailSettings(SmtpServer.from_url(settings.smtp_url.get_secret_value()), settings.smtp_from,
+                        partial(recipients.alert_emails, ledger))
 
 
 def build_catalog(settings: Settings) -> Catalog:
@@ -256,7 +267,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         secret = settings.alert_webhook_secret
         alerts = AlertDispatcher(settings.alert_webhook_urls, secret.get_secret_value() if secret else None,
                                  metrics=app_metrics, max_attempts=settings.alert_max_attempts,
-                                 base_delay_s=settings.alert_retry_base_s, timeout_s=settings.alert_timeout_s)
+                                 base_delay_s=settings.alert_retry_base_s, timeout_s=settings.alert_timeout_s,
+                                 mail=_alert_mail(settings, ledger))
         await alerts.start()
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
                             metrics=app_metrics, redis_description=redis.description, alerts=alerts,
