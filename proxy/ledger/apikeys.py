@@ -24,6 +24,7 @@ import time
 from typing import Any, Mapping
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.keys import Keys
@@ -106,7 +107,11 @@ class KeyStore:
         every process reads them again."""
         key = self.keys.limits(project)
         with redis_errors():
-            pipe = self.redis.pipeline(transaction=True)
+            # One MULTI on a single Redis. After a MULTI, redis-py 8.1's async cluster client
+            # fails on its own connections ("Event loop is closed" when it closes them): on a
+            # cluster the writes go in order, unwrapped; a process that read them half-way
+            # reads them again once the change counter below moves.
+            pipe = self.redis.pipeline(transaction=not isinstance(self.redis, RedisCluster))
             for name, value in (("rpm", rpm), ("tpm", tpm)):
                 if value is None:
                     pipe.hdel(key, name)

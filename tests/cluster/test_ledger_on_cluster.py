@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from proxy.domain import Attribution
+from proxy.domain import Attribution, RateAsk, RateLimit
 from proxy.ledger.connection import RedisHandle
 from proxy.ledger.events import read_events
 from proxy.ledger.ledger import Ledger
@@ -108,6 +108,18 @@ async def test_alert_thresholds_are_claimed_once_on_the_project_s_master(cluster
     assert [(c.scope, c.id, c.threshold, c.spent_nano) for c in first.alerts] == [("project", project, 0.5, 6_000)]
     assert again.alerts == ()
     assert [(c.threshold, c.spent_nano) for c in last.alerts] == [(0.9, 10_000)]
+
+
+async def test_rate_limits_count_on_the_project_s_master(cluster, ledger):
+    spread = projects_by_master(cluster, 1, stem="rate")
+    for project in (ps[0] for ps in spread.values()):
+        await ledger.set_project_limits(project, 3, None)
+        assert await ledger.project_limits(project) == (3, None)
+        who = Attribution(project=project, agent="worker")
+        ask = RateAsk(limits=(RateLimit("project", project, 3, None),), tokens=10)
+        outcomes = [await ledger.reserve(f"{project}-r{i}", who, 1_000, deadline_s=30, rate=ask) for i in range(5)]
+        assert [o.ok for o in outcomes] == [True, True, True, False, False]
+        assert [o.rate_refused is not None for o in outcomes] == [False, False, False, True, True]
 
 
 async def test_a_moved_slot_is_followed_and_nothing_is_counted_twice(cluster, handle, ledger, prefix):
