@@ -50,4 +50,5 @@ def start_chromium(width: int = 1280, height: int = 900) -> webdriver.Chrome:
                  "--no-first-run", "--disable-extensions", "--proxy-server=127.0.0.1:9",
                  "--proxy-bypass-list=127.0.0.1;localhost"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})   # console errors, CSP refusals included
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
