@@ -22,7 +22,7 @@ from bench.dashboard import TOKEN, seed
 from proxy.http.app import create_app
 from proxy.http.appkeys import SERVICES
 from proxy.settings import Settings
-from tests.dashboard.browser import ensure_chromium, start_chromium
+from tests.dashboard.browser import ensure_chromium, resize, start_chromium
 from tests.harness import LoopThread
 
 SHOTS = (("overview", "#/"), ("project", "#/project/acme"))
@@ -42,11 +42,11 @@ def _shoot(url: str, out: Path) -> None:
                 WebDriverWait(browser, 10).until(lambda b: "Loading" not in b.find_element(By.ID, "view").text)
                 time.sleep(0.3)
                 full = browser.execute_script("return document.documentElement.scrollHeight")
-                browser.set_window_size(width, min(full, 2600 if suffix else 2000))
+                resize(browser, width, min(full, 2600 if suffix else 2000))
                 time.sleep(0.3)
                 path = out / f"dashboard-{name}{suffix}.png"
                 browser.save_screenshot(str(path))
-                browser.set_window_size(width, height)
+                resize(browser, width, height)
                 print(f"wrote {path}")
         finally:
             browser.quit()

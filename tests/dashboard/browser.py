@@ -14,7 +14,7 @@ import subprocess
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-__all__ = ["ensure_chromium", "start_chromium"]
+__all__ = ["ensure_chromium", "start_chromium", "resize"]
 
 PACKAGES = ("chromium", "chromium-driver")
 
@@ -51,4 +51,13 @@ def start_chromium(width: int = 1280, height: int = 900) -> webdriver.Chrome:
                  "--proxy-bypass-list=127.0.0.1;localhost"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})   # console errors, CSP refusals included
-    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    resize(browser, width, height)
+    return browser
+
+
+def resize(browser: webdriver.Chrome, width: int, height: int) -> None:
+    """Make the page's viewport ``width`` × ``height`` CSS pixels, as a phone's when narrow (a
+    headless window is never narrower than 500 px, so the size is emulated)."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})

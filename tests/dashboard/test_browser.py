@@ -113,7 +113,8 @@ def test_the_page_shows_the_numbers_the_admin_api_gives(browser, stack):
     for field in ("limit_usd", "spent_usd", "reserved_usd", "remaining_usd"):
         assert gauge.find_element(By.CSS_SELECTOR, f"[data-field={field}]").text == "$" + budget[field]
     assert gauge.find_element(By.CSS_SELECTOR, "[data-field=percent]").text == str(budget["percent"])
-    assert len(gauge.find_elements(By.CSS_SELECTOR, "svg line[stroke-dasharray]")) == 3   # a mark per threshold
+    assert len(gauge.find_elements(By.CSS_SELECTOR, "svg line.threshold")) == 2   # a mark per threshold below 100 %
+    assert len(gauge.find_elements(By.CSS_SELECTOR, "svg line.limit")) == 1
     forecast = api(stack, "/admin/forecast", scope="project", id="acme", period="month")
     runs_out = forecast["forecasts"]["trend"]["runs_out_at"]
     shown = gauge.find_element(By.CSS_SELECTOR, "[data-field=runs_out]").text
@@ -224,3 +225,21 @@ def test_a_signed_out_or_expired_session_goes_back_to_the_form(browser, stack):
     error = wait(browser, lambda d: d.find_element(By.ID, "signin-error"))
     wait(browser, lambda d: error.is_displayed())
     assert error.text.startswith("That token was refused")
+
+
+def test_pages_fit_a_phone_width_and_hourly_points_cover_the_hours_kept(stack):
+    phone = start_chromium(390, 844)
+    try:
+        open_project(phone, stack)
+        assert phone.execute_script("return document.documentElement.scrollWidth") <= 390
+        phone.find_element(By.CSS_SELECTOR, "#range-granularity option[value=hour]").click()
+        title = wait(phone, lambda d: d.find_element(By.ID, "series-title").text.startswith("Spend per hour")
+                     and d.find_element(By.ID, "series-title").text)
+        bars = phone.find_elements(By.CSS_SELECTOR, "#series svg.chart > g")
+        assert len(bars) <= 48 and ("last 48 hours" in title or len(bars) <= 24 * 31)
+        assert phone.execute_script("return document.documentElement.scrollWidth") <= 390
+        phone.find_element(By.LINK_TEXT, "← Overview").click()
+        wait(phone, lambda d: d.find_elements(By.CSS_SELECTOR, "#projects tr[data-project=acme]"))
+        assert phone.execute_script("return document.documentElement.scrollWidth") <= 390
+    finally:
+        phone.quit()

@@ -116,14 +116,19 @@
       svg.appendChild(el("rect", {x: x(spentF), y: barY, width: Math.max(1, x(spentF + heldF) - x(spentF)),
         height: barH, fill: "#93c5fd"}));
     }
-    let lastLabel = -Infinity;
-    for (const t of [...opts.thresholds].sort((a, b) => a - b)) {
+    // A dashed mark per alert threshold, a solid one at the limit (100 %); labels where they fit,
+    // the limit's first.
+    const marks = [1, ...opts.thresholds.filter(t => t !== 1).sort((a, b) => a - b)];
+    const labelled = [];
+    for (const t of marks) {
+      if (labelled.every(other => Math.abs(x(other) - x(t)) >= 34)) labelled.push(t);
+    }
+    for (const t of marks) {
       const tx = x(t);
-      svg.appendChild(el("line", {x1: tx, x2: tx, y1: barY - 4, y2: barY + barH + 4, stroke: "#111827",
-        "stroke-width": t === 1 ? 2.5 : 1.5, "stroke-dasharray": t === 1 ? "" : "3 2"}));
+      const line = {x1: tx, x2: tx, y1: barY - 4, y2: barY + barH + 4, stroke: "#111827", "stroke-width": t === 1 ? 2.5 : 1.5};
+      svg.appendChild(el("line", t === 1 ? {...line, class: "limit"} : {...line, class: "threshold", "stroke-dasharray": "3 2"}));
+      if (!labelled.includes(t)) continue;
       const anchor = tx > width - 30 ? "end" : tx < 30 ? "start" : "middle";
-      if (tx - lastLabel < 34 && t !== 1) continue;   // too close to the previous mark's label
-      lastLabel = tx;
       svg.appendChild(el("text", {x: tx, y: height - 2, "text-anchor": anchor, "font-size": 11, fill: "#111827"},
         `${Math.round(t * 1000) / 10}%`));
     }

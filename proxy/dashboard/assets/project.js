@@ -220,6 +220,24 @@
   }
 
   // -- the page --------------------------------------------------------------------------------
+  // Hourly figures are kept HOURS_KEPT hours (farebox's default ttl_hour_s): hourly points start
+  // no earlier, and end with the current hour.
+  const HOURS_KEPT = 48;
+
+  function seriesRange(usage, granularity) {
+    const what = PERIODS[usage.period].toLowerCase();
+    if (granularity === "day") return {from: usage.period_start, to: usage.period_end, what};
+    const hour = new Date();
+    hour.setUTCMinutes(0, 0, 0);
+    const next = new Date(hour.getTime() + 3600e3);
+    const kept = new Date(hour.getTime() - (HOURS_KEPT - 1) * 3600e3);
+    const start = new Date(usage.period_start);
+    const end = new Date(Math.min(next.getTime(), new Date(usage.period_end).getTime()));
+    const iso = d => d.toISOString().replace(/\.\d+Z$/, "Z");
+    if (start >= kept) return {from: usage.period_start, to: iso(end), what};
+    return {from: iso(kept), to: iso(end), what: `${what}, last ${HOURS_KEPT} hours (hourly figures are kept ${HOURS_KEPT} h)`};
+  }
+
   async function render(view, project, params) {
     const {h, api, enc, usd, count, card, when} = F();
     const period = PERIODS[params.get("period")] ? params.get("period") : "month";
@@ -230,8 +248,9 @@
       api(`/admin/usage?scope=project&id=${p}&period=${period}&top=10`),
       api(`/admin/budgets?project=${p}`), api(`/admin/alerts?project=${p}`),
       api(`/admin/events/recent?project=${p}&limit=20`), api(`/admin/keys?project=${p}`)]);
+    const range = seriesRange(usage, granularity);
     const [series, ...forecasts] = await Promise.all([
-      api(`/admin/usage/series?scope=project&id=${p}&granularity=${granularity}&from=${enc(usage.period_start)}&to=${enc(usage.period_end)}`),
+      api(`/admin/usage/series?scope=project&id=${p}&granularity=${granularity}&from=${enc(range.from)}&to=${enc(range.to)}`),
       ...budgets.budgets.map(b => api(`/admin/forecast?scope=${b.scope}&id=${enc(b.id)}&period=${b.period === "total" ? "month" : b.period}`))]);
     const go = () => {
       location.hash = `#/project/${p}?period=${document.getElementById("range-period").value}` +
@@ -245,7 +264,7 @@
     const sessions = usage.top_sessions.map(s => h("tr", {"data-session": s.session}, h("td", {}, s.session),
       h("td", {class: "num"}, count(s.requests)), h("td", {class: "num"}, count(s.prompt_tokens)),
       h("td", {class: "num"}, count(s.completion_tokens)), h("td", {class: "num", "data-field": "cost_usd"}, usd(s.cost_usd))));
-    const chartTitle = `Spend per ${granularity}, ${PERIODS[period].toLowerCase()}`;
+    const chartTitle = `Spend per ${granularity}, ${range.what}`;
     view.replaceChildren(
       h("p", {}, h("a", {href: "#/"}, "← Overview")),
       h("h1", {}, "Project ", h("span", {id: "project-id"}, project)),
