@@ -78,9 +78,10 @@ async def seed(ledger: Ledger, events: int, *, days: int = 30, seed_value: int =
             ("project", "initech", 1, "week", "soft")):
         await ledger.set_budget(scope, scope_id, int(limit * scale * 1_000_000_000), period, mode,
                                 (0.5, 0.8, 0.9, 1.0))
+    recorded = sorted((_event(n, rng, now, days) for n in range(events)), key=lambda e: e.ts)   # as they happened
     batch = 2_000
     for start in range(0, events, batch):
-        await asyncio.gather(*(ledger.settle(_event(n, rng, now, days)) for n in range(start, min(events, start + batch))))
+        await asyncio.gather(*(ledger.settle(e) for e in recorded[start:start + batch]))
     await ledger.settled()
     for body in ({"project": "acme", "name": "ci runners", "models": ["gpt-4o-mini*"], "rpm": 600},
                  {"project": "acme", "agent": "planner", "name": "planner", "expires_in": "30d"}):

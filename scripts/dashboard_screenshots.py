@@ -42,7 +42,7 @@ def _shoot(url: str, out: Path) -> None:
                 WebDriverWait(browser, 10).until(lambda b: "Loading" not in b.find_element(By.ID, "view").text)
                 time.sleep(0.3)
                 full = browser.execute_script("return document.documentElement.scrollHeight")
-                resize(browser, width, min(full, 2600 if suffix else 2000))
+                resize(browser, width, min(full, 3200))
                 time.sleep(0.3)
                 path = out / f"dashboard-{name}{suffix}.png"
                 browser.save_screenshot(str(path))

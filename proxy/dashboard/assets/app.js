@@ -157,7 +157,7 @@
       return {label: point.start.slice(5, 10), values, title: `${point.start.slice(0, 10)}\n${lines.join("\n")}`};
     });
     const rows = data.projects.map(p => h("tr", {"data-project": p.id},
-      h("td", {class: "wrap"}, h("a", {href: `#/project/${enc(p.id)}`}, p.id)),
+      h("td", {}, h("a", {href: `#/project/${enc(p.id)}`}, p.id)),
       h("td", {class: "num", "data-field": "today_usd"}, usd(p.today_usd)),
       h("td", {class: "num", "data-field": "month_usd"}, usd(p.month_usd)),
       h("td", {class: "num", "data-field": "requests_today"}, count(p.requests_today)),
