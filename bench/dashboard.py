@@ -37,7 +37,7 @@ from proxy.ledger.ledger import Ledger
 from proxy.settings import Settings
 from tests.harness import LoopThread
 
-__all__ = ["seed", "requests_of_the_dashboard", "main"]
+__all__ = ["seed", "requests_of_the_dashboard", "time_requests", "main"]
 
 LIMIT_MS = 50.0
 TOKEN = "bench-admin-token"
@@ -108,7 +108,7 @@ def requests_of_the_dashboard(events_cursor: str) -> list[tuple[str, str]]:
     ]
 
 
-def _time_all(url: str, rounds: int) -> dict[str, list[float]]:
+def time_requests(url: str, rounds: int) -> dict[str, list[float]]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
         usage = client.get("/admin/usage?scope=project&id=acme&period=month").json()
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             since = time.perf_counter()
             threads.run(seed(app[SERVICES].ledger, args.events), timeout=3600)
             print(f"recorded {args.events} events in {time.perf_counter() - since:.1f} s", file=sys.stderr)
-            times = _time_all(url, args.rounds)
+            times = time_requests(url, args.rounds)
         finally:
             threads.close()
     rows = {name: {"median_ms": round(statistics.median(v), 2),
