@@ -32,7 +32,8 @@
     if (value === 0) return "$0";
     if (value >= 100) return "$" + value.toFixed(0);
     if (value >= 1) return "$" + value.toFixed(2);
-    return "$" + Number(value.toPrecision(2)).toString();
+    const text = Number(value.toPrecision(2)).toString();      // to at least the cent: $0.50, $0.005
+    return "$" + (text.includes(".") && text.split(".")[1].length >= 2 ? text : value.toFixed(2));
   }
 
   // Stacked bars over time. points: [{label, title, values: [number per series]}]; series: names.
