@@ -19,7 +19,7 @@ from proxy.dashboard import routes as dashboard
 from proxy.http import routes
 from proxy.control.alerts import AlertDispatcher, MailSettings
 from proxy.control.mail import SmtpServer
-from proxy.ledger import recipients
+from proxy.ledger import alert_log, recipients
 from proxy.http.appkeys import ADMIN_ACCESS, EDGE, REQUEST_ID, SERVICES, SETTINGS
 from proxy.http.edge import Edge
 from proxy.errors import (FareboxError, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
@@ -267,7 +267,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         alerts = AlertDispatcher(settings.alert_webhook_urls, secret.get_secret_value() if secret else None,
                                  metrics=app_metrics, max_attempts=settings.alert_max_attempts,
                                  base_delay_s=settings.alert_retry_base_s, timeout_s=settings.alert_timeout_s,
-                                 mail=_alert_mail(settings, ledger))
+                                 mail=_alert_mail(settings, ledger),
+                                 note=partial(alert_log.note_delivery, ledger))
         await alerts.start()
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
                             metrics=app_metrics, redis_description=redis.description, alerts=alerts,
