@@ -101,7 +101,9 @@ async def delete_budget(request: web.Request) -> web.Response:
 
 
 async def list_budgets(request: web.Request) -> web.Response:
-    budgets = await control.list_budgets(request.app[SERVICES].ledger, request.query.get("scope"))
+    q = request.query
+    check_params(q, ("scope", "project"), required=())
+    budgets = await control.list_budgets(request.app[SERVICES].ledger, q.get("scope"), q.get("project"))
     return _json({"budgets": budgets})
 
 

@@ -126,9 +126,10 @@ async def delete_budget(ledger: Ledger, scope: str, scope_id: str) -> bool:
         raise invalid(exc) from None
 
 
-async def list_budgets(ledger: Ledger, scope: str | None) -> list[dict[str, Any]]:
+async def list_budgets(ledger: Ledger, scope: str | None, project: str | None = None) -> list[dict[str, Any]]:
+    """Every budget, or those of one scope and/or one project."""
     try:
-        statuses = await ledger.list_budgets(scope or None)
+        statuses = await ledger.list_budgets(scope or None, project=project or None)
     except ValueError as exc:
-        raise invalid(exc) from None
+        raise invalid(exc, "project" if "project id" in str(exc) else "scope") from None
     return await _with_emails(ledger, statuses)

@@ -14,12 +14,13 @@ from aiohttp import web
 
 from pricing.catalog import Catalog, ModelPrice
 from pricing.money import usd_to_nano
-from proxy.control import admin, admin_keys
+from proxy.control import admin, admin_keys, admin_overview
+from proxy.dashboard import routes as dashboard
 from proxy.http import routes
 from proxy.control.alerts import AlertDispatcher, MailSettings
 from proxy.control.mail import SmtpServer
-from proxy.ledger import recipients
-from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES, SETTINGS
+from proxy.ledger import alert_log, recipients
+from proxy.http.appkeys import ADMIN_ACCESS, EDGE, REQUEST_ID, SERVICES, SETTINGS
 from proxy.http.edge import Edge
 from proxy.errors import (FareboxError, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
                           VersionNotSupported)
@@ -57,18 +58,19 @@ def _is_admin_path(path: str) -> bool:
     return path.startswith("/admin/") or path == "/admin"
 
 
-def _check_admin_token(request: web.Request, expected: str | None, read_only: str | None = None) -> None:
+def _check_admin_token(request: web.Request, expected: str | None, read_only: str | None = None) -> str:
     """Keep the admin API behind its bearer tokens (and off when none is configured): the admin
-    token allows everything, the read-only one (``admin_read_token``) GET requests only."""
+    token allows everything (``"write"``), the read-only one (``admin_read_token``) GET requests
+    only (``"read"``)."""
     if expected is None and read_only is None:
         raise NotFound("The admin API is disabled: set an admin token (--admin-token / FAREBOX_ADMIN_TOKEN).",
                        code="admin_disabled")
     given = request.headers.get("Authorization", "")
     if expected is not None and _same_secret(given, expected):
-        return
+        return "write"
     if read_only is not None and _same_secret(given, read_only):
         if request.method in ("GET", "HEAD"):
-            return
+            return "read"
         raise Forbidden("The read-only admin token allows GET requests only: use the admin token to change "
                         "anything.", code="read_only_token")
     raise Unauthorized("Missing or wrong admin token: send Authorization: Bearer <admin token>.")
@@ -90,7 +92,7 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
             edge.check_head(request.headers)
             edge.check_forwarded(request.headers.items())
             if _is_admin_path(request.path):
-                _check_admin_token(request, expected, read_only)
+                request[ADMIN_ACCESS] = _check_admin_token(request, expected, read_only)
             return await handler(request)
         except FareboxError as exc:
             response = _error_response(edge, exc, request, request_id)
@@ -268,7 +270,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         alerts = AlertDispatcher(settings.alert_webhook_urls, secret.get_secret_value() if secret else None,
                                  metrics=app_metrics, max_attempts=settings.alert_max_attempts,
                                  base_delay_s=settings.alert_retry_base_s, timeout_s=settings.alert_timeout_s,
-                                 mail=_alert_mail(settings, ledger))
+                                 mail=_alert_mail(settings, ledger),
+                                 note=partial(alert_log.note_delivery, ledger))
         await alerts.start()
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
                             metrics=app_metrics, redis_description=redis.description, alerts=alerts,
@@ -310,6 +313,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         web.get("/metrics", metrics),
         *admin.routes(),
         *admin_keys.routes(),
+        *admin_overview.routes(),
+        *dashboard.routes(),
         web.route("*", "/{tail:.*}", routes.not_found),
     ])
     return app

@@ -16,6 +16,7 @@ single Redis Cluster slot. The only key without a tag is the set of known projec
     fb:{acme}:resv-amt:<scope>:<local id>    hash   request id → reserved nano; field "" = their running total
     fb:{acme}:alerted:<scope>:<local id>     hash   "<bucket>|<threshold>" → 1: alert thresholds crossed (claims)
     fb:{acme}:op:<operation id>              string reply of a lease grant or partial release (idempotency), with a TTL
+    fb:{acme}:alerts:sent                    list   what became of each alert delivery, newest first (alert_log.py)
     fb:{acme}:limits                         hash   the project's rate limits: rpm, tpm (absent = none)
     fb:{acme}:rl:<scope>:<minute>:<id>       hash   requests (r) and tokens (t) counted on a rate limit in a
                                                     minute (epoch seconds // 60); scope project|key; expires a
