@@ -153,6 +153,8 @@ async def test_budget_bursts_on_three_processes_stay_within_every_master_s_budge
         assert usd_to_nano(status["spent_usd"]) == allowed * cost <= usd_to_nano(status["limit_usd"])
         assert len(await _events(urls[0], project)) == allowed
     assert {t for _, status, t in answers if status == 402} == {"budget_exceeded"}
+    overview = httpx.get(f"{urls[2]}/admin/projects", headers=ADMIN, timeout=30).json()   # the dashboard's overview
+    assert {p["id"]: p["requests_today"] for p in overview["projects"]} == allowed_each
     assert sum(1 for r in upstream[1][RECEIVED] if r["path"] == "/v1/chat/completions") == sum(allowed_each.values())
     assert {cluster.master_of(p) for p in projects} == set(cluster.masters())
 
