@@ -137,9 +137,15 @@ class Drain:
         acknowledged (that consumer died, or is stuck), now this consumer's. Entries that were
         trimmed meanwhile are acknowledged (nothing is left of them to write)."""
         key = self.keys.events(project)
-        with redis_errors():
-            reply = await self.redis.execute_command("XAUTOCLAIM", key, self.group, self.consumer, min_idle_ms,
-                                                     "0-0", "COUNT", count)
+        await self.join([project])
+        try:
+            with redis_errors():
+                reply = await self.redis.execute_command("XAUTOCLAIM", key, self.group, self.consumer, min_idle_ms,
+                                                         "0-0", "COUNT", count)
+        except Exception as exc:
+            if "NOGROUP" in str(exc):  # Redis lost the stream or the group: join again next time
+                self._joined.discard(project)
+            raise
         if not reply:
             return []
         got, gone = _entries(project, reply[1])
