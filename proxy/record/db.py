@@ -37,7 +37,7 @@ def describe_url(url: str) -> str:
 
 async def connect(url: str, *, max_size: int = 4) -> asyncpg.Pool:
     """A small pool to ``url`` (raises ``OSError`` / ``asyncpg`` errors when it cannot)."""
-    return await asyncpg.create_pool(url, min_size=1, max_size=max_size, command_timeout=60)
+    return await asyncpg.create_pool(url, min_size=0, max_size=max_size, command_timeout=60)
 
 
 def migrations() -> list[tuple[int, str, str]]:

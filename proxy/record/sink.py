@@ -195,6 +195,7 @@ class Sink:
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
                 self.metrics.failures.inc()
                 self._failed(exc)
+                await self._tidy_quietly()  # the lag keeps growing while PostgreSQL is away: show it
                 await asyncio.sleep(delay)
                 delay = min(_RETRY_MAX_S, delay * 2)
         self.written += new
@@ -214,6 +215,14 @@ class Sink:
         self.metrics.lag_events.set(self.lag.events)
         self.metrics.lag_seconds.set(self.lag.seconds)
         return states
+
+    async def _tidy_quietly(self) -> None:
+        if self.clock() - self._tidy_at < _TIDY_EVERY_S:
+            return
+        try:
+            await self.tidy(self._projects)
+        except LedgerUnavailable:
+            pass
 
     def _failed(self, exc: BaseException) -> None:
         message = exc.message if isinstance(exc, LedgerUnavailable) else f"{type(exc).__name__}: {exc}"
