@@ -18,7 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ResponseError
+import orjson
+from redis.exceptions import NoScriptError, ResponseError
 
 from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.events import StreamEntry, parse_stream_id
@@ -87,6 +88,7 @@ class Drain:
         self.group = group
         self.consumer = consumer or consumer_name()
         self._tidy = ledger.redis.register_script(lua_source("drain.lua"))
+        self._read = ledger.redis.register_script(lua_source("drain_read.lua"))
         self._joined: set[str] = set()
 
     async def projects(self) -> list[str]:
@@ -110,27 +112,37 @@ class Drain:
                     raise reply
             self._joined.add(project)
 
-    async def read(self, projects: list[str], count: int, block_ms: int) -> list[StreamEntry]:
-        """Up to ``count`` entries per stream that no consumer was given yet, waiting up to
-        ``block_ms`` for one when there is none."""
+    async def read(self, projects: list[str], count: int) -> list[StreamEntry]:
+        """Up to ``count`` entries per stream that no consumer was given yet (``drain_read.lua``,
+        one call per project, one round trip); [] when there is none."""
         if not projects:
             return []
         await self.join(projects)
-        streams = {self.keys.events(p): ">" for p in projects}
-        by_key = {self.keys.events(p): p for p in projects}
-        try:
+        replies = await self._read_calls(projects, count)
+        if any(isinstance(r, NoScriptError) for r in replies):  # the server lost its scripts
             with redis_errors():
-                reply = await self.redis.xreadgroup(self.group, self.consumer, streams, count=count,
-                                                    block=block_ms or None)
-        except Exception as exc:
-            if "NOGROUP" in str(exc):  # Redis lost the stream or the group: join again next time
-                self._joined.difference_update(projects)
-            raise
+                await self.redis.script_load(self._read.script)
+            replies = await self._read_calls(projects, count)
         out: list[StreamEntry] = []
-        for key, entries in reply or ():
-            got, _ = _entries(by_key[text(key)], entries)
-            out += got
+        for project, reply in zip(projects, replies):
+            if isinstance(reply, Exception):
+                if "NOGROUP" in str(reply):  # Redis lost the stream or the group: join again next time
+                    self._joined.discard(project)
+                with redis_errors():
+                    raise reply
+            if reply:
+                for raw_id, fields in orjson.loads(reply):
+                    entry_id = parse_stream_id(raw_id)
+                    assert entry_id is not None
+                    out.append(StreamEntry(entry_id, project, dict(zip(fields[::2], fields[1::2]))))
         return out
+
+    async def _read_calls(self, projects: list[str], count: int) -> list[Any]:
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for project in projects:
+                pipe.evalsha(self._read.sha, 1, self.keys.events(project), self.group, self.consumer, str(count))
+            return await pipe.execute(raise_on_error=False)
 
     async def reclaim(self, project: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
         """Entries of ``project`` given to a consumer at least ``min_idle_ms`` ago and still not

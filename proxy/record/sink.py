@@ -5,7 +5,8 @@ alone), each a consumer of the same Redis consumer group (``proxy/ledger/drain.p
 processes share the work and none writes what another already acknowledged:
 
 1. take entries: first those other consumers left pending longer than ``claim_idle_s`` (a
-   sink that died mid-batch), else new ones (waiting up to ``block_ms`` for some);
+   sink that died mid-batch), else new ones (when there are none, it looks again after 50 ms,
+   then less often, down to every ``idle_max_s``);
 2. write them and their rollups in one transaction (``writer.py``); until that succeeds
    (PostgreSQL down, a deadlock) the same batch is tried again, nothing acknowledged;
 3. acknowledge them; then, about once a second, trim the streams by the acknowledged
@@ -42,12 +43,13 @@ log = logging.getLogger("farebox.sink")
 _PROJECTS_EVERY_S = 2.0     # how often the list of projects is read again
 _TIDY_EVERY_S = 1.0         # how often streams are trimmed and the lag taken
 _RETRY_MIN_S, _RETRY_MAX_S = 0.2, 5.0
+_IDLE_MIN_S = 0.05          # the first wait after a look at the streams found nothing new
 
 
 @dataclass(frozen=True)
 class SinkOptions:
     batch: int = 1000                 # entries read per stream and call
-    block_ms: int = 1000              # how long a read waits for new entries
+    idle_max_s: float = 0.5           # the longest wait between looks at streams that had nothing new
     claim_idle_s: float = 30.0        # entries pending this long on another consumer are taken over
     stream_maxlen: int = 50_000       # entries kept per stream once acknowledged (0: all)
     stream_max_age_s: int = 0         # acknowledged entries older than this go (0: kept by length only)
@@ -100,11 +102,16 @@ class Sink:
 
     async def run_forever(self) -> None:
         """Drain until cancelled; a failure of Redis or PostgreSQL is retried with a backoff."""
-        delay = _RETRY_MIN_S
+        delay, idle = _RETRY_MIN_S, _IDLE_MIN_S
         while True:
             try:
-                await self.step()
+                handled = await self.step()
                 delay = _RETRY_MIN_S
+                if handled:
+                    idle = _IDLE_MIN_S
+                else:
+                    await asyncio.sleep(idle)
+                    idle = min(self.options.idle_max_s, idle * 2)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - logged, retried
@@ -174,7 +181,7 @@ class Sink:
             if claimed:
                 log.info("took over %d events another sink left unacknowledged", len(claimed))
                 return claimed
-        return await self.drain.read(projects, self.options.batch, self.options.block_ms)
+        return await self.drain.read(projects, self.options.batch)
 
     async def _write(self, entries: list[StreamEntry]) -> None:
         """Write ``entries`` until PostgreSQL has them (the caller acknowledges them after)."""

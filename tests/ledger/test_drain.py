@@ -33,7 +33,7 @@ async def length(ledger: Ledger, project: str = "acme") -> int:
 async def test_entries_leave_only_once_acknowledged_then_by_length(ledger):
     await settle(ledger, 30)
     drain = Drain(ledger, "one")
-    first = await drain.read(["acme"], 20, 0)
+    first = await drain.read(["acme"], 20)
     assert [e.fields["request_id"] for e in first] == [f"r{i}" for i in range(20)]
     # Nothing acknowledged: a length of 5 trims nothing, and all 30 are behind.
     [state] = await drain.tidy(["acme"], 5)
@@ -42,7 +42,7 @@ async def test_entries_leave_only_once_acknowledged_then_by_length(ledger):
     await drain.ack(first[:15])
     [state] = await drain.tidy(["acme"], 5)
     assert (state.length, state.pending, state.trimmed) == (15, 5, 15)  # r15.. stay: r15-r19 pending
-    rest = await drain.read(["acme"], 100, 0)
+    rest = await drain.read(["acme"], 100)
     await drain.ack(first[15:] + rest)
     [state] = await drain.tidy(["acme"], 5)
     assert (state.length, state.behind, state.oldest_ms) == (5, 0, None)
@@ -54,7 +54,7 @@ async def test_entries_leave_only_once_acknowledged_then_by_length(ledger):
 async def test_age_trims_only_acknowledged_entries(ledger):
     await settle(ledger, 4)
     drain = Drain(ledger, "one")
-    got = await drain.read(["acme"], 2, 0)
+    got = await drain.read(["acme"], 2)
     await drain.ack(got)
     [state] = await drain.tidy(["acme"], 0, "99999999999999-0")  # every entry is older than that
     assert (state.length, state.trimmed, state.behind) == (2, 2, 2)
@@ -63,20 +63,20 @@ async def test_age_trims_only_acknowledged_entries(ledger):
 async def test_a_dead_consumers_entries_are_reclaimed(ledger):
     await settle(ledger, 5)
     dead, alive = Drain(ledger, "dead"), Drain(ledger, "alive")
-    taken = await dead.read(["acme"], 3, 0)
+    taken = await dead.read(["acme"], 3)
     assert len(taken) == 3
     assert await alive.reclaim("acme", 60_000, 100) == []  # not idle long enough
     await asyncio.sleep(0.05)
     reclaimed = await alive.reclaim("acme", 20, 100)
     assert [e.id for e in reclaimed] == [e.id for e in taken]
     assert await alive.ack(reclaimed) == 3
-    assert len(await alive.read(["acme"], 100, 0)) == 2
+    assert len(await alive.read(["acme"], 100)) == 2
 
 
 async def test_two_consumers_share_the_entries(ledger):
     await settle(ledger, 10)
     a, b = Drain(ledger, "a"), Drain(ledger, "b")
-    first, second = await a.read(["acme"], 6, 0), await b.read(["acme"], 6, 0)
+    first, second = await a.read(["acme"], 6), await b.read(["acme"], 6)
     assert len(first) == 6 and len(second) == 4
     assert not {e.id for e in first} & {e.id for e in second}
 
@@ -84,16 +84,16 @@ async def test_two_consumers_share_the_entries(ledger):
 async def test_a_lost_stream_and_group_are_made_again(ledger):
     await settle(ledger, 2)
     drain = Drain(ledger, "one")
-    assert len(await drain.read(["acme"], 10, 0)) == 2
+    assert len(await drain.read(["acme"], 10)) == 2
     await ledger.redis.delete(ledger.keys.events("acme"))
     with pytest.raises(Exception, match="NOGROUP"):
-        await drain.read(["acme"], 10, 0)
+        await drain.read(["acme"], 10)
     await settle(ledger, 1, first=2)
-    assert [e.fields["request_id"] for e in await drain.read(["acme"], 10, 0)] == ["r2"]
+    assert [e.fields["request_id"] for e in await drain.read(["acme"], 10)] == ["r2"]
 
 
 async def test_events_recorded_before_the_group_existed_are_drained(ledger):
     await settle(ledger, 3)
     drain = Drain(ledger, "late")
     assert await drain.projects() == ["acme"]
-    assert len(await drain.read(await drain.projects(), 10, 0)) == 3
+    assert len(await drain.read(await drain.projects(), 10)) == 3

@@ -128,3 +128,31 @@ def test_without_postgres_the_commands_refuse(capsys, monkeypatch):
     assert main(["statement", "acme", "--month", "2026-11", "--postgres-url", "mysql://x"]) == 2
     assert capsys.readouterr().err == ("farebox: invalid setting postgres_url: must start with postgresql:// "
                                        "or postgres://\n")
+
+
+def test_events_stay_in_redis_until_postgres_has_them(pg_url, make_stack):
+    stack = make_stack(postgres_url=pg_url, stream_maxlen=5, sink_in_serve=False)
+    ledger = stack.services.ledger
+    assert stack.app[SINK] is None
+    _send(stack, 12)
+    stack.run(ledger.settled())
+    assert int(stack.run(ledger.redis.xlen(ledger.keys.events("acme")))) == 12  # no sink ran: none trimmed
+    from proxy.record.sink import Sink, SinkOptions  # noqa: PLC0415
+
+    sink = Sink(ledger, pg_url, SinkOptions(stream_maxlen=5))
+    try:
+        assert stack.run(sink.drain_all()) == 12
+        stack.run(sink.tidy())
+    finally:
+        stack.run(sink.close())
+    assert len(rows(pg_url)) == 12
+    assert int(stack.run(ledger.redis.xlen(ledger.keys.events("acme")))) == 5  # then trimmed to the length kept
+    assert sink.lag.events == 0
+
+
+def test_without_postgres_url_nothing_changes(make_stack):
+    stack = make_stack(stream_maxlen=5)
+    assert stack.app[SINK] is None
+    _send(stack, 8)
+    assert "sink" not in httpx.get(f"{stack.url}/readyz").json()
+    assert "farebox_sink" not in httpx.get(f"{stack.url}/metrics").text
