@@ -60,7 +60,7 @@ async def _bench(redis_url: str, admin_url: str, events: int, projects: int, bat
         recorded_s = time.perf_counter() - started
         sink = Sink(ledger, pg_url, SinkOptions(batch=batch, stream_maxlen=1000))
         try:
-            await sink._connect()  # migrations before the clock starts
+            await sink.connect()  # migrations before the clock starts
             started = time.perf_counter()
             drained = await sink.drain_all()
             drain_s = time.perf_counter() - started

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import orjson
 
 from proxy.cli.source import EXIT_FAILURE, CommandError
-from proxy.cli.target import _check_embedded, with_ledger
+from proxy.cli.target import check_embedded, with_ledger
 from proxy.settings import Settings, SettingsError
 
 __all__ = ["COMMANDS", "add_commands", "run", "SETTING_KEYS"]
@@ -95,7 +95,7 @@ async def _with_pool(settings: Settings, action: Callable[[Any], Awaitable[T]]) 
 def _with_both(settings: Settings, action: Callable[[Any, Any], Awaitable[T]]) -> T:
     _postgres_url(settings)
     if not settings.redis_url:
-        _check_embedded(settings)
+        check_embedded(settings)
     return asyncio.run(with_ledger(settings, lambda ledger: _with_pool(settings, lambda pool: action(pool, ledger))))
 
 
@@ -191,7 +191,7 @@ def _sink(settings: Settings) -> int:
 
     url = _postgres_url(settings)
     if not settings.redis_url:
-        _check_embedded(settings)
+        check_embedded(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     async def drain(ledger: Any) -> int:

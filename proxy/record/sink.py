@@ -122,11 +122,11 @@ class Sink:
     async def step(self) -> int:
         """One round: take a batch, write it, acknowledge it; tidy when due. Returns the entries
         handled (0 when there was nothing to do)."""
-        await self._connect()
+        await self.connect()
         projects = await self._known_projects()
         entries = await self._take(projects)
         if entries:
-            await self._write(entries)
+            await self.write(entries)
             await self.drain.ack(entries)
         if self.clock() - self._tidy_at >= _TIDY_EVERY_S or not entries:
             await self.tidy(projects)
@@ -150,7 +150,8 @@ class Sink:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    async def _connect(self) -> None:
+    async def connect(self) -> None:
+        """Open the pool and apply the migrations not applied yet (once; each round calls it)."""
         if self.pool is not None:
             return
         pool = await connect(self.postgres_url)
@@ -183,7 +184,7 @@ class Sink:
                 return claimed
         return await self.drain.read(projects, self.options.batch)
 
-    async def _write(self, entries: list[StreamEntry]) -> None:
+    async def write(self, entries: list[StreamEntry]) -> None:
         """Write ``entries`` until PostgreSQL has them (the caller acknowledges them after)."""
         rows: list[Row] = []
         for entry in entries:

@@ -109,7 +109,7 @@ def test_a_redelivered_event_changes_nothing(pg_url, make_stack):
     wait_caught_up(stack)
     entries = stack.run(read_events(stack.services.ledger, ["acme"], (0, 0), 100))
     before = rows(pg_url, "SELECT * FROM usage_monthly")
-    stack.run(sink._write(entries))  # the same batch again, as a sink that died before its XACK would
+    stack.run(sink.write(entries))  # the same batch again, as a sink that died before its XACK would
     assert rows(pg_url, "SELECT * FROM usage_monthly") == before
     assert len(rows(pg_url)) == 3
 
