@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["Drain", "StreamState", "GROUP", "consumer_name"]
 
 GROUP = "farebox-sink"
-# Entries counted as undelivered, and trimmed by length, per tidy call.
-_TIDY_CAP = 10_000
+_TRIM_CAP = 10_000      # entries trimmed by length per stream and tidy call
+_COUNT_CAP = 1_000      # entries counted as undelivered per stream
 
 
 def consumer_name() -> str:
@@ -43,7 +43,7 @@ def consumer_name() -> str:
 @dataclass(frozen=True, slots=True)
 class StreamState:
     """A project's stream as the group sees it after a tidy: ``behind`` counts the entries
-    PostgreSQL may not have yet (pending plus undelivered, the latter counted up to 10,000);
+    PostgreSQL may not have yet (pending plus undelivered, the latter counted up to 1,000);
     ``oldest_ms`` is the time of the oldest of them (None when there is none)."""
 
     project: str
@@ -189,7 +189,7 @@ class Drain:
             pipe = self.redis.pipeline(transaction=False)
             for project in projects:
                 await self._tidy(keys=[self.keys.events(project)],
-                                 args=[self.group, str(maxlen), min_age_id, str(_TIDY_CAP)], client=pipe)
+                                 args=[self.group, str(maxlen), min_age_id, str(_TRIM_CAP), str(_COUNT_CAP)], client=pipe)
             replies = await pipe.execute()
         out = []
         for project, (length, pending, undelivered, oldest, trimmed, _) in zip(projects, replies):

@@ -5,12 +5,13 @@
 -- ARGV[1]  the consumer group
 -- ARGV[2]  entries kept by length (0 = no limit by length)
 -- ARGV[3]  age bound: entries with an id before it are past the age kept ('' = no limit by age)
--- ARGV[4]  at most this many entries counted as undelivered, and trimmed by length, per call
--- Returns {length, pending, undelivered (at most ARGV[4]), oldest unacknowledged id or '',
+-- ARGV[4]  at most this many entries trimmed by length per call
+-- ARGV[5]  at most this many entries counted as undelivered
+-- Returns {length, pending, undelivered (at most ARGV[5]), oldest unacknowledged id or '',
 --          entries trimmed, 1 when the group exists else 0}.
 
 local stream, group = KEYS[1], ARGV[1]
-local maxlen, age_id, cap = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local maxlen, age_id, cap, count_cap = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 if redis.call('EXISTS', stream) == 0 then return {0, 0, 0, '', 0, 0} end
 local length = redis.call('XLEN', stream)
 
@@ -34,7 +35,7 @@ local function format(id) return string.format('%.0f-%.0f', id[1], id[2]) end
 -- The oldest entry PostgreSQL may not have: the oldest pending, else the first undelivered.
 local oldest = nil
 if pending > 0 then oldest = redis.call('XPENDING', stream, group)[2] end
-local undelivered = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', cap)
+local undelivered = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', count_cap)
 if oldest == nil and #undelivered > 0 then oldest = undelivered[1][1] end
 
 -- Everything before ack_bound is acknowledged.
