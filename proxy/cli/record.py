@@ -71,7 +71,9 @@ def _postgres_url(settings: Settings) -> str:
     return settings.postgres_url.get_secret_value()
 
 
-async def _with_pool(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+async def _with_pool(settings: Settings, action: Callable[[Any], Awaitable[T]], *, migrated: bool = True) -> T:
+    """``action`` on a pool to the configured PostgreSQL (the schema migrated first unless
+    ``migrated`` is False); a PostgreSQL that cannot be reached or refuses is a ``CommandError``."""
     import asyncpg  # noqa: PLC0415
 
     from proxy.record.db import connect, describe_url, migrate  # noqa: PLC0415
@@ -79,13 +81,14 @@ async def _with_pool(settings: Settings, action: Callable[[Any], Awaitable[T]]) 
     url = _postgres_url(settings)
     try:
         pool = await connect(url, max_size=2)
-    except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001 - asyncpg's errors vary
-        if isinstance(exc, CommandError):
-            raise
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise CommandError(f"cannot reach PostgreSQL at {describe_url(url)}: {exc}", EXIT_FAILURE) from None
     try:
-        await migrate(pool)  # what the commands read is there, empty or not
+        if migrated:
+            await migrate(pool)  # what the commands read is there, empty or not
         return await action(pool)
+    except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:
+        raise CommandError(f"cannot reach PostgreSQL at {describe_url(url)}: {exc}", EXIT_FAILURE) from None
     except asyncpg.PostgresError as exc:
         raise CommandError(f"PostgreSQL at {describe_url(url)}: {exc}", EXIT_FAILURE) from None
     finally:
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(settings: Settings) -> int:
     from proxy.record.db import migrate  # noqa: PLC0415
 
-    applied = asyncio.run(_with_pool(settings, migrate))
+    applied = asyncio.run(_with_pool(settings, migrate, migrated=False))
     print(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
     return 0
 
