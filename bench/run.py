@@ -134,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--sink-events", type=int, default=100_000, help="events recorded, then drained (default 100000)")
     k.add_argument("--sink-projects", type=int, default=10, help="projects they are spread over (default 10)")
     k.add_argument("--sink-batch", type=int, default=1000, help="events read per stream and call (default 1000)")
+    k.add_argument("--sink-rate", type=int, default=0,
+                   help="steady load instead of a backlog: events appended per second while the sink runs")
+    k.add_argument("--sink-seconds", type=float, default=20.0, help="with --sink-rate: how long (default 20)")
     k.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                    help="a PostgreSQL server's admin URL: a throwaway database is made there (default the local one)")
     m = p.add_argument_group("--memory", "Redis memory per request and over time (bench/memory.py); needs --out")
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.sink import run_sink_bench  # noqa: PLC0415
 
         return run_sink_bench(args.redis_url, args.postgres_url, args.sink_events, args.sink_projects,
-                              args.sink_batch, args.out)
+                              args.sink_batch, args.out, args.sink_rate, args.sink_seconds)
     smoke = args.smoke
     duration = args.duration or (1.0 if smoke else 8.0)
     repeats = args.repeats or (1 if smoke else 3)
