@@ -128,7 +128,7 @@ class Sink:
         if entries:
             await self.write(entries)
             await self.drain.ack(entries)
-        if self.clock() - self._tidy_at >= _TIDY_EVERY_S or not entries:
+        if self.clock() - self._tidy_at >= _TIDY_EVERY_S:
             await self.tidy(projects)
         self.problem = None
         return len(entries)
@@ -178,7 +178,10 @@ class Sink:
             self._claim_at = now
             claimed: list[StreamEntry] = []
             for project in projects:
-                claimed += await self.drain.reclaim(project, idle_ms, self.options.batch)
+                got = await self.drain.reclaim(project, idle_ms, self.options.batch)
+                if len(got) >= self.options.batch:
+                    self._claim_at = 0.0  # more may be left: look again next round
+                claimed += got
             if claimed:
                 log.info("took over %d events another sink left unacknowledged", len(claimed))
                 return claimed
