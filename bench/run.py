@@ -57,6 +57,10 @@ SCENARIOS = [
     {"name": "stream-c16", "stream": True, "concurrency": 16},
     {"name": "responses-stream-c1", "api": "responses", "stream": True, "concurrency": 1},
     {"name": "messages-stream-c1", "api": "messages", "stream": True, "concurrency": 1},
+    # chat-c1 / chat-c64 with a farebox key instead of attribution headers, counted on the key's
+    # and its project's rate limits: what key checking and rate limiting add.
+    {"name": "keys-c1", "stream": False, "concurrency": 1, "key": True},
+    {"name": "keys-c64", "stream": False, "concurrency": 64, "key": True},
 ]
 SMOKE_SCENARIOS = [
     {"name": "chat-c1", "stream": False, "concurrency": 1},
@@ -73,11 +77,18 @@ def _messages() -> list[dict[str, str]]:
     ]
 
 
-def workload(stream: bool, extra_headers: tuple[tuple[str, str], ...] = (), api: str = "chat") -> Workload:
+def workload(stream: bool, extra_headers: tuple[tuple[str, str], ...] = (), api: str = "chat",
+             farebox_key: str | None = None) -> Workload:
     """The request every target gets: the same body and headers, in the API ``api`` names
-    ("chat", "responses" or "messages"), each asking for the same prompt and output bound."""
+    ("chat", "responses" or "messages"), each asking for the same prompt and output bound.
+    ``farebox_key``: a chat request presenting that farebox key, with no attribution headers."""
     system, user = _messages()
     path, credential = "/v1/chat/completions", ("Authorization", f"Bearer {tg.BENCH_API_KEY}")
+    if farebox_key is not None:
+        body = {"model": "gpt-4o-mini", "messages": [system, user], "max_tokens": MAX_TOKENS}
+        headers = (("Content-Type", "application/json"), ("Authorization", f"Bearer {farebox_key}"),
+                   ("X-Agent-Id", tg.BENCH_AGENT))
+        return Workload(path, json.dumps(body, separators=(",", ":")).encode(), headers, stream)
     if api == "responses":
         path = "/v1/responses"
         body: dict[str, Any] = {"model": "gpt-4o-mini", "instructions": system["content"], "input": user["content"],
@@ -372,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
                 for server in targets[shift:] + targets[:shift]:
                     if api != "chat" and server.kind == "litellm":
                         continue  # configured for chat completions only
+                    if scenario.get("key"):
+                        if not server.farebox_key:
+                            continue  # not farebox, or a tree without farebox keys
+                        load = workload(scenario["stream"], farebox_key=server.farebox_key)
                     run = _measure(server, upstream, load, scenario["concurrency"], duration, loadgen,
                                    redis_urls.get(server.name))
                     run["round"] = round_no

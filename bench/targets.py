@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import json
 import subprocess
 import sys
 import threading
@@ -35,6 +36,10 @@ BENCH_AGENT = "loadgen"
 # LiteLLM refuses to start without a master key; every target gets the same Authorization.
 BENCH_API_KEY = "sk-bench-0123456789abcdef"
 BENCH_REDIS_PREFIX = "fbbench"
+BENCH_KEYS_PROJECT = "bench-keys"   # the keys scenarios' project: a farebox key, rate limits on it and the key
+BENCH_RATE = 1_000_000_000          # requests and tokens per minute of those limits: counted, never reached
+# farebox's own upstream keys, sent upstream for requests that present a farebox key
+BENCH_UPSTREAM_KEYS = {"FAREBOX_UPSTREAM_API_KEY": "sk-bench-farebox-own", "FAREBOX_ANTHROPIC_API_KEY": "sk-ant-bench"}
 LITELLM_VERSION = "1.106.2"
 
 
@@ -61,6 +66,7 @@ class Server:
     kind: str = "farebox"          # "upstream", "farebox", "relay" or "litellm"
     workers: int = 1
     notes: dict[str, str] = field(default_factory=dict)
+    farebox_key: str = ""       # the keys scenarios' farebox key secret (none: no such scenarios here)
 
     def _tree(self) -> list[psutil.Process]:
         try:
@@ -188,7 +194,7 @@ def start_farebox(name: str, log_dir: Path, upstream: Server, *, workers: int = 
             "--workers", str(workers), "--log-level", "warning", *store]
     # Anthropic's Messages API goes to the same fake upstream (a tree without it ignores the variable).
     env = _clean_env({**({"PYTHONPATH": str(src)} if src else {}), "FAREBOX_ANTHROPIC_UPSTREAM": upstream.url,
-                      **(env_extra or {})})
+                      **BENCH_UPSTREAM_KEYS, **(env_extra or {})})
     cwd = src or REPO
     server, started = _start(name, "farebox", port, args, log_path, env, cwd, "/readyz", workers=workers)
     try:
@@ -196,16 +202,35 @@ def start_farebox(name: str, log_dir: Path, upstream: Server, *, workers: int = 
             while _listening_workers(server, port) < workers and time.perf_counter() - started < READY_TIMEOUT_S:
                 time.sleep(0.02)
             server.notes["all_workers_ready_s"] = f"{time.perf_counter() - started:.2f}"
-        budget = subprocess.run(
-            [sys.executable, "-m", "proxy", "budget", "set", "project", BENCH_PROJECT, "1000000", "--period", "month",
-             *store], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
-        if budget.returncode != 0:
-            raise RuntimeError(f"farebox budget set failed: {budget.stderr.strip()}")
+        for project in (BENCH_PROJECT, BENCH_KEYS_PROJECT):
+            budget = subprocess.run(
+                [sys.executable, "-m", "proxy", "budget", "set", "project", project, "1000000", "--period", "month",
+                 *store], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+            if budget.returncode != 0:
+                raise RuntimeError(f"farebox budget set failed: {budget.stderr.strip()}")
+        _provision_key(server, store, env, cwd)
     except Exception:
         server.stop()
         raise
     server.notes["redis"] = redis_url or f"embedded ({data_dir})"
     return server
+
+
+def _provision_key(server: Server, store: list[str], env: dict[str, str], cwd: Path) -> None:
+    """The keys scenarios' farebox key (``server.farebox_key``): project ``BENCH_KEYS_PROJECT``,
+    with rate limits on the key and on its project that no run reaches, so every request is
+    counted on both. A tree without rate limits gets the key alone (``notes["rate_limits"]``)."""
+    def farebox(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "proxy", *args, *store], env=env, cwd=cwd, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    made = farebox("key", "create", BENCH_KEYS_PROJECT, "--rpm", str(BENCH_RATE), "--tpm", str(BENCH_RATE), "--json")
+    if made.returncode != 0:
+        return
+    server.farebox_key = json.loads(made.stdout)["key"]
+    limited = farebox("limit", "set", "project", BENCH_KEYS_PROJECT, "--rpm", str(BENCH_RATE), "--tpm",
+                      str(BENCH_RATE))
+    server.notes["rate_limits"] = "key and project" if limited.returncode == 0 else "key (stored, not enforced)"
 
 
 def start_relay(log_dir: Path, upstream: Server) -> Server:

@@ -22,8 +22,9 @@ from pricing.cost import max_output_for_budget, worst_case_nano
 from pricing.money import nano_to_usd
 from proxy.apis import ApiRequest
 from proxy.errors import BadRequest, BudgetExceeded
-from proxy.domain import Attribution, BudgetView, iso_utc
+from proxy.domain import Attribution, BudgetView, RateHold, RateLimit, iso_utc
 from proxy.ledger.ledger import Ledger
+from proxy.rates import rate_ask, rate_limited
 from proxy.settings import Settings
 
 __all__ = ["Grant", "reserve_budget", "budget_exceeded", "MAX_WORST_CASE_NANO"]
@@ -46,6 +47,7 @@ class Grant:
     enforce_bound: bool             # the forwarded body must carry output_bound
     clamped: bool
     remaining: BudgetView | None    # the tightest hard budget after this reservation
+    rate_hold: RateHold | None = None   # what it counted on rate limits, corrected at settle
 
 
 def output_bound(request: ApiRequest, price: ModelPrice, settings: Settings) -> tuple[int, bool]:
@@ -59,7 +61,9 @@ def output_bound(request: ApiRequest, price: ModelPrice, settings: Settings) -> 
 
 async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, who: Attribution,
                          price: ModelPrice, prompt_tokens: int, request: ApiRequest,
-                         *, now: float | None = None) -> Grant:
+                         *, now: float | None = None, limits: tuple[RateLimit, ...] = ()) -> Grant:
+    """Count the request on its rate ``limits`` (429 when one has no room) and hold its worst
+    case on its budgets (402 when one has no room), clamping its output bound when allowed."""
     bound, must_send = output_bound(request, price, settings)
     # Output the body itself is billed for (chat's prediction), per choice.
     n, extra, calls = request.n, request.output_extra, request.hosted_calls
@@ -68,11 +72,14 @@ async def reserve_budget(ledger: Ledger, settings: Settings, request_id: str, wh
         raise _too_large(request, price, prompt_tokens, amount)
     clamped = False
     for _ in range(_CLAMP_ATTEMPTS):
-        outcome = await ledger.reserve(request_id, who, amount, deadline_s=settings.reservation_deadline_s)
+        rate = rate_ask(limits, prompt_tokens + (bound + extra) * n)
+        outcome = await ledger.reserve(request_id, who, amount, deadline_s=settings.reservation_deadline_s, rate=rate)
         if outcome.ok:
             has_hard = outcome.tightest is not None
-            return Grant(amount, bound, enforce_bound=clamped or (must_send and has_hard), clamped=clamped,
-                         remaining=outcome.tightest)
+            return Grant(amount, bound, enforce_bound=clamped or (must_send and (has_hard or rate is not None)),
+                         clamped=clamped, remaining=outcome.tightest, rate_hold=outcome.rate_hold)
+        if outcome.rate_refused is not None:
+            raise rate_limited(outcome.rate_refused)
         if not settings.clamp_max_tokens or request.bound_field is None:
             break
         fit = max_output_for_budget(price, prompt_tokens, outcome.room_nano, web_search_calls=calls) // n - extra

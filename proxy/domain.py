@@ -26,6 +26,11 @@ __all__ = [
     "SettleOutcome",
     "BudgetView",
     "BudgetState",
+    "RateLimit",
+    "RateAsk",
+    "RateHold",
+    "RateRefusal",
+    "RATE_WINDOW_S",
     "ReserveOutcome",
     "BUDGET_SCOPES",
     "USAGE_SCOPES",
@@ -127,6 +132,8 @@ class UsageEvent:
     ttfb_ms: int | None = None      # request written -> the answer's first byte (None: none came, or not measured)
     cache_creation_1h_tokens: int = 0   # of cache_creation_tokens, written for an hour (Anthropic)
     web_search_calls: int = 0           # web searches the provider billed per call
+    output_bound: int | None = None     # the output tokens per choice the reservation assumed (None: not reserved)
+    reserved_nano: int | None = None    # the worst case the reservation held (None: not reserved)
 
     def to_fields(self) -> list[str]:
         """The stream entry: field, value, field, value, ..."""
@@ -155,6 +162,10 @@ class UsageEvent:
             fields += ["cache_creation_1h_tokens", str(self.cache_creation_1h_tokens)]
         if self.web_search_calls:
             fields += ["web_search_calls", str(self.web_search_calls)]
+        if self.output_bound is not None:
+            fields += ["output_bound", str(self.output_bound)]
+        if self.reserved_nano is not None:
+            fields += ["reserved_nano", str(self.reserved_nano)]
         return head, fields
 
     @classmethod
@@ -176,6 +187,8 @@ class UsageEvent:
             ttfb_ms=int(ttfb) if ttfb else None,
             cache_creation_1h_tokens=int(f.get("cache_creation_1h_tokens") or 0),
             web_search_calls=int(f.get("web_search_calls") or 0),
+            output_bound=int(f["output_bound"]) if f.get("output_bound") else None,
+            reserved_nano=int(f["reserved_nano"]) if f.get("reserved_nano") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,6 +271,56 @@ class ReserveOutcome:
     tightest: BudgetView | None
     room_nano: int | None
     reclaimed: int
+    rate_refused: "RateRefusal | None" = None     # refused by a rate limit (429), not a budget
+    rate_hold: "RateHold | None" = None           # what the request counts on its rate limits
+
+
+# -- rate limits ------------------------------------------------------------------------------
+
+RATE_WINDOW_S = 60     # rate limits count per minute, in windows aligned to the epoch minute
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Requests and tokens per minute allowed to one project or one farebox key (None: no limit
+    of that kind)."""
+
+    scope: str              # "project" | "key"
+    id: str                 # the project id, or the key id
+    rpm: int | None
+    tpm: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RateAsk:
+    """What a request counts on the rate limits that apply to it: one request, and ``tokens``
+    (its worst case: the counted prompt plus its output bound)."""
+
+    limits: tuple[RateLimit, ...]
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateHold:
+    """What a granted request counted, and in which minute: its settle corrects ``tokens`` to the
+    tokens it used, in that minute's counters."""
+
+    limits: tuple[RateLimit, ...]
+    window: int             # epoch seconds // RATE_WINDOW_S
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateRefusal:
+    """A rate limit with no room for the request in the current minute."""
+
+    limit: RateLimit
+    kind: str               # "requests" | "tokens"
+    used_requests: int      # counted in the current minute (before this request)
+    used_tokens: int
+    asked_tokens: int
+    resets_at: float        # epoch seconds: the end of the current minute
+    at: float               # epoch seconds: when it was refused (the ledger's clock)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@
     ├── PayloadTooLarge               413 invalid_request_error / request_too_large
     ├── VersionNotSupported           505 invalid_request_error / http_version_not_supported
     ├── BudgetExceeded                402 budget_exceeded
+    ├── RateLimited                   429 rate_limit_exceeded (a key's or project's rpm / tpm)
     ├── LedgerUnavailable             503 service_unavailable (Redis unreachable, fail_mode closed)
     ├── UpstreamUnreachable           502 upstream_unreachable
     └── UpstreamTimeout               504 upstream_timeout
@@ -53,6 +54,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "BudgetExceeded",
+    "RateLimited",
     "LedgerUnavailable",
     "UpstreamUnreachable",
     "UpstreamTimeout",
@@ -177,6 +179,15 @@ class BudgetExceeded(FareboxError):
     status = 402
     type = "budget_exceeded"
     code = "budget_exceeded"
+
+
+class RateLimited(FareboxError):
+    """A rate limit (requests or tokens per minute, of a farebox key or a project) has no room
+    for this request in the current minute."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
 
 
 class LedgerUnavailable(FareboxError):

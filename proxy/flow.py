@@ -24,8 +24,8 @@ from proxy.apis import ApiRequest, ApiShape, Measured
 from proxy.apis.chat import CHAT
 from proxy.apis.registry import METERED
 from proxy.budgets import Grant, reserve_budget
-from proxy.domain import Attribution, UsageEvent
-from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable
+from proxy.domain import Attribution, RateLimit, UsageEvent
+from proxy.errors import BudgetExceeded, FareboxError, LedgerUnavailable, RateLimited
 from proxy.services import Services
 from proxy.upstream.relay import Call, Upstream, response_headers
 from proxy.upstream.sse import SSESplitter
@@ -95,10 +95,10 @@ async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
     started = time.perf_counter()
 
     request = shape.parse(ex.body, ex.headers)                                # 1. parse
-    who = await fb.attribute(ex.headers, shape.family, request.model)         # 2. attribute
+    who, key_limit = await fb.attribute(ex.headers, shape.family, request.model)  # 2. attribute
     price = fb.price(request.model)                                           # 3. price & estimate
     prompt_tokens = await shape.count_prompt(request, price)
-    grant = await _reserve(fb, shape, request_id, who, price, prompt_tokens, request)  # 4. reserve
+    grant = await _reserve(fb, shape, request_id, who, price, prompt_tokens, request, key_limit)  # 4. reserve
 
     try:
         bound = grant.output_bound if grant is not None and grant.enforce_bound else None
@@ -126,11 +126,16 @@ async def serve(fb: Services, ex: Exchange, shape: ApiShape) -> None:
 
 
 async def _reserve(fb: Services, shape: ApiShape, request_id: str, who: Attribution, price: ModelPrice,
-                   prompt_tokens: int, request: ApiRequest) -> Grant | None:
+                   prompt_tokens: int, request: ApiRequest, key_limit: RateLimit | None) -> Grant | None:
     try:
-        return await reserve_budget(fb.ledger, fb.settings, request_id, who, price, prompt_tokens, request)
-    except BudgetExceeded as exc:
-        fb.metrics.rejection(exc.extra.get("scope") or "unknown", who.project)
+        limits = await fb.rate_limits(who, key_limit)
+        return await reserve_budget(fb.ledger, fb.settings, request_id, who, price, prompt_tokens, request,
+                                    limits=limits)
+    except (BudgetExceeded, RateLimited) as exc:
+        if isinstance(exc, BudgetExceeded):
+            fb.metrics.rejection(exc.extra.get("scope") or "unknown", who.project)
+        else:
+            fb.metrics.rate_limited(exc.extra["scope"], exc.extra["limit"], who.project)
         fb.metrics.request(shape.name, exc.status, price.name, who.project)
         raise
     except LedgerUnavailable as exc:
@@ -270,9 +275,11 @@ class _Call:
             clamped_max_tokens=self.grant.output_bound if self.grant is not None and self.grant.clamped else None,
             ttfb_ms=int((first_byte_at - sent_at) * 1000) if first_byte_at else None,
             cache_creation_1h_tokens=usage.cache_creation_1h_tokens, web_search_calls=usage.web_search_calls,
+            output_bound=self.grant.output_bound if self.grant is not None else None,
+            reserved_nano=self.grant.reserved_nano if self.grant is not None else None,
         )
         self.settled = True
-        fb.record_soon(event)
+        fb.record_soon(event, self.grant.rate_hold if self.grant is not None else None)
         m = fb.metrics
         self._count(status)
         m.usage(self.priced_model, self.who.project, usage, cost, estimated=measured.estimated)

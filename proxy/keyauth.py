@@ -1,14 +1,15 @@
 """farebox keys on the data plane: which key a request presents, whether it may, and who pays.
 
-A ``fbk_`` credential (``Authorization: Bearer fbk_...`` or ``x-api-key: fbk_...``) is always
+A ``fbk_`` credential (``Authorization: Bearer fbk_...``, ``x-api-key: fbk_...`` or Azure's
+``api-key: fbk_...``) is always
 farebox's to judge and never crosses to an upstream (``proxy.upstream.relay`` strips it; the
 upstream gets farebox's own key for it, and a request whose upstream has none is refused
 rather than sent without credentials). A key decides the request's project, and its agent
 when it is pinned to one; a header naming another is a 403, and so is a model outside the
 key's ``models``. An unknown, revoked or expired key is a 401 (``invalid_api_key``).
 
-``KeyResolver`` remembers resolved keys in the process, so a request costs no Redis round trip
-once its key is known. What it remembers is trusted only while its last look at the keys'
+``KeyResolver`` remembers resolved keys (and projects' rate limits) in the process, so a request
+costs no Redis round trip once its key is known. What it remembers is trusted only while its last look at the keys'
 change counter (which every revoke and rotate moves) began less than ``TRUST_S`` ago; it looks
 every ``POLL_S``. So a revoked key stops working on every process within ``TRUST_S`` plus one
 Redis round trip, and when the counter cannot be read a key is read from Redis again.
@@ -31,7 +32,7 @@ import orjson
 
 from proxy.attribute import attribute, attribute_key
 from proxy.control.keys import key_id_of, secret_hash
-from proxy.domain import Attribution, farebox_credential, iso_utc
+from proxy.domain import Attribution, RateLimit, farebox_credential, iso_utc
 from proxy.errors import FareboxError, Forbidden, LedgerUnavailable, Unauthorized
 from proxy.settings import Settings
 
@@ -62,6 +63,7 @@ class ResolvedKey:
     models: tuple[str, ...] | None
     expires_at: float | None
     allows: Callable[[str], Any] | None   # a compiled match of ``models``; None: every model
+    limit: RateLimit | None = None        # its requests and tokens per minute, if it has any
 
     def allowed(self, model: str) -> bool:
         return self.allows is None or self.allows(model) is not None
@@ -69,8 +71,9 @@ class ResolvedKey:
 
 def farebox_secret(headers: Mapping[str, str]) -> str | None:
     """The farebox key a request presents (``Authorization: Bearer fbk_...`` first, then
-    ``x-api-key: fbk_...``; ``proxy.domain.farebox_credential`` reads each), or None."""
-    for name in ("Authorization", "x-api-key"):
+    ``x-api-key: fbk_...``, then Azure's ``api-key: fbk_...``; ``proxy.domain.farebox_credential``
+    reads each), or None."""
+    for name in ("Authorization", "x-api-key", "api-key"):
         value = headers.get(name)
         if value is not None:
             secret = farebox_credential(value)
@@ -88,12 +91,15 @@ def _resolved(key_id: str, secret: str, record: dict[str, str] | None) -> Resolv
     models = tuple(orjson.loads(record["models"])) if record.get("models") else None
     allows = re.compile("|".join(f"(?:{translate(p)})" for p in models)).match if models else None
     expires = record.get("expires_at")
+    rpm, tpm = record.get("rpm"), record.get("tpm")
+    limit = RateLimit("key", key_id, int(rpm) if rpm else None, int(tpm) if tpm else None) if rpm or tpm else None
     return ResolvedKey(id=key_id, project=record["project"], agent=record.get("agent") or None, models=models,
-                       expires_at=float(expires) if expires else None, allows=allows)
+                       expires_at=float(expires) if expires else None, allows=allows, limit=limit)
 
 
 class KeyResolver:
-    """Secrets to keys, remembered in the process and forgotten when the keys change."""
+    """Secrets to keys, and projects to their rate limits, remembered in the process and
+    forgotten when the keys or limits change."""
 
     def __init__(self, ledger: Any, *, fail_open: bool = False, clock: Callable[[], float] = time.monotonic,
                  poll_s: float = POLL_S, trust_s: float = TRUST_S, size: int = CACHE_SIZE) -> None:
@@ -101,6 +107,7 @@ class KeyResolver:
         self.fail_open = fail_open
         self.clock, self.poll_s, self.trust_s, self.size = clock, poll_s, trust_s, size
         self._entries: dict[str, ResolvedKey | str] = {}
+        self._limits: dict[str, RateLimit | None] = {}   # project -> its rate limit, if any
         self._version: int | None = None
         self._checked_at = float("-inf")   # when the last successful look at the counter began
         self._generation = 0               # moves whenever the entries are dropped
@@ -134,9 +141,30 @@ class KeyResolver:
             self._entries[secret] = found
         return found
 
+    async def project_limit(self, project: str) -> RateLimit | None:
+        """``project``'s rate limit (None: it has none), remembered like keys: a change is seen
+        on every process within ``trust_s`` plus one Redis round trip."""
+        limits = self._limits
+        if project in limits and self.clock() - self._checked_at < self.trust_s:
+            return limits[project]
+        generation = self._generation
+        try:
+            rpm, tpm = await self.ledger.project_limits(project)
+        except LedgerUnavailable:
+            if self.fail_open:
+                return limits.get(project)   # as last seen, or none, while Redis cannot say
+            raise
+        found = RateLimit("project", project, rpm, tpm) if rpm is not None or tpm is not None else None
+        if generation == self._generation:
+            if len(limits) >= self.size:
+                del limits[next(iter(limits))]
+            limits[project] = found
+        return found
+
     def forget(self) -> None:
-        """Drop every remembered key (this process changed one)."""
+        """Drop every remembered key and limit (this process changed one)."""
         self._entries.clear()
+        self._limits.clear()
         self._generation += 1
 
     async def check(self) -> None:
@@ -180,14 +208,24 @@ class KeyAuth:
         self.settings, self.resolver, self.upstream_for, self.wall = settings, resolver, upstream_for, wall
         self.require = settings.auth == "keys"
 
-    async def attribute(self, headers: Mapping[str, str], family: str, model: str | None) -> Attribution:
-        """Who a metered request is charged to, or the 401/403 that refuses it."""
+    async def attribute(self, headers: Mapping[str, str], family: str, model: str | None
+                        ) -> tuple[Attribution, RateLimit | None]:
+        """Who a metered request is charged to and its key's rate limit (None: no key, or a key
+        without one), or the 401/403 that refuses it."""
         secret = farebox_secret(headers)
         if secret is None:
             if self.require:
                 raise _missing()
-            return attribute(headers, self.settings)
-        return attribute_key(headers, self.settings, await self.key(secret, family, model))
+            return attribute(headers, self.settings), None
+        key = await self.key(secret, family, model)
+        return attribute_key(headers, self.settings, key), key.limit
+
+    async def rate_limits(self, who: Attribution, key_limit: RateLimit | None) -> tuple[RateLimit, ...]:
+        """The rate limits a request of ``who`` counts on: its project's, then its key's."""
+        project_limit = await self.resolver.project_limit(who.project)
+        if project_limit is None:
+            return () if key_limit is None else (key_limit,)
+        return (project_limit,) if key_limit is None else (project_limit, key_limit)
 
     async def admit(self, headers: Mapping[str, str], family: str, model: str | None) -> None:
         """The same checks for a request passed through unmetered (which needs no project)."""

@@ -52,6 +52,8 @@ class Metrics:
         self.cost_usd = Counter("farebox_cost_usd", "Cost recorded, in USD, by model.", ["model", *p], registry=r)
         self.budget_rejections = Counter("farebox_budget_rejections", "Requests refused with 402, by the scope that refused.",
                                          ["scope", *p], registry=r)
+        self.rate_rejections = Counter("farebox_rate_limited", "Requests refused with 429 by a rate limit, by its scope "
+                                       "(project, key) and kind (requests, tokens).", ["scope", "limit", *p], registry=r)
         self.clamped = Counter("farebox_clamped_requests", "Requests forwarded with their output bound lowered to fit a budget.",
                                registry=r)
         self.estimated = Counter("farebox_estimated_usage", "Requests whose usage was estimated with tiktoken.", registry=r)
@@ -78,12 +80,14 @@ class Metrics:
         self.spooled = Counter("farebox_spooled_events", "Usage events written to the spool while Redis was unavailable.",
                                registry=r)
         self.alerts = Counter("farebox_alerts", "Budget alert thresholds crossed (outcome crossed) and their webhook "
-                              "deliveries, one per URL (delivered, failed, dropped), by scope and threshold percent.",
+                              "deliveries, one per URL (delivered, failed, dropped), and e-mails (emailed, email_failed), by scope "
+                              "and threshold percent.",
                               ["scope", "threshold", "outcome"], registry=r)
         self._requests = _Children(self.requests)
         self._tokens = _Children(self.tokens)
         self._cost_usd = _Children(self.cost_usd)
         self._budget_rejections = _Children(self.budget_rejections)
+        self._rate_rejections = _Children(self.rate_rejections)
         self._upstream_requests = _Children(self.upstream_requests)
 
     def _with_project(self, labels: tuple[str, ...], project: str) -> tuple[str, ...]:
@@ -111,6 +115,10 @@ class Metrics:
     def rejection(self, scope: str, project: str) -> None:
         """A request refused with 402 by a budget of ``scope``."""
         self._budget_rejections.get(self._with_project((scope,), project)).inc()
+
+    def rate_limited(self, scope: str, limit: str, project: str) -> None:
+        """A request refused with 429 by a rate limit of ``scope`` on ``limit`` (requests, tokens)."""
+        self._rate_rejections.get(self._with_project((scope, limit), project)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,7 +17,7 @@ from typing import Any
 from pricing.catalog import Catalog, ModelPrice
 from proxy.control.alerts import AlertDispatcher
 from proxy.errors import LedgerUnavailable, UnknownModel
-from proxy.domain import Attribution, SettleOutcome, UsageEvent
+from proxy.domain import Attribution, RateHold, RateLimit, SettleOutcome, UsageEvent
 from proxy.keyauth import KeyAuth, KeyResolver
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.spool import Spool
@@ -54,11 +54,20 @@ class Services:
             resolver = KeyResolver(self.ledger, fail_open=self.settings.fail_mode == "open")
             self.auth = KeyAuth(self.settings, resolver, self.upstream_for)
 
-    def attribute(self, headers: Mapping[str, str], family: str, model: str) -> Coroutine[Any, Any, Attribution]:
+    def attribute(self, headers: Mapping[str, str], family: str, model: str
+                  ) -> Coroutine[Any, Any, tuple[Attribution, RateLimit | None]]:
         """Who a request to a metered endpoint of API ``family`` for ``model`` is charged to: its
-        farebox key's project, agent and id, or its headers (``proxy.keyauth``); 401/403 refuse it."""
+        farebox key's project, agent and id, or its headers (``proxy.keyauth``); 401/403 refuse it.
+        With it, its farebox key's rate limit, if any."""
         assert self.auth is not None
         return self.auth.attribute(headers, family, model)
+
+    def rate_limits(self, who: Attribution, key_limit: RateLimit | None
+                    ) -> Coroutine[Any, Any, tuple[RateLimit, ...]]:
+        """The rate limits a request of ``who`` counts on: its project's (read from Redis once
+        per change of the limits, ``LedgerUnavailable`` when it cannot be), then its key's."""
+        assert self.auth is not None
+        return self.auth.rate_limits(who, key_limit)
 
     def price(self, model: str) -> ModelPrice:
         found = self.catalog.resolve(model)
@@ -101,11 +110,12 @@ class Services:
         """Record usage and release its reservation; spool it if Redis cannot take it now."""
         return await self.record(event)
 
-    def record_soon(self, event: UsageEvent) -> None:
+    def record_soon(self, event: UsageEvent, rate: RateHold | None = None) -> None:
         """``record``, finished apart from the request that asked for it (spool, alerts);
         ``settled`` and ``close`` wait for it, so nothing started is lost at shutdown. Queued
-        now: a reservation made after this call sees it."""
-        written = self.ledger.queue_settle(event)
+        now: a reservation made after this call sees it. ``rate``: what the request counted on its
+        rate limits, corrected to the tokens it used."""
+        written = self.ledger.queue_settle(event, rate)
         self._recording.add(written)
         written.add_done_callback(partial(self._recorded_soon, event))
 

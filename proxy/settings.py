@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from proxy.control.mail import SmtpServer, check_address
 from proxy.domain import ID_PATTERN
 from proxy.upstream_settings import UpstreamConfig, check_names, missing_key_env
 
@@ -99,6 +100,9 @@ class Settings(BaseModel):
     alert_max_attempts: int = Field(5, ge=1, le=20)
     alert_retry_base_s: float = Field(0.5, gt=0, le=60)           # first wait between attempts; doubles
     alert_timeout_s: float = Field(5.0, gt=0)                     # per attempt
+    # Alert e-mails (to each budget's alert_emails): smtp://, smtp+starttls:// or smtps://, see proxy.control.mail.
+    smtp_url: SecretStr | None = None
+    smtp_from: str = "farebox@localhost"                          # the sender of alert e-mails
     # How long usage aggregates live after their last write, per period (0 = forever).
     ttl_hour_s: int = Field(48 * 3600, ge=0)
     ttl_day_s: int = Field(400 * 86400, ge=0)
@@ -158,6 +162,21 @@ class Settings(BaseModel):
         for url in value:
             if not re.fullmatch(r"https?://[^/\s?#]+(/\S*)?", url):
                 raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_form(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        SmtpServer.from_url(value.get_secret_value())   # ValueError: says what to write
+        return value
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _smtp_from_form(cls, value: str) -> str:
+        if not check_address(value):
+            raise ValueError(f"{value!r} is not an e-mail address such as farebox@example.com")
         return value
 
     @field_validator("redis_url")

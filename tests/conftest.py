@@ -65,15 +65,16 @@ async def redis_client(redis_url: str):
 
 @pytest.fixture
 def make_stack(redis_url: str, key_prefix: str, tmp_path):
-    """Factory: ``make_stack(**settings)`` starts a fake upstream and farebox in front of it."""
+    """Factory: ``make_stack(**settings)`` starts a fake upstream and farebox in front of it
+    (``clock``: the wall clock its ledger reads, for tests that need to choose the time)."""
     from tests.harness import LoopThread, start_stack
 
     threads = LoopThread()
 
-    def make(upstream_options: dict | None = None, **settings):
+    def make(upstream_options: dict | None = None, clock=None, **settings):
         base = {"redis_url": redis_url, "redis_prefix": key_prefix, "data_dir": str(tmp_path / "data"),
                 "default_max_output_tokens": 4096}
-        return start_stack(threads, {**base, **settings}, upstream_options)
+        return start_stack(threads, {**base, **settings}, upstream_options, clock=clock)
 
     try:
         yield make

@@ -100,10 +100,11 @@ class Stack:
         return [entry.fields for entry in self.run(read_events(ledger, [project], (0, 0), 10_000))]
 
 
-def start_stack(threads: LoopThread, settings: dict[str, Any], upstream_options: dict[str, Any] | None = None) -> Stack:
+def start_stack(threads: LoopThread, settings: dict[str, Any], upstream_options: dict[str, Any] | None = None,
+                *, clock: Any = None) -> Stack:
     upstream_app = create_fake_app(**(upstream_options or {}))
     upstream_url = threads.serve(upstream_app)
     settings = {"upstream": f"{upstream_url}/v1", "anthropic_upstream": upstream_url, **settings}
-    app = create_app(Settings(**settings))
+    app = create_app(Settings(**settings)) if clock is None else create_app(Settings(**settings), clock=clock)
     url = threads.serve(app, front=True)
     return Stack(threads, upstream_url, upstream_app, url, app, threads.fronts[-1])

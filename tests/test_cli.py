@@ -136,9 +136,14 @@ def test_budget_commands(tmp_path, redis_url, key_prefix):
     assert status["limit_usd"] == "50.00" and status["period"] == "month" and status["mode"] == "hard"
     shown = run(["budget", "show", "project", "acme"], env)
     assert shown.returncode == 0 and "project acme: hard month limit $50.00" in shown.stdout
-    run(["budget", "set", "agent", "acme/planner", "2.5", "--period", "day", "--mode", "soft"], env)
+    run(["budget", "set", "agent", "acme/planner", "2.5", "--period", "day", "--mode", "soft",
+         "--emails", "ops@example.com, lead@example.com"], env)
     listed = json.loads(run(["budget", "list", "--json"], env).stdout)["budgets"]  # the admin API's JSON
     assert {(b["scope"], b["id"]) for b in listed} == {("project", "acme"), ("agent", "acme/planner")}
+    assert {b["id"]: b["alert_emails"] for b in listed} == {"acme": [],
+                                                            "acme/planner": ["ops@example.com", "lead@example.com"]}
+    shown = run(["budget", "show", "agent", "acme/planner"], env).stdout
+    assert shown.rstrip().endswith("; alerts e-mailed to ops@example.com, lead@example.com")
     deleted = run(["budget", "delete", "project", "acme"], env)
     assert deleted.returncode == 0 and "deleted" in deleted.stdout
     gone = run(["budget", "show", "project", "acme"], env)
@@ -151,6 +156,7 @@ def test_budget_commands(tmp_path, redis_url, key_prefix):
     (["budget", "set", "galaxy", "acme", "5"], "scope"),
     (["budget", "set", "project", "acme", "5", "--period", "year"], "period"),
     (["usage", "project", "acme", "--at", "someday"], "Invalid at"),
+    (["budget", "set", "project", "acme", "5", "--emails", "ops"], "Invalid alert_emails: 'ops' is not an e-mail"),
 ])
 def test_cli_bad_input_exits_2_with_a_message(redis_url, key_prefix, args, fragment):
     result = run(args, {"REDIS_URL": redis_url, "FAREBOX_REDIS_PREFIX": key_prefix})

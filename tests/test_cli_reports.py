@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import time
 
 import pytest
@@ -75,10 +76,13 @@ def test_forecast_json_and_text(env):
     assert forecast["period"] == "month" and set(forecast["forecasts"]) == {"run_rate", "trend"}
     assert forecast["budget"]["limit_usd"] == "1000.00"
     assert forecast["spent_usd"] == forecast["budget"]["spent_usd"]
+    assert forecast["confidence"]["granularity"] == "day" and forecast["confidence"]["buckets_for_full_coverage"] == 14
     text = run(["forecast", "project", "acme", "--period", "day"], env).stdout.splitlines()
     assert text[0].startswith("project acme — day from ")
     assert text[2].startswith("  run_rate  projected $") and text[3].startswith("  trend     projected $")
-    assert text[4].startswith("  budget: hard month limit $1000.00")
+    assert re.fullmatch(r"  confidence (low|medium|high) \(\d(\.\d+)?\): \d+ complete hours seen of 12 for full "
+                        r"coverage, mean \$\d+\.\d+ per hour, (no spend seen|variation [\d.]+)", text[4]), text[4]
+    assert text[5].startswith("  budget: hard month limit $1000.00")
 
 
 def test_events_export_to_a_file_then_on_from_the_cursor(env, tmp_path):

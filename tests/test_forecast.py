@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.control.forecast import HOUR_MS, project, runs_out_ms
+from proxy.control.forecast import HOUR_MS, Confidence, confidence, project, runs_out_ms
 
 DAY_MS = 24 * HOUR_MS
 
@@ -49,3 +49,43 @@ def test_runs_out_rounds_up_to_the_millisecond_and_now_when_nothing_is_left():
     assert runs_out_ms(p, 0, None) == 1_000
     idle = project("trend", 5, 0, 0, 1_000, 10_000)
     assert runs_out_ms(idle, 10, None) is None
+
+
+# -- confidence -------------------------------------------------------------------------------
+
+USD = 1_000_000_000
+
+
+def test_a_steady_spend_over_a_full_sample_is_trusted_fully():
+    c = confidence([USD] * 14, 14)
+    assert (c.level, c.score, c.buckets, c.mean_nano, c.stdev_nano, c.variation) == ("high", 1.0, 14, USD, 0, 0.0)
+
+
+def test_a_small_wobble_over_a_full_sample_stays_high():
+    # $9, $11 alternating: mean $10, deviation $1, variation 0.1; score 1 / 1.1 = 0.909.
+    c = confidence([9 * USD, 11 * USD] * 7, 14)
+    assert (c.level, c.score, c.mean_nano, c.stdev_nano, c.variation) == ("high", 0.909, 10 * USD, USD, 0.1)
+
+
+def test_a_spread_spend_is_medium():
+    # $1, $3, $1, $3 of 4 buckets: mean $2, deviation $1, variation 0.5; score 1 / 1.5 = 0.667.
+    c = confidence([USD, 3 * USD, USD, 3 * USD], 4)
+    assert (c.level, c.score, c.mean_nano, c.stdev_nano, c.variation) == ("medium", 0.667, 2 * USD, USD, 0.5)
+
+
+def test_few_buckets_lower_the_score_by_their_coverage():
+    # $1 and $3 seen on 2 of 14 days: coverage 1/7, variation 0.5; score (1/7) / 1.5 = 0.095.
+    c = confidence([USD, 3 * USD], 14)
+    assert (c.level, c.score, c.buckets, c.full, c.variation) == ("low", 0.095, 2, 14, 0.5)
+
+
+def test_no_buckets_or_no_spend_scores_zero():
+    assert confidence([], 14) == Confidence("low", 0.0, 0, 14, 0, 0, None)
+    assert confidence([0, 0, 0], 3) == Confidence("low", 0.0, 3, 3, 0, 0, None)
+
+
+def test_the_level_boundaries():
+    # variation 0 with 7 of 10 buckets: exactly 0.7 (high); 4 of 10: exactly 0.4 (medium); 3 of 10: low.
+    assert confidence([USD] * 7, 10).level == "high"
+    assert confidence([USD] * 4, 10).level == "medium"
+    assert confidence([USD] * 3, 10).level == "low"

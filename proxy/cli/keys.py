@@ -1,5 +1,6 @@
-"""``farebox key create|list|show|revoke|rotate``: farebox keys, on the ledger or through the
-running proxy's admin API. ``create`` and ``rotate`` print the secret alone on standard output
+"""``farebox key create|list|show|revoke|rotate``: farebox keys, and ``farebox limit
+set|show|delete project|key ID``: rate limits, on the ledger or through the running proxy's
+admin API. ``create`` and ``rotate`` print the secret alone on standard output
 (``KEY=$(farebox key create acme)``) and what it is on standard error; ``--json`` prints the
 admin API's JSON instead. The secret is shown this once: farebox keeps only its hash."""
 
@@ -15,7 +16,7 @@ import orjson
 from proxy.cli.source import Source
 from proxy.cli.target import Runner
 
-__all__ = ["add_commands", "run"]
+__all__ = ["add_commands", "run", "run_limit"]
 
 
 def add_commands(sub: Any, ledger_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -38,6 +39,21 @@ def add_commands(sub: Any, ledger_flags: Callable[[argparse.ArgumentParser], Non
     for parser in others:
         parser.add_argument("id", help="the key's id, e.g. key_0123456789abcdef")
     for parser in (create, listing, *others):
+        ledger_flags(parser)
+        parser.add_argument("--json", action="store_true", help="print the same JSON as the admin API")
+
+    limit = sub.add_parser("limit", help="set, show or delete the rate limits of a project or a farebox key")
+    lsub = limit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = [lsub.add_parser(name, help=text) for name, text in (
+        ("set", "replace the limits (a kind left out: no limit of that kind)"), ("show", "show the limits"),
+        ("delete", "remove both limits"))]
+    for parser in actions:
+        parser.add_argument("scope", choices=["project", "key"])
+        parser.add_argument("id", help="the project id, or the key's id (key_0123456789abcdef)")
+        if parser.prog.endswith(" set"):
+            parser.add_argument("--rpm", type=int, help="requests per minute")
+            parser.add_argument("--tpm", type=int, help="tokens per minute (each request counts its worst case "
+                                                        "until it finishes, then what it used)")
         ledger_flags(parser)
         parser.add_argument("--json", action="store_true", help="print the same JSON as the admin API")
 
@@ -89,4 +105,21 @@ def run(args: argparse.Namespace, run_on: Runner) -> int:
             print("no keys")
     else:
         print(("revoked " if args.action == "revoke" else "") + _line(result))
+    return 0
+
+
+def run_limit(args: argparse.Namespace, run_on: Runner) -> int:
+    async def act(source: Source) -> Any:
+        if args.action == "set":
+            return await source.set_limits(args.scope, args.id, {"rpm": args.rpm, "tpm": args.tpm})
+        if args.action == "show":
+            return await source.show_limits(args.scope, args.id)
+        return await source.delete_limits(args.scope, args.id)
+
+    view = run_on(act)
+    if args.json:
+        sys.stdout.write(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        rates = " ".join(f"{name} {view[name] if view[name] is not None else 'none'}" for name in ("rpm", "tpm"))
+        print(f"{view['scope']} {view['id']} {rates}")
     return 0

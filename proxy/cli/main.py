@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--default-project", help="project for requests without the project header")
     serve.add_argument("--fail-mode", choices=["closed", "open"], help="when Redis is unreachable (default closed)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--smtp-url", help="SMTP server for alert e-mails: smtp://host:25, smtp+starttls://user:pass@host, "
+                                          "smtps://user:pass@host (env FAREBOX_SMTP_URL)")
     serve.add_argument("--postgres-url", help="PostgreSQL URL of the usage of record: events drained there "
                                               "(env FAREBOX_POSTGRES_URL; unset: none)")
 
@@ -98,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     bset.add_argument("--period", default="month", help="hour, day, week, month or total (default month)")
     bset.add_argument("--mode", default="hard", help="hard (402) or soft (alerts only); default hard")
     bset.add_argument("--thresholds", help="alert thresholds, comma-separated fractions (default 0.5,0.8,0.9,1.0)")
+    bset.add_argument("--emails", help="addresses to e-mail alerts to, comma-separated (needs smtp_url on the proxy)")
     for name in ("show", "delete"):
         b = bsub.add_parser(name, help=f"{name} a budget")
         b.add_argument("scope")
@@ -119,7 +122,7 @@ _STORE_KEYS = ("config", "redis_url", "data_dir", "redis_prefix")
 _LEDGER_KEYS = _STORE_KEYS + ("admin_token",)
 _SERVE_KEYS = _STORE_KEYS + ("host", "port", "workers", "upstream", "upstream_api_key", "anthropic_upstream",
                              "anthropic_api_key", "admin_token", "admin_read_token", "auth",
-                             "default_project", "fail_mode", "log_level", "postgres_url")
+                             "default_project", "fail_mode", "log_level", "smtp_url", "postgres_url")
 
 
 def _runner(args: argparse.Namespace) -> Runner:
@@ -141,7 +144,8 @@ def _print_budget(status: dict[str, Any]) -> None:
     resets = status.get("resets_at") or "never"
     print(f"{status['scope']} {status['id']}: {status['mode']} {status['period']} limit ${status['limit_usd']}, "
           f"spent ${status['spent_usd']}, reserved ${status['reserved_usd']}, remaining ${status['remaining_usd']} "
-          f"({status['percent']}%), resets {resets}")
+          f"({status['percent']}%), resets {resets}"
+          + (f"; alerts e-mailed to {', '.join(status['alert_emails'])}" if status.get("alert_emails") else ""))
 
 
 def _run_budget(args: argparse.Namespace, run: Runner) -> int:
@@ -153,6 +157,8 @@ def _run_budget(args: argparse.Namespace, run: Runner) -> int:
                 body["alert_thresholds"] = [float(x) for x in args.thresholds.split(",") if x.strip()]
             except ValueError:
                 raise SettingsError(f"invalid --thresholds {args.thresholds!r}: comma-separated fractions such as 0.5,0.8,1") from None
+        if args.emails:
+            body["alert_emails"] = [a.strip() for a in args.emails.split(",") if a.strip()]
 
     async def act(source: Source) -> Any:
         if args.action == "set":
@@ -229,6 +235,8 @@ def _main(args: argparse.Namespace) -> int:
         run = _runner(args)
         if args.command == "key":
             return cli_keys.run(args, run)
+        if args.command == "limit":
+            return cli_keys.run_limit(args, run)
         if args.command in cli_reports.COMMANDS:
             return cli_reports.run(args, run)
         return _run_budget(args, run)

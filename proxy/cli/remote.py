@@ -100,6 +100,8 @@ class AdminSource:
             how = ("refused the admin token" if self.token else "needs the admin token")
             raise CommandError(f"the admin API at {self.base} {how} ({reply.status}): give the token "
                                "`farebox serve` runs with, by --admin-token or FAREBOX_ADMIN_TOKEN")
+        if reply.status == 404 and code == "project_not_found":
+            raise NotFound(message, code=code)
         if reply.status == 404 and code == "admin_disabled":
             raise CommandError(f"the admin API at {self.base} is disabled: start `farebox serve` with "
                                "--admin-token (or FAREBOX_ADMIN_TOKEN)")
@@ -144,6 +146,10 @@ class AdminSource:
     async def forecast(self, scope: str, scope_id: str, period: str) -> dict[str, Any]:
         return await self._json("GET", "/admin/forecast", params={"scope": scope, "id": scope_id, "period": period})
 
+    async def recommendations(self, project: str, period: str) -> dict[str, Any]:
+        return await self._json("GET", "/admin/recommendations", params={"scope": "project", "id": project,
+                                                                           "period": period})
+
     async def export_page(self, project: str | None, since: str | None, limit: int) -> export.Page:
         reply = await self._request("GET", "/admin/events", params={"project": project, "since": since,
                                                                     "limit": limit, "format": "ndjson"})
@@ -174,3 +180,15 @@ class AdminSource:
 
     async def rotate_key(self, key_id: str) -> dict[str, Any]:
         return await self._key_json("POST", key_id, "/rotate")
+
+    def _limits_path(self, scope: str, scope_id: str) -> str:
+        return f"/admin/limits/{_path_part(scope)}/{_path_part(scope_id)}"
+
+    async def set_limits(self, scope: str, scope_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._json("PUT", self._limits_path(scope, scope_id), body=body)
+
+    async def show_limits(self, scope: str, scope_id: str) -> dict[str, Any]:
+        return await self._json("GET", self._limits_path(scope, scope_id))
+
+    async def delete_limits(self, scope: str, scope_id: str) -> dict[str, Any]:
+        return await self._json("DELETE", self._limits_path(scope, scope_id))

@@ -1,5 +1,5 @@
-"""The reading commands of ``farebox``: ``usage`` (a report or ``--series``), ``forecast`` and
-``events export``. Each prints text, or with ``--json`` the same JSON as the admin API; bad
+"""The reading commands of ``farebox``: ``usage`` (a report or ``--series``), ``forecast``,
+``recommend`` and ``events export``. Each prints text, or with ``--json`` the same JSON as the admin API; bad
 input raises ``BadRequest``, which ``proxy.cli.main`` prints before exiting with status 2.
 Each runs against a ``proxy.cli.source.Source``: the ledger, or the running proxy's admin API.
 """
@@ -21,7 +21,7 @@ from proxy.control import reports
 
 __all__ = ["COMMANDS", "add_commands", "run"]
 
-COMMANDS = ("usage", "forecast", "events")
+COMMANDS = ("usage", "forecast", "events", "recommend")
 
 
 def add_commands(sub: Any, store_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -45,6 +45,13 @@ def add_commands(sub: Any, store_flags: Callable[[argparse.ArgumentParser], None
     forecast.add_argument("--period", default="month", help="hour, day, week or month (default month)")
     forecast.add_argument("--json", action="store_true", help="print the same JSON as the admin API")
 
+    recommend = sub.add_parser("recommend", help="ways to spend less, from a project's own usage, with their "
+                                                 "estimated monthly savings")
+    store_flags(recommend)
+    recommend.add_argument("project", help="a project id, e.g. acme")
+    recommend.add_argument("--period", default="month", help="the usage to learn from: day, week or month (default month)")
+    recommend.add_argument("--json", action="store_true", help="print the same JSON as the admin API")
+
     events = sub.add_parser("events", help="export recorded events")
     esub = events.add_subparsers(dest="action", required=True, metavar="ACTION")
     exp = esub.add_parser("export", help="write events as NDJSON or CSV")
@@ -66,6 +73,9 @@ def run(args: argparse.Namespace, run_on: Runner) -> int:
     elif args.command == "forecast":
         result = run_on(lambda source: source.forecast(args.scope, args.id, args.period))
         _print_json(result) if args.json else _print_forecast(result)
+    elif args.command == "recommend":
+        result = run_on(lambda source: source.recommendations(args.project, args.period))
+        _print_json(result) if args.json else _print_recommendations(result)
     else:
         return _export(args, run_on)
     return 0
@@ -118,9 +128,29 @@ def _print_forecast(result: dict[str, Any]) -> None:
         if budget is not None:
             line += f"; budget runs out {f['runs_out_at'] or 'not before it resets'}"
         print(line)
+    c = result.get("confidence")
+    if c is not None:
+        spread = "no spend seen" if c["variation"] is None else f"variation {c['variation']}"
+        print(f"  confidence {c['level']} ({c['score']}): {c['buckets_observed']} complete {c['granularity']}s seen "
+              f"of {c['buckets_for_full_coverage']} for full coverage, mean ${c['mean_usd']} per {c['granularity']}, "
+              f"{spread}")
     if budget is not None:
         print(f"  budget: {budget['mode']} {budget['period']} limit ${budget['limit_usd']}, spent ${budget['spent_usd']}, "
               f"remaining ${budget['remaining_usd']}, resets {budget['resets_at'] or 'never'}")
+
+
+def _print_recommendations(result: dict[str, Any]) -> None:
+    recs = result["recommendations"]
+    print(f"project {result['id']} — {len(recs)} recommendation{'' if len(recs) == 1 else 's'} from "
+          f"{result['events']} requests this {result['period']} (since {result['period_start']})")
+    for n, r in enumerate(recs, 1):
+        saving = r["estimated_monthly_savings_usd"]
+        gain = f"about ${saving} a month" if usd_to_nano(saving) else "no saving on the bill"
+        print(f"{n}. [{r['priority']}] {r['title']}: {gain}")
+        print(f"   {r['description']}")
+        print("   based on: " + ", ".join(f"{k} {v}" for k, v in r["based_on"].items()))
+    if not recs:
+        print("  nothing to recommend: no pattern in this period's usage that a change would make cheaper")
 
 
 def _export(args: argparse.Namespace, run_on: Runner) -> int:

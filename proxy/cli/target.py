@@ -26,6 +26,7 @@ from proxy.cli.source import CommandError, Source
 from proxy.control import budgets as control_budgets
 from proxy.control import export
 from proxy.control import keys as control_keys
+from proxy.control import limits as control_limits
 from proxy.control import reports
 from proxy.ledger.embedded import SOCKET_NAME
 from proxy.settings import Settings
@@ -44,8 +45,9 @@ EMBEDDED_DATA_NAMES = ("farebox.rdb", "farebox.aof", "appendonlydir", SOCKET_NAM
 class LedgerSource:
     """The operations on a ledger, as ``proxy.control`` does them for the admin API."""
 
-    def __init__(self, ledger: Any) -> None:
+    def __init__(self, ledger: Any, settings: Settings | None = None) -> None:
         self.ledger = ledger
+        self.settings = settings
 
     async def set_budget(self, scope: str, scope_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return await control_budgets.set_budget(self.ledger, scope, scope_id, body)
@@ -70,8 +72,24 @@ class LedgerSource:
     async def forecast(self, scope: str, scope_id: str, period: str) -> dict[str, Any]:
         return await reports.forecast(self.ledger, scope, scope_id, period)
 
+    async def recommendations(self, project: str, period: str) -> dict[str, Any]:
+        from proxy.control.recommendations import recommendations  # noqa: PLC0415
+        from proxy.http.app import build_catalog  # noqa: PLC0415
+
+        catalog = await asyncio.to_thread(build_catalog, self.settings or Settings())
+        return await recommendations(self.ledger, catalog, "project", project, period)
+
     async def export_page(self, project: str | None, since: str | None, limit: int) -> export.Page:
         return await export.export_page(self.ledger, project, since, limit)
+
+    async def set_limits(self, scope: str, scope_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await control_limits.set_limits(self.ledger, scope, scope_id, body)
+
+    async def show_limits(self, scope: str, scope_id: str) -> dict[str, Any]:
+        return await control_limits.show_limits(self.ledger, scope, scope_id)
+
+    async def delete_limits(self, scope: str, scope_id: str) -> dict[str, Any]:
+        return await control_limits.delete_limits(self.ledger, scope, scope_id)
 
     async def create_key(self, body: dict[str, Any]) -> dict[str, Any]:
         return await control_keys.create_key(self.ledger, body)
@@ -138,5 +156,5 @@ def runner(settings: Settings, url: str | None) -> Runner:
         check_embedded(settings)
 
     def run_local(action: Callable[[Source], Awaitable[T]]) -> T:
-        return asyncio.run(with_ledger(settings, lambda ledger: action(LedgerSource(ledger))))
+        return asyncio.run(with_ledger(settings, lambda ledger: action(LedgerSource(ledger, settings))))
     return run_local

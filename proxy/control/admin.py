@@ -1,5 +1,5 @@
 """The admin HTTP API (``/admin/...``, bearer admin token): usage reports, series, forecasts,
-event export, and budgets.
+recommendations, event export, and budgets.
 
 Input problems are 400 with a message that says what to fix; money in JSON is a decimal
 string of USD. The same operations back the ``farebox`` CLI through ``proxy.control``.
@@ -16,6 +16,7 @@ from proxy.control import budgets as control
 
 from proxy.control import export
 
+from proxy.control import recommendations as advice
 from proxy.control import reports
 from proxy.control.params import check_params
 from proxy.http.appkeys import SERVICES
@@ -58,6 +59,13 @@ async def forecast(request: web.Request) -> web.Response:
     return _json(await reports.forecast(request.app[SERVICES].ledger, q["scope"], q["id"], q.get("period", "month")))
 
 
+async def recommendations(request: web.Request) -> web.Response:
+    q = request.query
+    check_params(q, ("scope", "id", "period"))
+    fb = request.app[SERVICES]
+    return _json(await advice.recommendations(fb.ledger, fb.catalog, q["scope"], q["id"], q.get("period", "month")))
+
+
 async def events(request: web.Request) -> web.Response:
     """A page of recorded events, NDJSON (or CSV); ``X-Next-Since`` is the next page's cursor."""
     q = request.query
@@ -93,7 +101,9 @@ async def delete_budget(request: web.Request) -> web.Response:
 
 
 async def list_budgets(request: web.Request) -> web.Response:
-    budgets = await control.list_budgets(request.app[SERVICES].ledger, request.query.get("scope"))
+    q = request.query
+    check_params(q, ("scope", "project"), required=())
+    budgets = await control.list_budgets(request.app[SERVICES].ledger, q.get("scope"), q.get("project"))
     return _json({"budgets": budgets})
 
 
@@ -102,6 +112,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/admin/usage", usage),
         web.get("/admin/usage/series", usage_series),
         web.get("/admin/forecast", forecast),
+        web.get("/admin/recommendations", recommendations),
         web.get("/admin/events", events),
         web.get("/admin/budgets", list_budgets),
         web.put("/admin/budgets/{scope}/{id:.+}", put_budget),

@@ -1,5 +1,6 @@
 """The admin API's farebox keys (``/admin/keys``): create (201, the secret shown this once),
-list a project's, show one, revoke (``DELETE``) and rotate. No answer but a create's or a
+list a project's, show one, revoke (``DELETE``) and rotate; and rate limits
+(``/admin/limits/{project|key}/{id}``: PUT, GET, DELETE). No answer but a create's or a
 rotate's holds a secret, and none holds a secret's hash."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from proxy.apis.body import parse_json_object
-from proxy.control import keys
+from proxy.control import keys, limits
 from proxy.errors import BadRequest
 from proxy.http.appkeys import SERVICES
 
@@ -58,6 +59,26 @@ async def rotate_key(request: web.Request) -> web.Response:
     return _json(issued)
 
 
+async def set_limits(request: web.Request) -> web.Response:
+    body = parse_json_object(await request.read())
+    view = await limits.set_limits(request.app[SERVICES].ledger, request.match_info["scope"],
+                                   request.match_info["id"], body)
+    _changed(request)
+    return _json(view)
+
+
+async def show_limits(request: web.Request) -> web.Response:
+    return _json(await limits.show_limits(request.app[SERVICES].ledger, request.match_info["scope"],
+                                          request.match_info["id"]))
+
+
+async def delete_limits(request: web.Request) -> web.Response:
+    view = await limits.delete_limits(request.app[SERVICES].ledger, request.match_info["scope"],
+                                      request.match_info["id"])
+    _changed(request)
+    return _json(view)
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/admin/keys", create_key),
@@ -65,4 +86,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/admin/keys/{id}", show_key),
         web.delete("/admin/keys/{id}", revoke_key),
         web.post("/admin/keys/{id}/rotate", rotate_key),
+        web.put("/admin/limits/{scope}/{id}", set_limits),
+        web.get("/admin/limits/{scope}/{id}", show_limits),
+        web.delete("/admin/limits/{scope}/{id}", delete_limits),
     ]

@@ -1,4 +1,4 @@
-"""Budget alerts: webhook deliveries, off the request path.
+"""Budget alerts: webhook and e-mail deliveries, off the request path.
 
 The ledger decides *when*: ``settle.lua`` claims every alert threshold a request crossed, once
 per threshold per period per budget, across all the proxy processes that share the Redis, and
@@ -26,6 +26,12 @@ on every attempt and every URL: receivers can drop repeats), ``X-Farebox-Timesta
 seconds of the attempt) and, with a secret, ``X-Farebox-Signature: sha256=<hex>``: the
 HMAC-SHA256, keyed with the secret, of the timestamp, a ``.``, and the body's exact bytes
 (``sign``).
+
+E-mail (with a ``mail`` server, ``smtp_url``): each crossing also queues one e-mail job. The job
+reads the budget's ``alert_emails`` (``recipients``) when it runs and sends one message to all
+of them (``proxy.control.mail``), with the same attempts, backoff and alert id as a webhook: a
+connection problem, a timeout, a 4xx reply or a failed read of the recipients is retried, a
+5xx reply is final. Outcomes are counted as ``emailed`` and ``email_failed``.
 """
 
 from __future__ import annotations
@@ -41,16 +47,17 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Awaitable
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from pricing.money import nano_to_usd
+from proxy.control import mail
 from proxy.domain import Crossing, iso_utc
 from proxy.metrics import Metrics
 
-__all__ = ["AlertDispatcher", "EVENT", "describe", "payload", "percent_label", "sign"]
+__all__ = ["AlertDispatcher", "MailSettings", "EVENT", "describe", "payload", "percent_label", "sign"]
 
 log = logging.getLogger("farebox")
 
@@ -122,20 +129,42 @@ class _Delivery:
     scope: str
     threshold: str          # percent_label
     what: str               # "project 'acme' 80%", for log lines
+    crossing: Crossing
+
+
+@dataclass(frozen=True, slots=True)
+class _Email:
+    crossing: Crossing
+    alert_id: str
+    occurred_at: float
+    scope: str
+    threshold: str          # percent_label
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailSettings:
+    """How alert e-mails are sent: the server, the sender, and where each budget's addresses
+    are read (``recipients(scope, id)``)."""
+
+    server: mail.SmtpServer
+    sender: str
+    recipients: Callable[[str, str], Awaitable[list[str]]]
 
 
 class AlertDispatcher:
     """Delivers alerts to ``urls`` from a background task; ``start`` it, ``submit``, ``close``.
 
-    With no URLs, ``submit`` still logs and counts each crossing and nothing is started.
-    ``session_factory`` makes the HTTP client session (tests pass their own).
+    With no URLs and no ``mail``, ``submit`` still logs and counts each crossing and nothing is
+    started. ``session_factory`` makes the HTTP client session (tests pass their own).
     """
 
     def __init__(self, urls: Sequence[str], secret: str | None = None, *, metrics: Metrics,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, base_delay_s: float = DEFAULT_BASE_DELAY_S,
                  timeout_s: float = DEFAULT_TIMEOUT_S, queue_size: int = QUEUE_SIZE,
                  session_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, mail: MailSettings | None = None,
+                 note: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts!r}")
         self.urls = tuple(urls)
@@ -146,14 +175,17 @@ class AlertDispatcher:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session_factory = session_factory
         self._clock = clock
-        self._queue: asyncio.Queue[_Delivery] = asyncio.Queue(maxsize=queue_size)
+        self.mail = mail
+        self._note_to = note        # keeps what became of each delivery (project, entry)
+        self._timeout_s = timeout_s
+        self._queue: asyncio.Queue[_Delivery | _Email] = asyncio.Queue(maxsize=queue_size)
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.urls and self._worker is None:
+        if (self.urls or self.mail is not None) and self._worker is None:
             self._session = self._session_factory()
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="farebox-alerts")
 
@@ -162,19 +194,26 @@ class AlertDispatcher:
         log.warning("%s", describe(crossing))
         threshold = percent_label(crossing.threshold)
         self.metrics.alerts.labels(crossing.scope, threshold, "crossed").inc()
-        if not self.urls:
+        if not self.urls and self.mail is None:
             return
         alert_id = uuid.uuid4().hex
-        body = json.dumps(payload(crossing, alert_id=alert_id, occurred_at=self._clock()),
+        occurred_at = self._clock()
+        body = json.dumps(payload(crossing, alert_id=alert_id, occurred_at=occurred_at),
                           separators=(",", ":")).encode()
         what = f"{crossing.scope} '{crossing.id}' {threshold}%"
-        for url in self.urls:
+        jobs: list[tuple[_Delivery | _Email, str]] = [
+            (_Delivery(url, alert_id, body, crossing.scope, threshold, what, crossing), _where(url))
+            for url in self.urls]
+        if self.mail is not None:
+            jobs.append((_Email(crossing, alert_id, occurred_at, crossing.scope, threshold, what),
+                         f"the e-mail addresses of {crossing.scope} '{crossing.id}'"))
+        for job, where in jobs:
             try:
-                self._queue.put_nowait(_Delivery(url, alert_id, body, crossing.scope, threshold, what))
+                self._queue.put_nowait(job)
             except asyncio.QueueFull:
                 self.metrics.alerts.labels(crossing.scope, threshold, "dropped").inc()
                 log.error("alert %s (%s) to %s dropped: %d deliveries are already waiting",
-                          alert_id, what, _where(url), self._queue.maxsize)
+                          alert_id, what, where, self._queue.maxsize)
 
     async def drain(self) -> None:
         """Wait until every delivery submitted so far was delivered or given up."""
@@ -204,7 +243,8 @@ class AlertDispatcher:
         while True:
             await self._slots.acquire()
             delivery = await self._queue.get()
-            task = asyncio.get_running_loop().create_task(self._deliver(delivery))
+            job = self._deliver(delivery) if isinstance(delivery, _Delivery) else self._email(delivery)
+            task = asyncio.get_running_loop().create_task(job)
             self._tasks.add(task)
             task.add_done_callback(self._finished)
             self._queue.task_done()
@@ -245,6 +285,7 @@ class AlertDispatcher:
                     if 200 <= status < 300:
                         self.metrics.alerts.labels(d.scope, d.threshold, "delivered").inc()
                         log.info("alert %s (%s) delivered to %s (attempt %d)", d.alert_id, d.what, where, attempt)
+                        await self._note(d.crossing, d.alert_id, "webhook", where, "delivered", attempt, "")
                         return
                     problem = f"HTTP {status}"
                     if status != 429 and status < 500:
@@ -260,6 +301,65 @@ class AlertDispatcher:
         self.metrics.alerts.labels(d.scope, d.threshold, "failed").inc()
         log.error("alert %s (%s) not delivered to %s: gave up after %d attempt%s (last: %s)",
                   d.alert_id, d.what, where, attempt, "" if attempt == 1 else "s", problem)
+        await self._note(d.crossing, d.alert_id, "webhook", where, "failed", attempt, problem)
+
+
+    async def _email(self, e: _Email) -> None:
+        """One e-mail to every address of the crossed budget, retried like a webhook."""
+        assert self.mail is not None
+        where = self.mail.server.where
+        problem = ""
+        recipients: list[str] | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            retry = True
+            try:
+                if recipients is None:
+                    recipients = await self.mail.recipients(e.crossing.scope, e.crossing.id)
+                    if not recipients:
+                        log.debug("alert %s (%s): no e-mail addresses on the budget", e.alert_id, e.what)
+                        return
+                message = mail.compose(e.crossing, alert_id=e.alert_id, occurred_at=e.occurred_at,
+                                       sender=self.mail.sender, recipients=recipients)
+                refused = await mail.send(self.mail.server, message, timeout_s=self._timeout_s)
+                self.metrics.alerts.labels(e.scope, e.threshold, "emailed").inc()
+                log.info("alert %s (%s) e-mailed to %s through %s (attempt %d)", e.alert_id, e.what,
+                         ", ".join(a for a in recipients if a not in refused), where, attempt)
+                if refused:
+                    log.error("alert %s (%s): %s refused the address(es) %s", e.alert_id, e.what, where,
+                              ", ".join(refused))
+                await self._note(e.crossing, e.alert_id, "email", ", ".join(a for a in recipients if a not in refused),
+                                 "delivered", attempt, f"refused: {', '.join(refused)}" if refused else "")
+                return
+            except mail.MailFailure as exc:
+                problem, retry = str(exc), exc.retry
+            except Exception as exc:  # noqa: BLE001 - the ledger's read of the addresses failed
+                problem = f"reading the addresses: {type(exc).__name__}: {exc}"
+            if not retry:
+                break
+            if attempt < self.max_attempts:
+                delay = self._backoff(attempt, None)
+                log.debug("alert %s (%s) e-mail: attempt %d failed (%s); next in %.2fs",
+                          e.alert_id, e.what, attempt, problem, delay)
+                await asyncio.sleep(delay)
+        self.metrics.alerts.labels(e.scope, e.threshold, "email_failed").inc()
+        log.error("alert %s (%s) not e-mailed through %s: gave up after %d attempt%s (last: %s)",
+                  e.alert_id, e.what, where, attempt, "" if attempt == 1 else "s", problem)
+        await self._note(e.crossing, e.alert_id, "email", ", ".join(recipients or ()) or where, "failed", attempt,
+                         problem)
+
+    async def _note(self, c: Crossing, alert_id: str, channel: str, to: str, outcome: str, attempts: int,
+                    problem: str) -> None:
+        """Keep what became of one delivery (``alert_log``); a failure to keep it is logged only."""
+        if self._note_to is None:
+            return
+        entry = {"alert_id": alert_id, "at": round(self._clock(), 3), "scope": c.scope, "id": c.id,
+                 "threshold": c.threshold, "period": c.period,
+                 "period_start": iso_utc(c.period_start),
+                 "channel": channel, "to": to, "outcome": outcome, "attempts": attempts, "problem": problem}
+        try:
+            await self._note_to(c.id.split("/", 1)[0], entry)
+        except Exception as exc:  # noqa: BLE001 - Redis unavailable, say: the log line above says it all
+            log.warning("alert %s: what became of its delivery was not kept (%s)", alert_id, exc)
 
 
 def _seconds(value: str | None) -> float | None:

@@ -6,16 +6,19 @@ message that says what to fix; the API renders that as 400, the CLI prints it.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pricing.money import usd_to_nano
+from proxy.control.mail import check_address
 from proxy.control.params import invalid
 from proxy.domain import DEFAULT_THRESHOLDS, check_thresholds
 from proxy.errors import BadRequest
+from proxy.ledger import recipients
 from proxy.ledger.ledger import Ledger
 
-__all__ = ["parse_limit", "set_budget", "get_budget", "delete_budget", "list_budgets"]
+__all__ = ["parse_alert_emails", "parse_limit", "set_budget", "get_budget", "delete_budget", "list_budgets"]
 
 
 def parse_limit(value: Any) -> int:
@@ -38,6 +41,27 @@ def parse_limit(value: Any) -> int:
         raise BadRequest(f"Invalid limit_usd {value!r}: {exc}", param="limit_usd", code="invalid_value") from None
 
 
+MAX_ALERT_EMAILS = 20
+
+
+def parse_alert_emails(value: Any) -> tuple[str, ...]:
+    """A budget's ``alert_emails``: a list of up to 20 addresses (repeats dropped); 400 otherwise."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise BadRequest('Invalid alert_emails: a list of e-mail addresses such as ["ops@example.com"].',
+                         param="alert_emails", code="invalid_value")
+    if len(value) > MAX_ALERT_EMAILS:
+        raise BadRequest(f"Invalid alert_emails: at most {MAX_ALERT_EMAILS} addresses, not {len(value)}.",
+                         param="alert_emails", code="invalid_value")
+    for address in value:
+        if not check_address(address):
+            shown = repr(address) if isinstance(address, str) else json.dumps(address)
+            raise BadRequest(f"Invalid alert_emails: {shown} is not an e-mail address such as ops@example.com.",
+                             param="alert_emails", code="invalid_value")
+    return tuple(dict.fromkeys(value))
+
+
 def _thresholds(value: Any) -> tuple[float, ...]:
     if value is None:
         return DEFAULT_THRESHOLDS
@@ -51,10 +75,10 @@ def _thresholds(value: Any) -> tuple[float, ...]:
 
 
 async def set_budget(ledger: Ledger, scope: str, scope_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(body) - {"limit_usd", "period", "mode", "alert_thresholds"}
+    unknown = set(body) - {"limit_usd", "period", "mode", "alert_thresholds", "alert_emails"}
     if unknown:
         raise BadRequest(f"Unknown budget field(s): {', '.join(sorted(unknown))}; allowed: limit_usd, period, mode, "
-                         "alert_thresholds.", code="invalid_value")
+                         "alert_thresholds, alert_emails.", code="invalid_value")
     limit = parse_limit(body.get("limit_usd"))
     period = body.get("period", "month")
     mode = body.get("mode", "hard")
@@ -62,17 +86,37 @@ async def set_budget(ledger: Ledger, scope: str, scope_id: str, body: dict[str, 
         raise BadRequest("Invalid period: one of hour, day, week, month, total.", param="period", code="invalid_value")
     if not isinstance(mode, str):
         raise BadRequest("Invalid mode: hard or soft.", param="mode", code="invalid_value")
+    emails = parse_alert_emails(body.get("alert_emails"))
     try:
-        return await ledger.set_budget(scope, scope_id, limit, period, mode, _thresholds(body.get("alert_thresholds")))
+        status = await ledger.set_budget(scope, scope_id, limit, period, mode, _thresholds(body.get("alert_thresholds")),
+                                         alert_emails=emails)
     except ValueError as exc:
         raise invalid(exc) from None
+    return _shown(status, list(emails))
 
 
 async def get_budget(ledger: Ledger, scope: str, scope_id: str) -> dict[str, Any] | None:
     try:
-        return await ledger.get_budget(scope, scope_id)
+        status = await ledger.get_budget(scope, scope_id)
     except ValueError as exc:
         raise invalid(exc) from None
+    return None if status is None else (await _with_emails(ledger, [status]))[0]
+
+
+async def _with_emails(ledger: Ledger, statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Budget views with their ``alert_emails`` (after ``alert_thresholds``)."""
+    emails = await recipients.alert_emails_of(ledger, [(s["scope"], s["id"]) for s in statuses])
+    return [_shown(status, addresses) for status, addresses in zip(statuses, emails)]
+
+
+def _shown(status: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
+    view: dict[str, Any] = {}
+    for name, value in status.items():
+        view[name] = value
+        if name == "alert_thresholds":
+            view["alert_emails"] = addresses
+    view.setdefault("alert_emails", addresses)
+    return view
 
 
 async def delete_budget(ledger: Ledger, scope: str, scope_id: str) -> bool:
@@ -82,8 +126,10 @@ async def delete_budget(ledger: Ledger, scope: str, scope_id: str) -> bool:
         raise invalid(exc) from None
 
 
-async def list_budgets(ledger: Ledger, scope: str | None) -> list[dict[str, Any]]:
+async def list_budgets(ledger: Ledger, scope: str | None, project: str | None = None) -> list[dict[str, Any]]:
+    """Every budget, or those of one scope and/or one project."""
     try:
-        return await ledger.list_budgets(scope or None)
+        statuses = await ledger.list_budgets(scope or None, project=project or None)
     except ValueError as exc:
-        raise invalid(exc) from None
+        raise invalid(exc, "project" if "project id" in str(exc) else "scope") from None
+    return await _with_emails(ledger, statuses)

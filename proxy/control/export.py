@@ -24,7 +24,7 @@ from proxy.ledger.ledger import Ledger
 from proxy.ledger.reports import known_projects
 
 __all__ = ["Page", "export_page", "parse_since", "parse_limit", "parse_format", "to_ndjson", "to_csv",
-           "COLUMNS", "FORMATS", "MAX_LIMIT", "DEFAULT_LIMIT"]
+           "event_row", "COLUMNS", "FORMATS", "MAX_LIMIT", "DEFAULT_LIMIT"]
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1_000
@@ -83,7 +83,8 @@ def _before(entry_id: streams.StreamId) -> str:
     return streams.format_stream_id((ms - 1, streams.MAX_SEQ)) if ms > 0 else "0-0"
 
 
-def _row(entry: streams.StreamEntry) -> dict[str, Any]:
+def event_row(entry: streams.StreamEntry) -> dict[str, Any]:
+    """One recorded request as an export row (``COLUMNS``)."""
     ev = UsageEvent.from_fields(entry.fields)
     a = ev.attribution
     time = datetime.fromtimestamp(ev.ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -113,7 +114,7 @@ async def export_page(ledger: Ledger, project: str | None, since: str | None, li
         projects = await known_projects(ledger)
     entries = await streams.read_events(ledger, projects, start, count)
     next_since = entries[-1].id_text if entries else _before(start)
-    return Page([_row(e) for e in entries], next_since)
+    return Page([event_row(e) for e in entries], next_since)
 
 
 def to_ndjson(rows: list[dict[str, Any]]) -> bytes:

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 from pricing.money import nano_to_usd
 from proxy.control.params import invalid, parse_at
 from proxy.errors import BadRequest
-from proxy.control.forecast import FORECAST_PERIODS, TREND_WINDOWS, Projection, project, runs_out_ms
+from proxy.control.forecast import (CONFIDENCE_BUCKETS, FORECAST_PERIODS, TREND_WINDOWS, Confidence, Projection,
+                                    confidence, project, runs_out_ms)
 from proxy.ledger import reports as stored
 from proxy.domain import BUDGET_SCOPES, iso_utc
 from proxy.ledger.ledger import Ledger
@@ -151,9 +152,12 @@ async def forecast(ledger: Ledger, scope: str, scope_id: str, period: str = "mon
     window_start = period_bounds(granularity, now)[0] - step * buckets
     budget_read = (ledger.budget_state(t.scope, t.id) if t.scope in BUDGET_SCOPES
                    else asyncio.sleep(0, result=None))
-    spent_point, trend_points, budget = await asyncio.gather(
+    observed_granularity, full = CONFIDENCE_BUCKETS[period]
+    observed = _observed_buckets(period, start, now)
+    spent_point, trend_points, observed_points, budget = await asyncio.gather(
         stored.read_series(ledger, t, period, [start]),
         stored.read_series(ledger, t, granularity, [window_start + step * i for i in range(buckets + 1)]),
+        stored.read_series(ledger, t, observed_granularity, observed),
         budget_read,
     )
     spent = spent_point[0]["cost"]
@@ -187,5 +191,27 @@ async def forecast(ledger: Ledger, scope: str, scope_id: str, period: str = "mon
         "scope": t.scope, "id": t.id, "period": period, "period_start": iso_utc(start), "period_end": iso_utc(end),
         "now": iso_utc(now), "spent_usd": nano_to_usd(spent),
         "forecasts": {p.method: shown(p, basis) for p, basis in projections},
+        "confidence": _shown_confidence(confidence([p["cost"] for p in observed_points], full), observed,
+                                        observed_granularity),
         "budget": budget_info,
     }
+
+
+def _observed_buckets(period: str, start: datetime, now: datetime) -> list[datetime]:
+    """Starts of the complete buckets a forecast's confidence looks at: those of the period so
+    far (days of a week or month, hours of a day); an hour, which has none, looks at the three
+    hours before it."""
+    granularity, full = CONFIDENCE_BUCKETS[period]
+    step = GRANULARITIES[granularity]
+    current = period_bounds(granularity, now)[0]
+    first = current - step * full if period == "hour" else start
+    return [first + step * i for i in range((current - first) // step)]
+
+
+def _shown_confidence(c: Confidence, observed: list[datetime], granularity: str) -> dict[str, Any]:
+    return {"level": c.level, "score": c.score, "granularity": granularity, "buckets_observed": c.buckets,
+            "buckets_for_full_coverage": c.full,
+            "observed_from": iso_utc(observed[0]) if observed else None,
+            "observed_to": iso_utc(observed[-1] + GRANULARITIES[granularity]) if observed else None,
+            "mean_usd": nano_to_usd(c.mean_nano), "stdev_usd": nano_to_usd(c.stdev_nano),
+            "variation": c.variation}

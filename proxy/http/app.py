@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import time
+from functools import partial
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from pathlib import Path
@@ -14,10 +15,13 @@ from aiohttp import web
 
 from pricing.catalog import Catalog, ModelPrice
 from pricing.money import usd_to_nano
-from proxy.control import admin, admin_keys
+from proxy.control import admin, admin_keys, admin_overview
+from proxy.dashboard import routes as dashboard
 from proxy.http import routes
-from proxy.control.alerts import AlertDispatcher
-from proxy.http.appkeys import EDGE, REQUEST_ID, SERVICES, SETTINGS
+from proxy.control.alerts import AlertDispatcher, MailSettings
+from proxy.control.mail import SmtpServer
+from proxy.ledger import alert_log, recipients
+from proxy.http.appkeys import ADMIN_ACCESS, EDGE, REQUEST_ID, SERVICES, SETTINGS
 from proxy.http.edge import Edge
 from proxy.errors import (FareboxError, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
                           VersionNotSupported)
@@ -56,18 +60,19 @@ def _is_admin_path(path: str) -> bool:
     return path.startswith("/admin/") or path == "/admin"
 
 
-def _check_admin_token(request: web.Request, expected: str | None, read_only: str | None = None) -> None:
+def _check_admin_token(request: web.Request, expected: str | None, read_only: str | None = None) -> str:
     """Keep the admin API behind its bearer tokens (and off when none is configured): the admin
-    token allows everything, the read-only one (``admin_read_token``) GET requests only."""
+    token allows everything (``"write"``), the read-only one (``admin_read_token``) GET requests
+    only (``"read"``)."""
     if expected is None and read_only is None:
         raise NotFound("The admin API is disabled: set an admin token (--admin-token / FAREBOX_ADMIN_TOKEN).",
                        code="admin_disabled")
     given = request.headers.get("Authorization", "")
     if expected is not None and _same_secret(given, expected):
-        return
+        return "write"
     if read_only is not None and _same_secret(given, read_only):
         if request.method in ("GET", "HEAD"):
-            return
+            return "read"
         raise Forbidden("The read-only admin token allows GET requests only: use the admin token to change "
                         "anything.", code="read_only_token")
     raise Unauthorized("Missing or wrong admin token: send Authorization: Bearer <admin token>.")
@@ -89,7 +94,7 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
             edge.check_head(request.headers)
             edge.check_forwarded(request.headers.items())
             if _is_admin_path(request.path):
-                _check_admin_token(request, expected, read_only)
+                request[ADMIN_ACCESS] = _check_admin_token(request, expected, read_only)
             return await handler(request)
         except FareboxError as exc:
             response = _error_response(edge, exc, request, request_id)
@@ -132,6 +137,14 @@ def _middleware(settings: Settings, edge: Edge) -> Callable[..., Awaitable[web.S
                         answer_id)
 
     return middleware
+
+
+def _alert_mail(settings: Settings, ledger: Ledger) -> MailSettings | None:
+    """Alert e-mails, when an SMTP server is configured: each budget's addresses read from the ledger."""
+    if settings.smtp_url is None:
+        return None
+    return MailSettings(SmtpServer.from_url(settings.smtp_url.get_secret_value()), settings.smtp_from,
+                        partial(recipients.alert_emails, ledger))
 
 
 def build_catalog(settings: Settings) -> Catalog:
@@ -281,7 +294,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         secret = settings.alert_webhook_secret
         alerts = AlertDispatcher(settings.alert_webhook_urls, secret.get_secret_value() if secret else None,
                                  metrics=app_metrics, max_attempts=settings.alert_max_attempts,
-                                 base_delay_s=settings.alert_retry_base_s, timeout_s=settings.alert_timeout_s)
+                                 base_delay_s=settings.alert_retry_base_s, timeout_s=settings.alert_timeout_s,
+                                 mail=_alert_mail(settings, ledger),
+                                 note=partial(alert_log.note_delivery, ledger))
         await alerts.start()
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
                             metrics=app_metrics, redis_description=redis.description, alerts=alerts,
@@ -328,6 +343,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         web.get("/metrics", metrics),
         *admin.routes(),
         *admin_keys.routes(),
+        *admin_overview.routes(),
+        *dashboard.routes(),
         web.route("*", "/{tail:.*}", routes.not_found),
     ])
     return app

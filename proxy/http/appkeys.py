@@ -8,9 +8,10 @@ from proxy.http.edge import Edge
 from proxy.services import Services
 from proxy.settings import Settings
 
-__all__ = ["SETTINGS", "SERVICES", "EDGE", "REQUEST_ID"]
+__all__ = ["SETTINGS", "SERVICES", "EDGE", "REQUEST_ID", "ADMIN_ACCESS"]
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
 EDGE = web.AppKey("edge", Edge)
 REQUEST_ID = web.RequestKey("request_id", str)
+ADMIN_ACCESS = web.RequestKey("admin_access", str)  # "write" (admin_token) or "read" (admin_read_token)

@@ -1,9 +1,11 @@
-"""farebox keys in Redis: each key's record, each project's index of them, and one counter that
-moves whenever a key stops working or changes (revoked, rotated).
+"""farebox keys in Redis: each key's record, each project's index of them, each project's rate
+limits, and one counter that moves whenever a key stops working or changes (revoked, rotated)
+or a project's rate limits change.
 
     fb:{key:<id>}:record      hash    a key's record: secret hash, project, agent, name, models,
                                       rpm, tpm, expires_at, created_at, revoked_at, rotated_at
     fb:{acme}:keys            set     the ids of project acme's keys
+    fb:{acme}:limits          hash    project acme's rate limits: rpm, tpm (a field absent: no limit)
     fb:{key:*}:version        string  the change counter every farebox process polls
 
 A record is tagged by its key id and the index by its project, so every command touches one
@@ -19,6 +21,7 @@ from typing import Any, Mapping
 import redis.asyncio as aioredis
 
 from proxy.ledger.errors import redis_errors, text
+from proxy.ledger.keys import Keys
 
 __all__ = ["KeyStore"]
 
@@ -26,11 +29,12 @@ __all__ = ["KeyStore"]
 class KeyStore:
     """Key records on one Redis, under one prefix."""
 
-    __slots__ = ("redis", "prefix")
+    __slots__ = ("redis", "prefix", "keys")
 
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = Keys(prefix)
 
     def record_key(self, key_id: str) -> str:
         return f"{self.prefix}:{{key:{key_id}}}:record"
@@ -80,3 +84,23 @@ class KeyStore:
         with redis_errors():
             value: Any = await self.redis.get(self.version_key())
         return int(value) if value is not None else 0
+
+    async def limits(self, project: str) -> tuple[int | None, int | None]:
+        """``project``'s requests and tokens per minute (None: no limit of that kind)."""
+        with redis_errors():
+            rpm, tpm = await self.redis.hmget(self.keys.limits(project), "rpm", "tpm")
+        return (int(rpm) if rpm is not None else None, int(tpm) if tpm is not None else None)
+
+    async def set_limits(self, project: str, rpm: int | None, tpm: int | None) -> None:
+        """Set (or, with None, remove) ``project``'s rate limits and move the change counter, so
+        every process reads them again."""
+        key = self.keys.limits(project)
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=True)
+            for name, value in (("rpm", rpm), ("tpm", tpm)):
+                if value is None:
+                    pipe.hdel(key, name)
+                else:
+                    pipe.hset(key, name, str(value))
+            await pipe.execute()
+            await self.redis.incr(self.version_key())

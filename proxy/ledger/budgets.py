@@ -11,7 +11,7 @@ import asyncio
 import json
 from datetime import datetime, timezone
 from decimal import ROUND_CEILING, Decimal
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
 
@@ -46,8 +46,10 @@ class Budgets:
         self.flushed, self.changing = flushed, changing
 
     async def set(self, scope: str, scope_id: str, limit_nano: int, period: str, mode: str = "hard",
-                  thresholds: tuple[float, ...] | list[float] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
-        """Create or replace a budget; returns its status (as ``get``)."""
+                  thresholds: tuple[float, ...] | list[float] = DEFAULT_THRESHOLDS,
+                  alert_emails: Sequence[str] = ()) -> dict[str, Any]:
+        """Create or replace a budget; returns its status (as ``get``). ``alert_emails`` (checked
+        by the caller) are kept beside the config for ``proxy.ledger.recipients``."""
         project, local = split_scope_id(scope, scope_id, scopes=BUDGET_SCOPES)
         if isinstance(limit_nano, bool) or not isinstance(limit_nano, int):
             raise ValueError(f"budget limit must be an integer amount of nano-USD, not {limit_nano!r}")
@@ -67,6 +69,10 @@ class Budgets:
             pipe.hset(config, mapping={"limit": str(limit_nano), "period": period, "mode": mode,
                                        "thresholds": json.dumps(list(levels)),
                                        "alert_at": alert_at(limit_nano, levels)})
+            if alert_emails:
+                pipe.hset(config, "alert_emails", json.dumps(list(alert_emails)))
+            else:
+                pipe.hdel(config, "alert_emails")
             pipe.hsetnx(config, "created_at", f"{self.clock():.3f}")
             pipe.sadd(k.budget_index(project), f"{scope}:{local}")
             pipe.sadd(k.projects(), project)

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 from proxy.ledger.errors import redis_errors, text
 
 if TYPE_CHECKING:
+    from proxy.domain import UsageEvent
     from proxy.ledger.ledger import Ledger
 
 __all__ = ["StreamEntry", "parse_stream_id", "format_stream_id", "after", "read_events", "trim_older_than",
-           "MAX_SEQ"]
+           "in_stream", "MAX_SEQ"]
 
 MAX_SEQ = 2**64 - 1
 _STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
@@ -113,3 +114,35 @@ async def trim_older_than(ledger: Ledger, projects: list[str], min_ms: int) -> i
         for project in projects:
             pipe.xtrim(ledger.keys.events(project), minid=f"{min_ms}-0", approximate=False)
         return sum(int(n) for n in await pipe.execute())
+
+
+# Where to look for a late duplicate's first record: its settle ran between the event's time
+# and the moment it was spooled, on Redis's clock (which may differ from farebox's a little).
+LOOK_BEFORE_S = 30
+LOOK_AFTER_S = 300
+LOOK_AT_MOST = 100_000           # entries scanned before giving up (None: cannot tell)
+
+
+async def in_stream(ledger: Ledger, event: UsageEvent) -> bool | None:
+    """Whether ``event``'s request id is in its project's stream, recorded between
+    ``LOOK_BEFORE_S`` before the event's time and ``LOOK_AFTER_S`` after it; None when that
+    stretch holds more than ``LOOK_AT_MOST`` entries (not all read)."""
+    key = ledger.keys.events(event.attribution.project)
+    start = f"{max(0, int((event.ts - LOOK_BEFORE_S) * 1000))}-0"
+    end = f"{int((event.ts + LOOK_AFTER_S) * 1000)}-{MAX_SEQ}"
+    wanted = event.request_id
+    scanned = 0
+    while scanned < LOOK_AT_MOST:
+        with redis_errors():
+            entries = await ledger.redis.xrange(key, min=start, max=end, count=2_000)
+        for _, fields in entries:
+            found = fields.get(b"request_id", fields.get("request_id"))
+            if found is not None and text(found) == wanted:
+                return True
+        scanned += len(entries)
+        if len(entries) < 2_000:
+            return False
+        last = parse_stream_id(text(entries[-1][0]))
+        assert last is not None
+        start = format_stream_id(after(last))
+    return None

@@ -16,8 +16,10 @@ history.
 A duplicate arriving later than the window after the first settle of its request is no longer
 recognised and would be recorded again. Inside farebox only one path can be that late: a
 settle sent when Redis failed, whose reply was lost, spooled, and replayed after an outage
-longer than the window. A spool replay that stops halfway resumes after the last event it
-recorded (``spool.py``), so it never replays what it already settled.
+longer than the window. The spool looks such a late event up in its project's event stream
+before settling it (``spool.py``, ``events.in_stream``), so it is recorded once unless the
+stream was trimmed past it meanwhile. A spool replay that stops halfway resumes after the last
+event it recorded, so it never replays what it already settled.
 """
 
 from __future__ import annotations

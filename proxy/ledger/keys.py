@@ -10,11 +10,17 @@ single Redis Cluster slot. The only key without a tag is the set of known projec
     fb:{acme}:top:session:<bucket>           zset   the costliest sessions of a bucket, by cost (nano)
     fb:{acme}:top:pruned:<hour bucket>       string present once the hour's rankings were pruned
     fb:{acme}:budgets                        set    "<scope>:<local id>" of the project's budgets
-    fb:{acme}:budget:<scope>:<local id>      hash   budget config: limit (nano), period, mode, thresholds, alert_at, created_at
+    fb:{acme}:budget:<scope>:<local id>      hash   budget config: limit (nano), period, mode, thresholds, alert_at, created_at,
+                                                    alert_emails (a JSON list; absent when none)
     fb:{acme}:resv:<scope>:<local id>        zset   live reservations: request id → deadline (epoch ms)
     fb:{acme}:resv-amt:<scope>:<local id>    hash   request id → reserved nano; field "" = their running total
     fb:{acme}:alerted:<scope>:<local id>     hash   "<bucket>|<threshold>" → 1: alert thresholds crossed (claims)
     fb:{acme}:op:<operation id>              string reply of a lease grant or partial release (idempotency), with a TTL
+    fb:{acme}:alerts:sent                    list   what became of each alert delivery, newest first (alert_log.py)
+    fb:{acme}:limits                         hash   the project's rate limits: rpm, tpm (absent = none)
+    fb:{acme}:rl:<scope>:<minute>:<id>       hash   requests (r) and tokens (t) counted on a rate limit in a
+                                                    minute (epoch seconds // 60); scope project|key; expires a
+                                                    minute after the minute ends
 
 ``<id>`` / ``<local id>`` is the id inside the project: the project id itself for scope
 ``project``, the bare agent / session / key id, or the model name as priced (which may contain
@@ -75,6 +81,12 @@ class Keys:
 
     def op(self, project: str, op_id: str) -> str:
         return self.key(project, "op", op_id)
+
+    def limits(self, project: str) -> str:
+        return self.key(project, "limits")
+
+    def rate(self, project: str, scope: str, window: int, scope_id: str) -> str:
+        return self.key(project, "rl", scope, str(window), scope_id)
 
     def alerted(self, project: str, scope: str, local_id: str) -> str:
         return self.key(project, "alerted", scope, local_id)

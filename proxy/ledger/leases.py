@@ -53,11 +53,11 @@ from typing import Any, Awaitable, Callable
 
 from redis.exceptions import NoScriptError, RedisError
 
-from proxy.domain import Attribution, BudgetView, ReserveOutcome
+from proxy.domain import RATE_WINDOW_S, Attribution, BudgetView, RateAsk, RateHold, ReserveOutcome
 from proxy.ledger.errors import redis_errors
 from proxy.ledger.keys import Keys
 from proxy.ledger.pipe import RedisPipe, pack_command
-from proxy.ledger.scripts import MAX_LUA_NANO, Scripts, hold_keys, release_argv
+from proxy.ledger.scripts import MAX_LUA_NANO, Scripts, hold_keys, rate_keys, release_argv
 
 __all__ = ["Lease", "Leases", "Leasing", "LEASE_LIFE_S", "LEASE_ROOM_FACTOR"]
 
@@ -82,7 +82,10 @@ class Lease:
     deadline: float                     # clock seconds: the hold's deadline in Redis
     tightest: BudgetView | None         # the tightest hard budget when granted, the lease not counted
     room: int | None                    # its room then, the lease not counted
-    has_budgets: bool                   # False: no budget applied, the lease holds nothing in Redis
+    has_budgets: bool                   # False: no budget applied, the lease holds no money in Redis
+    rate: RateHold | None = None        # the rate limits the lease counted its requests on, their minute
+    free_requests: int = 0              # of those: requests and tokens counted and not lent yet
+    free_tokens: int = 0
     lent: int = 0
     settled_parts: int = 0              # of what was lent: the parts of requests settled since
     settled_cost: int = 0               # what those requests cost
@@ -151,15 +154,24 @@ class Leases:
         return drawn
 
     def draw(self, request_id: str, a: Attribution, amount: int, now: float, deadline_s: float, *,
-             asked: bool = False) -> bool:
-        """Lend ``amount`` to ``request_id`` from ``a``'s open lease; False when it cannot (the
-        lease, if any, then stops lending: the caller closes it). ``asked``: the request asked
-        for this lease, and draws from it however long the answer took."""
+             asked: bool = False, rate: RateAsk | None = None) -> bool:
+        """Lend ``amount`` (and, with ``rate``, a request and its tokens on those rate limits) to
+        ``request_id`` from ``a``'s open lease; False when it cannot (the lease, if any, then
+        stops lending: the caller closes it). ``asked``: the request asked for this lease, and
+        draws from it however long the answer took."""
         lease = self.open.get(a)
         if lease is None:
             return False
         if amount > lease.free or (not asked and (now >= lease.ends or now + deadline_s > lease.deadline)):
             return False
+        held = lease.rate
+        if rate is not None or held is not None:
+            # A lease lends on rate limits only to requests counted on those same limits.
+            if (rate is None or held is None or rate.limits != held.limits or lease.free_requests < 1
+                    or rate.tokens > lease.free_tokens):
+                return False
+            lease.free_requests -= 1
+            lease.free_tokens -= rate.tokens
         lease.free -= amount
         lease.lent += amount
         self.drawn[request_id] = (lease, amount)
@@ -191,10 +203,18 @@ class Leases:
         free, lease.free = lease.free, 0
         return free
 
+    @staticmethod
+    def unlent_rate(lease: Lease) -> tuple[int, int]:
+        """The requests and tokens a closed ``lease`` counted on its rate limits and did not lend."""
+        out = (lease.free_requests, lease.free_tokens)
+        lease.free_requests = lease.free_tokens = 0
+        return out
 
-# reserve.lua through ``reserve.py``: (request id, attribution, amount, deadline_s, lease) ->
-# (outcome, ok code 2|1|0, whether any budget applied). ``lease``: (id, amount, deadline, room).
-InRedis = Callable[[str, Attribution, int, float, "tuple[str, int, float, int] | None"],
+
+# reserve.lua through ``reserve.py``: (request id, attribution, amount, deadline_s, lease, rate)
+# -> (outcome, ok code 2|1|0|-1, whether any budget applied). ``lease``: (id, amount, deadline,
+# room, requests counted on rate limits, requests of room needed there).
+InRedis = Callable[[str, Attribution, int, float, "tuple[str, int, float, int, int, int] | None", "RateAsk | None"],
                    Awaitable[tuple[ReserveOutcome, int, bool]]]
 
 
@@ -210,12 +230,13 @@ class Leasing:
         self.giving_back: set[asyncio.Future[Any]] = set()
         self.gave_back = 0  # how many times a lease gave back what it had not lent
 
-    async def reserve(self, request_id: str, a: Attribution, amount_nano: int, deadline_s: float) -> ReserveOutcome:
+    async def reserve(self, request_id: str, a: Attribution, amount_nano: int, deadline_s: float,
+                      rate: RateAsk | None = None) -> ReserveOutcome:
         leases = self.leases
         gave_back = self.gave_back
         leases.undraw(request_id)  # reserved again under the same id: the new reservation replaces the draw
         for _ in range(_LEASE_WAITS):
-            outcome = self.draw(request_id, a, amount_nano, deadline_s)
+            outcome = self.draw(request_id, a, amount_nano, deadline_s, rate=rate)
             if outcome is not None:
                 return outcome
             asking = leases.asking.get(a)
@@ -232,20 +253,21 @@ class Leasing:
                 now = self.clock()
                 lease_amount = min(amount_nano * leases.requests, MAX_LUA_NANO)
                 lease = (new_lease_id(), lease_amount, now + deadline_s + LEASE_LIFE_S,
-                         min(lease_amount * LEASE_ROOM_FACTOR, MAX_LUA_NANO))
-                outcome, ok, has_budgets = await self.in_redis(request_id, a, amount_nano, deadline_s, lease)
+                         min(lease_amount * LEASE_ROOM_FACTOR, MAX_LUA_NANO), leases.requests,
+                         leases.requests * LEASE_ROOM_FACTOR)
+                outcome, ok, has_budgets = await self.in_redis(request_id, a, amount_nano, deadline_s, lease, rate)
                 if ok == 2:
-                    self._open(lease, a, now, outcome, amount_nano, has_budgets=has_budgets)
+                    self._open(lease, a, now, outcome, amount_nano, has_budgets=has_budgets, rate=rate)
                     leased = True
             finally:
                 del leases.asking[a]
                 asking.set_result(leased)
             if leased:
-                drawn = self.draw(request_id, a, amount_nano, deadline_s, granted=True)
+                drawn = self.draw(request_id, a, amount_nano, deadline_s, granted=True, rate=rate)
                 assert drawn is not None
                 return drawn
         else:
-            outcome, _, _ = await self.in_redis(request_id, a, amount_nano, deadline_s, None)
+            outcome, _, _ = await self.in_redis(request_id, a, amount_nano, deadline_s, None, rate)
         for _ in range(_REFUSAL_RETRIES):
             if outcome.ok:
                 break
@@ -256,13 +278,13 @@ class Leasing:
             if self.gave_back == gave_back:
                 break
             gave_back = self.gave_back
-            outcome, _, _ = await self.in_redis(request_id, a, amount_nano, deadline_s, None)
+            outcome, _, _ = await self.in_redis(request_id, a, amount_nano, deadline_s, None, rate)
         if outcome.ok:
             leases.began(request_id, a, self.clock())
         return outcome
 
-    def _open(self, lease_ask: tuple[str, int, float, int], a: Attribution, now: float, granted: ReserveOutcome,
-              asked: int, *, has_budgets: bool) -> None:
+    def _open(self, lease_ask: tuple[str, int, float, int, int, int], a: Attribution, now: float,
+              granted: ReserveOutcome, asked: int, *, has_budgets: bool, rate: RateAsk | None) -> None:
         """The lease asked for was granted when a request of ``asked`` nano-USD asked for it."""
         leases = self.leases
         old = leases.open.get(a)
@@ -271,22 +293,29 @@ class Leasing:
         view = granted.tightest
         if view is not None:  # the budget as it was without the lease (and the request that asked)
             view = view.with_reserved(view.reserved_nano - asked)
-        lease = Lease(hold_id=lease_ask[0], attribution=a, free=lease_ask[1], ends=now + LEASE_LIFE_S,
+        ends = now + LEASE_LIFE_S
+        lease = Lease(hold_id=lease_ask[0], attribution=a, free=lease_ask[1], ends=ends,
                       deadline=lease_ask[2], tightest=view, room=granted.room_nano, has_budgets=has_budgets)
+        hold = granted.rate_hold
+        if rate is not None and hold is not None:
+            # Counted in this minute: it lends nothing after the minute ends.
+            lease.rate, lease.free_requests, lease.free_tokens = hold, lease_ask[4], lease_ask[4] * rate.tokens
+            lease.ends = ends = min(ends, (hold.window + 1) * RATE_WINDOW_S)
         leases.open[a] = lease
         leases.granted += 1
-        lease.timer = asyncio.get_running_loop().call_later(LEASE_LIFE_S, self.close, lease)
+        lease.timer = asyncio.get_running_loop().call_later(max(0.0, ends - now), self.close, lease)
 
     def draw(self, request_id: str, a: Attribution, amount_nano: int, deadline_s: float, *,
-             granted: bool = False) -> ReserveOutcome | None:
-        """Lend ``amount_nano`` from ``a``'s open lease; None when there is none or it cannot
-        (it is closed then). ``granted``: the lease was just granted for this request."""
+             granted: bool = False, rate: RateAsk | None = None) -> ReserveOutcome | None:
+        """Lend ``amount_nano`` (and a request on ``rate``'s limits) from ``a``'s open lease;
+        None when there is none or it cannot (it is closed then). ``granted``: the lease was
+        just granted for this request."""
         leases = self.leases
         lease = leases.open.get(a)
         if lease is None:
             return None
         # However long the reply took, the request that asked for the lease draws from it.
-        if not leases.draw(request_id, a, amount_nano, self.clock(), deadline_s, asked=granted):
+        if not leases.draw(request_id, a, amount_nano, self.clock(), deadline_s, asked=granted, rate=rate):
             self.close(lease)
             return None
         # As a reservation of its own would see the budget: what the lease lent to requests
@@ -299,25 +328,36 @@ class Leasing:
         room = lease.room
         if room is not None:
             room = max(0, room - lease.settled_cost - (held - amount_nano))
-        return ReserveOutcome(ok=True, tightest=view, room_nano=room, reclaimed=0)
+        hold = lease.rate
+        if hold is not None and rate is not None:
+            hold = RateHold(limits=hold.limits, window=hold.window, tokens=rate.tokens)
+        return ReserveOutcome(ok=True, tightest=view, room_nano=room, reclaimed=0, rate_hold=hold)
 
     def close(self, lease: Lease) -> None:
         free = self.leases.close(lease)
-        if free and lease.has_budgets:
+        unlent = self.leases.unlent_rate(lease)
+        if (free and lease.has_budgets) or unlent[0]:
             self.gave_back += 1
-            self._give_back(lease, free)
+            self._give_back(lease, free if lease.has_budgets else 0, unlent)
 
-    def _release_call(self, lease: Lease, part: int, op_id: str) -> tuple[list[str], list[str]]:
-        """release.lua's KEYS and ARGV for ``part`` of ``lease``'s hold, once per ``op_id``."""
+    def _release_call(self, lease: Lease, part: int, op_id: str,
+                      unlent: tuple[int, int] = (0, 0)) -> tuple[list[str], list[str]]:
+        """release.lua's KEYS and ARGV for ``part`` of ``lease``'s hold (and the requests and
+        tokens ``unlent`` on its rate limits), once per ``op_id``."""
         a = lease.attribution
         ttl = max(0, math.ceil(lease.deadline - self.clock())) + _OP_MARGIN_S
         keys = [*hold_keys(self.keys, a), self.keys.op(a.project, f"{lease.hold_id}:{op_id}")]
-        return keys, release_argv(lease.hold_id, part, ttl)
+        rate = lease.rate
+        if rate is None or not unlent[0]:
+            return keys, release_argv(lease.hold_id, part, ttl)
+        keys += rate_keys(self.keys, a.project, rate.limits, rate.window)
+        return keys, release_argv(lease.hold_id, part, ttl, (len(rate.limits), *unlent))
 
-    def _give_back(self, lease: Lease, free: int) -> None:
-        """Release ``free`` of ``lease``'s hold in Redis, ahead of anything sent after this call
-        on the pipe. A failure only leaves it held until the lease's deadline."""
-        keys, args = self._release_call(lease, free, "back")
+    def _give_back(self, lease: Lease, free: int, unlent: tuple[int, int] = (0, 0)) -> None:
+        """Release ``free`` of ``lease``'s hold in Redis (and what it did not lend on its rate
+        limits), ahead of anything sent after this call on the pipe. A failure only leaves it
+        held until the lease's deadline (counted until its minute ends)."""
+        keys, args = self._release_call(lease, free, "back", unlent)
         sent = None
         if self.pipe is not None:
             sent = self.pipe.send_now([pack_command(("EVALSHA", self.scripts.release.sha, str(len(keys)),

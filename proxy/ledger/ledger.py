@@ -18,11 +18,12 @@ and APIs. Stream events carry every ``UsageEvent`` field as a string; booleans a
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import redis.asyncio as aioredis
 
-from proxy.domain import DEFAULT_THRESHOLDS, Attribution, BudgetState, ReserveOutcome, SettleOutcome, UsageEvent
+from proxy.domain import (DEFAULT_THRESHOLDS, Attribution, BudgetState, RateAsk, ReserveOutcome, SettleOutcome,
+                          UsageEvent)
 from proxy.ledger.apikeys import KeyStore
 from proxy.ledger.budgets import Budgets
 from proxy.ledger.errors import redis_errors
@@ -68,6 +69,7 @@ class Ledger:
         if type(ranking_size) is not int or ranking_size < 0:
             raise ValueError(f"ranking_size must be an int >= 0 (0 = unbounded), not {ranking_size!r}")
         self.redis = redis
+        self.idempotency_window_s = idempotency_window_s
         self.keys = keys = Keys(prefix)
         self.clock = clock
         self.scripts = scripts = Scripts(redis, pipe)
@@ -87,7 +89,7 @@ class Ledger:
     # -- the request path -------------------------------------------------------------------
 
     async def reserve(self, request_id: str, attribution: Attribution, amount_nano: int, *,
-                      deadline_s: float) -> ReserveOutcome:
+                      deadline_s: float, rate: RateAsk | None = None) -> ReserveOutcome:
         """Hold ``amount_nano`` on every budget that applies to ``attribution``, or on none.
 
         Refused when any hard budget has less room (limit - spent - held) than the amount.
@@ -95,6 +97,11 @@ class Ledger:
         id replaces its hold. The hold lasts ``deadline_s`` seconds unless settled or released,
         and, while it is in flight, ``renew_holds`` moves its deadline on.
         With leases on, the amount may be lent from a lease held in Redis instead (``leases.py``).
+
+        With ``rate``, the request is first counted on those rate limits in the current minute
+        (one request, ``rate.tokens`` tokens), in the same step: when one has no room, nothing is
+        held or counted and the outcome's ``rate_refused`` says which; when granted, its
+        ``rate_hold`` is what the settle corrects to the tokens used (``queue_settle(event, rate)``).
         """
         a = attribution
         check_attribution(a)
@@ -104,9 +111,9 @@ class Ledger:
         if not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive, not {deadline_s!r}")
         if not self._leases.requests:
-            outcome, _, _ = await self._reserver.in_redis(request_id, a, amount_nano, deadline_s)
+            outcome, _, _ = await self._reserver.in_redis(request_id, a, amount_nano, deadline_s, None, rate)
             return outcome
-        return await self._leasing.reserve(request_id, a, amount_nano, deadline_s)
+        return await self._leasing.reserve(request_id, a, amount_nano, deadline_s, rate)
 
     async def settle(self, event: UsageEvent) -> SettleOutcome:
         """Record a finished request once (``queue_settle``), written at the end of this loop
@@ -163,9 +170,10 @@ class Ledger:
     # -- budgets (budgets.py) -----------------------------------------------------------------
 
     async def set_budget(self, scope: str, scope_id: str, limit_nano: int, period: str, mode: str = "hard",
-                         thresholds: tuple[float, ...] | list[float] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+                         thresholds: tuple[float, ...] | list[float] = DEFAULT_THRESHOLDS,
+                         alert_emails: Sequence[str] = ()) -> dict[str, Any]:
         """Create or replace a budget; returns its status (as ``get_budget``)."""
-        return await self._budgets.set(scope, scope_id, limit_nano, period, mode, thresholds)
+        return await self._budgets.set(scope, scope_id, limit_nano, period, mode, thresholds, alert_emails)
 
     async def budget_state(self, scope: str, scope_id: str) -> BudgetState | None:
         """A budget's config and standing in nano-USD, or None when it does not exist."""
@@ -204,3 +212,12 @@ class Ledger:
     async def keys_version(self) -> int:
         """The keys' change counter, which moves whenever a key is revoked or rotated."""
         return await self._apikeys.version()
+
+    async def project_limits(self, project: str) -> tuple[int | None, int | None]:
+        """``project``'s rate limits: requests and tokens per minute (None: no such limit)."""
+        return await self._apikeys.limits(project)
+
+    async def set_project_limits(self, project: str, rpm: int | None, tpm: int | None) -> None:
+        """Set ``project``'s rate limits (None removes one); every process applies them within
+        a second (they watch the keys' change counter, which this moves)."""
+        await self._apikeys.set_limits(project, rpm, tpm)

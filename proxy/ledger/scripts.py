@@ -29,12 +29,12 @@ from typing import Any, Iterable, Sequence
 
 import redis.asyncio as aioredis
 
-from proxy.domain import Attribution, UsageEvent, attribution_fields
+from proxy.domain import RATE_WINDOW_S, Attribution, RateAsk, RateLimit, UsageEvent, attribution_fields
 from proxy.ledger.keys import Keys
 from proxy.ledger.pipe import RedisPipe, pack_strs
 
 __all__ = ["Scripts", "MAX_LUA_NANO", "lua_source", "hold_keys", "budget_keys", "budget_candidates",
-           "reserve_keys", "reserve_argv", "settle_plan_layout", "settle_fixed",
+           "reserve_keys", "reserve_argv", "rate_keys", "settle_plan_layout", "settle_fixed",
            "settle_request", "settle_call", "release_argv", "status_argv", "renew_call", "flat", "framed",
            "Piece"]
 
@@ -120,12 +120,31 @@ def reserve_keys(k: Keys, project: str, candidates: Sequence[tuple[str, str]], b
     return out
 
 
+_NO_RATE = ("0", "0", "0", "0", "0", "0", "0")
+
+
 def reserve_argv(request_id: str, amount: int, now_ms: int, deadline_s: float,
-                 lease: tuple[str, int, float, int] | None) -> tuple[str, ...]:
-    """reserve.lua's ARGV[1..8]; ``lease``: (id, amount, deadline in clock seconds, room it needs)."""
-    return (request_id, str(amount), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000))),
+                 lease: tuple[str, int, float, int, int, int] | None, rate: RateAsk | None = None) -> tuple[str, ...]:
+    """reserve.lua's ARGV. ``lease``: (id, amount, deadline in clock seconds, room it needs on
+    every hard budget, requests it counts on the rate limits, requests of room it needs there);
+    ``rate``: the rate limits the request counts on (each request of a lease counts its tokens)."""
+    head = (request_id, str(amount), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000))),
             *(("", "0", "0", "0") if lease is None else
               (lease[0], str(lease[1]), str(int(lease[2] * 1000)), str(lease[3]))))
+    if rate is None:
+        return head + _NO_RATE
+    limits, tokens = rate.limits, rate.tokens
+    window_end_ms = (now_ms // (RATE_WINDOW_S * 1000) + 1) * RATE_WINDOW_S * 1000
+    leased, need = (0, 0) if lease is None else (lease[4], lease[5])
+    return (*head, str(len(limits)), str(tokens),
+            *(str(x or 0) for limit in limits for x in (limit.rpm, limit.tpm)),
+            str(window_end_ms), str(leased), str(leased * tokens), str(need), str(need * tokens))
+
+
+def rate_keys(k: Keys, project: str, limits: Sequence[RateLimit], window: int) -> list[str]:
+    """The rate counters of ``limits`` in minute ``window`` (reserve.lua's, release.lua's and
+    settle.lua's)."""
+    return [k.rate(project, limit.scope, window, limit.id) for limit in limits]
 
 
 # -- settle.lua -----------------------------------------------------------------------------
@@ -166,11 +185,13 @@ def _bad_count(event: UsageEvent) -> ValueError:
     return ValueError(f"cost_nano must be at most {MAX_LUA_NANO}, not {event.cost_nano}")
 
 
-def settle_request(hold: str, renew: bool, part: str, marker: str, event: UsageEvent) -> tuple[str, ...]:
+def settle_request(hold: str, renew: bool, part: str, marker: str, event: UsageEvent,
+                   rate_counters: int = 0, rate_tokens: int = 0) -> tuple[str, ...]:
     """One request's segment of settle.lua's ARGV after its length and plan index: hold id,
-    renew, part, its done-marker, the eight increments, then the event's head and tail (its
-    attribution fields are its plan's, sent once per call). ``ValueError`` for counts that
-    cannot be recorded."""
+    renew, part, its done-marker, the eight increments, its rate counters' count and the tokens
+    it counted there (its worst case, corrected to what it used), then the event's head and
+    tail (its attribution fields are its plan's, sent once per call). ``ValueError`` for counts
+    that cannot be recorded."""
     e = event
     prompt, completion, cached, creation, reasoning, cost = (
         e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.cache_creation_tokens, e.reasoning_tokens,
@@ -181,7 +202,8 @@ def settle_request(hold: str, renew: bool, part: str, marker: str, event: UsageE
         raise _bad_count(e)
     head, tail = e.head_and_tail()
     return (hold, "1" if renew else "0", part, marker, "1", str(prompt), str(completion), str(cached), str(creation),
-            str(reasoning), str(cost), "1" if e.estimated else "0", str(len(head)), *head, *tail)
+            str(reasoning), str(cost), "1" if e.estimated else "0", str(rate_counters),
+            str(prompt + completion - rate_tokens) if rate_counters else "0", str(len(head)), *head, *tail)
 
 
 def settle_call(jobs: Sequence[Any], fixed: tuple[str, ...], packed: bool
@@ -194,7 +216,7 @@ def settle_call(jobs: Sequence[Any], fixed: tuple[str, ...], packed: bool
     plans = list(index)
     head = (str(len(jobs)), *fixed, str(len(plans)))
     keys: list[Piece] = [plan.packed_keys if packed else plan.keys for plan in plans]
-    keys += [job.packed_done if packed else (job.done_key,) for job in jobs]
+    keys += [job.packed_done if packed else job.done_keys for job in jobs]
     args: list[Piece] = [pack_strs(head) if packed else head]
     args += [plan.packed_segment if packed else plan.segment for plan in plans]
     n_args = len(head) + sum(len(plan.segment) for plan in plans)
@@ -202,15 +224,20 @@ def settle_call(jobs: Sequence[Any], fixed: tuple[str, ...], packed: bool
         segment_head = (str(2 + len(job.args)), str(n))  # the segment's length and its plan's index
         args += (pack_strs(segment_head) if packed else segment_head, job.packed_args if packed else job.args)
         n_args += 2 + len(job.args)
-    return len(jobs) + sum(len(plan.keys) for plan in plans), keys, n_args, args
+    return sum(len(job.done_keys) for job in jobs) + sum(len(plan.keys) for plan in plans), keys, n_args, args
 
 
 # -- release.lua, budget_status.lua ---------------------------------------------------------
 
-def release_argv(hold_id: str, part: int | None = None, op_ttl_s: int = 0) -> list[str]:
-    """release.lua's ARGV: the hold, the part to give back (None: all of it), and how long the
-    operation key (the last of KEYS, when ``op_ttl_s``) remembers the release."""
-    return [hold_id, "" if part is None else str(part), str(op_ttl_s)]
+def release_argv(hold_id: str, part: int | None = None, op_ttl_s: int = 0,
+                 rate: tuple[int, int, int] | None = None) -> list[str]:
+    """release.lua's ARGV: the hold, the part to give back (None: all of it), how long the
+    operation key (after the hold keys, when ``op_ttl_s``) remembers the release, and with
+    ``rate`` (counters, requests, tokens) what to take off the rate counters (the last KEYS)."""
+    out = [hold_id, "" if part is None else str(part), str(op_ttl_s)]
+    if rate is not None:
+        out += [str(rate[0]), str(rate[1]), str(rate[2])]
+    return out
 
 
 def status_argv(now_s: float) -> list[str]:

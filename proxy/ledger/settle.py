@@ -20,7 +20,8 @@ from typing import Any, Awaitable
 
 from redis.exceptions import NoScriptError, RedisError
 
-from proxy.domain import MAX_MODEL_LENGTH, Attribution, Crossing, SettleOutcome, UsageEvent, check_id, public_id
+from proxy.domain import (MAX_MODEL_LENGTH, Attribution, Crossing, RateHold, SettleOutcome, UsageEvent, check_id,
+                          public_id)
 from proxy.ledger.batch import TurnBatcher
 from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.idempotency import SLOT_S, marker, slot
@@ -28,7 +29,7 @@ from proxy.ledger.keys import Keys
 from proxy.ledger.leases import Leases
 from proxy.ledger.periods import PERIODS, bucket_ids, period_bounds
 from proxy.ledger.pipe import RedisPipe, pack_command, pack_strs
-from proxy.ledger.scripts import Scripts, flat, framed, settle_call, settle_plan_layout, settle_request
+from proxy.ledger.scripts import Scripts, flat, framed, rate_keys, settle_call, settle_plan_layout, settle_request
 
 __all__ = ["Ttls", "Settles", "SettlePlan", "SettleJob", "SETTLE_DELAY_S", "check_request_id",
            "check_attribution", "DAY_S"]
@@ -112,7 +113,7 @@ class SettleJob:
     """One request's settle, waiting for its batch. ``packed_*`` are set for the pipe."""
 
     plan: SettlePlan
-    done_key: str                           # its done-set
+    done_keys: tuple[str, ...]              # its done-set, then the rate counters it corrects
     cost: int
     args: tuple[str, ...]                   # settle.lua's segment of it after its length and plan index
     packed_done: bytes = b""
@@ -144,14 +145,15 @@ class Settles:
         self.plans[(a, model, buckets)] = plan
         return plan
 
-    def queue(self, event: UsageEvent) -> asyncio.Future[SettleOutcome]:
+    def queue(self, event: UsageEvent, rate: RateHold | None = None) -> asyncio.Future[SettleOutcome]:
         """Record a finished request once: release its hold, add its usage, append its event;
         settling the same event (request id and time) again within the idempotency window
         changes nothing and gives ``recorded=False`` (``idempotency.py``).
         Queued when this is called, in the running event loop: a reservation made after this
         call sees it. Written with the other settles queued close to it (``batch.py``). The
         future gets the outcome, or ``LedgerUnavailable``; ``ValueError`` (raised here) for an
-        event that cannot be recorded."""
+        event that cannot be recorded. ``rate``: what the request counted on its rate limits,
+        corrected to the tokens it used (in that minute's counters, while they exist)."""
         a = event.attribution
         rid = check_request_id(event.request_id)
         model = event.priced_model or event.model
@@ -169,16 +171,20 @@ class Settles:
         # request releases its part of its lease's hold; its done-marker makes it once only
         # (``idempotency.py``).
         done = marker(rid)
-        args = (settle_request(rid, not plan.renewed, "", done, event) if drawn is None else
-                settle_request(drawn[0].hold_id, not plan.renewed, str(drawn[1]), done, event))
+        done_keys: tuple[str, ...] = (self.keys.done(a.project, slot(event.ts, self.slot_s)),)
+        counters, counted = 0, 0
+        if rate is not None:
+            done_keys += tuple(rate_keys(self.keys, a.project, rate.limits, rate.window))
+            counters, counted = len(rate.limits), rate.tokens
+        args = (settle_request(rid, not plan.renewed, "", done, event, counters, counted) if drawn is None else
+                settle_request(drawn[0].hold_id, not plan.renewed, str(drawn[1]), done, event, counters, counted))
         if leases.requests:
             leases.ended(rid, settled_cost=event.cost_nano)
         leases.own.pop(rid, None)  # no longer renewed: settled, or held until its deadline
         plan.renewed = True
-        job = SettleJob(plan=plan, done_key=self.keys.done(a.project, slot(event.ts, self.slot_s)), cost=event.cost_nano,
-                        args=args)
+        job = SettleJob(plan=plan, done_keys=done_keys, cost=event.cost_nano, args=args)
         if self.pipe is not None:
-            job.packed_done = pack_strs((job.done_key,))
+            job.packed_done = pack_strs(done_keys)
             job.packed_args = pack_strs(args)
         # A callback rather than a task per request: this runs on every request.
         outcome: asyncio.Future[SettleOutcome] = asyncio.get_running_loop().create_future()

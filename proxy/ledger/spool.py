@@ -16,6 +16,13 @@ Files, next to each other:
     <path>.progress    "<inode of <path>.replaying> <lines of it dealt with>", written every
                        ``PROGRESS_EVERY`` lines and whenever a replay stops
 
+An event older than the idempotency window (less ``LATE_MARGIN_S``) may have lost its
+done-marker: a settle whose reply was lost as Redis failed could have recorded it and the
+outage lasted longer than the window. Such an event is first looked for in its project's event
+stream (``events.in_stream``, around its time) and not recorded again when it is there; when
+the stream was already trimmed past it (``stream_maxlen``), it cannot be told apart and is
+recorded.
+
 A replay first renames ``<path>`` to ``<path>.replaying`` under the same lock appends take,
 so an event appended during a replay lands in a fresh ``<path>`` and is never lost or truncated.
 """
@@ -31,6 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from proxy.domain import SettleOutcome, UsageEvent
+from proxy.ledger.events import in_stream
 from proxy.ledger.ledger import Ledger
 
 __all__ = ["Spool"]
@@ -38,6 +46,7 @@ __all__ = ["Spool"]
 log = logging.getLogger("farebox")
 
 PROGRESS_EVERY = 16     # lines replayed between two writes of the progress file
+LATE_MARGIN_S = 60      # an event this close to the idempotency window's end is checked in the stream too
 
 
 class Spool:
@@ -152,6 +161,18 @@ class Spool:
             log.error("spooled usage line cannot be read (%s); kept in %s", exc, self.rejected_path)
             await asyncio.to_thread(self._append_line, self.rejected_path, line + "\n")
             return 0
+        if ledger.clock() - event.ts >= ledger.idempotency_window_s - LATE_MARGIN_S:
+            # Its done-marker may be gone: a settle whose reply was lost when Redis failed may
+            # have recorded it. Its event in the stream says so.
+            seen = await in_stream(ledger, event)
+            if seen:
+                log.warning("spooled usage event %s was already recorded (found in the event stream); not "
+                            "recorded again", event.request_id)
+                return 0
+            if seen is None:
+                log.warning("spooled usage event %s is older than the idempotency window and its project's stream "
+                            "is too busy around its time to check: recorded (it may have been recorded before)",
+                            event.request_id)
         try:
             outcome = await ledger.settle(event)
         except ValueError as exc:

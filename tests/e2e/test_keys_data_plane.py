@@ -55,7 +55,7 @@ def assert_nothing_happened(stack, project: str = "acme") -> None:
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("header", ["Authorization", "x-api-key"])
+@pytest.mark.parametrize("header", ["Authorization", "x-api-key", "api-key"])
 def test_a_key_decides_who_pays_and_never_goes_upstream(stack, path, header, caplog):
     caplog.set_level(logging.DEBUG)
     key = new_key(stack, agent="planner")

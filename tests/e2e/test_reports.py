@@ -150,6 +150,13 @@ def test_forecast_names_its_methods_and_says_when_the_budget_runs_out(admin):
     assert trend["runs_out_at"] is None
     assert result["budget"] == {"period": "month", "mode": "hard", "limit_usd": "5.00", "spent_usd": "2.46",
                                 "remaining_usd": "2.54", "resets_at": "2026-12-01T00:00:00Z"}
+    # The 10 complete days of November: 1.59, 0.20, 0.43 and seven $0 days. Sum 2.22, mean 0.222;
+    # n·Σx² − (Σx)² = 10 × 2.753 − 4.9284 = 22.6016 ($²), whose root 4.754114 over 2.22 is a variation of
+    # 2.141493 and over 10 a deviation of 0.475411401; coverage 10/14, score (10/14) / 3.141493 = 0.227.
+    assert result["confidence"] == {
+        "level": "low", "score": 0.227, "granularity": "day", "buckets_observed": 10, "buckets_for_full_coverage": 14,
+        "observed_from": "2026-11-01T00:00:00Z", "observed_to": "2026-11-11T00:00:00Z", "mean_usd": "0.222",
+        "stdev_usd": "0.475411401", "variation": 2.141}
 
 
 def test_forecast_without_a_budget_and_for_a_day(admin):
@@ -159,6 +166,10 @@ def test_forecast_without_a_budget_and_for_a_day(admin):
     assert result["spent_usd"] == "0.24" and result["forecasts"]["run_rate"]["projected_usd"] == "0.96"
     assert result["forecasts"]["trend"]["window_start"] == "2026-11-11T00:00:00Z"
     assert result["forecasts"]["trend"]["projected_usd"] == "0.96"
+    # The six hours 00:00-06:00 are complete; only 05:00-06:00 spent anything (0.24). One spend among
+    # six hours: variation sqrt(6 − 1) = 2.236, coverage 6/12, score 0.5 / 3.236 = 0.155.
+    assert {k: result["confidence"][k] for k in ("level", "score", "buckets_observed", "variation")} == {
+        "level": "low", "score": 0.155, "buckets_observed": 6, "variation": 2.236}
 
 
 def test_forecast_of_a_spent_budget_runs_out_now(admin):

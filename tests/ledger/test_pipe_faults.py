@@ -18,7 +18,7 @@ from proxy.ledger import pipe as pipe_module
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.periods import bucket_ids
 from proxy.ledger.pipe import RedisPipe
-from proxy.ledger.scripts import budget_candidates, reserve_keys
+from proxy.ledger.scripts import budget_candidates, reserve_argv, reserve_keys
 from tests.ledger.helpers import FakeClock, epoch, event
 
 T0 = epoch("2026-11-23T18:30:00")
@@ -141,7 +141,7 @@ async def test_a_lease_grant_sent_twice_holds_the_lease_once(redis_client, key_p
     keys = reserve_keys(ledger.keys, "acme", budget_candidates(WHO), bucket_ids(T0))
     op_key = ledger.keys.op("acme", "lease:x")
     now_ms = int(T0 * 1000)
-    args = ["r1", "100", str(now_ms), str(now_ms + 60_000), "lease:x", "400", str(now_ms + 60_250), "1600"]
+    args = reserve_argv("r1", 100, now_ms, 60.0, ("lease:x", 400, T0 + 60.25, 1600, 4, 16))
     first = await ledger.scripts.reserve([*keys, op_key], args)
     again = await ledger.scripts.reserve([*keys, op_key], args)
     assert first == again and first[0] == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -12,6 +13,7 @@ from proxy.domain import Attribution, SettleOutcome, UsageEvent
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.spool import Spool
 from tests.ledger.helpers import FakeClock, epoch, event
+from proxy.ledger.events import read_events
 from proxy.ledger.reports import read_usage
 
 T0 = epoch("2026-11-23T18:30:00")
@@ -38,6 +40,9 @@ class FailingAfter:
 
     def __init__(self, ledger: Ledger, n: int) -> None:
         self.ledger, self.left = ledger, n
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.ledger, name)
 
     async def settle(self, e: UsageEvent) -> SettleOutcome:
         if self.left == 0:
@@ -131,3 +136,45 @@ async def test_a_line_torn_by_a_crash_does_not_swallow_the_next_event(spool: Spo
     assert await spool.replay(ledger) == 1
     assert await total_cost(ledger) == (1, "0.000000004")
     assert spool.rejected_path.read_text() == '{"request_id": "torn", "ts"\n'
+
+
+async def read_usage_events(ledger: Ledger) -> list[dict[str, str]]:
+    return [entry.fields for entry in await read_events(ledger, ["acme"], (0, 0), 100)]
+
+
+async def _expire_done_sets(ledger: Ledger) -> None:
+    """What the idempotency window's end does to the done-markers."""
+    async for key in ledger.redis.scan_iter(match=f"{ledger.keys.prefix}:{{acme}}:done:*"):
+        await ledger.redis.delete(key)
+
+
+async def test_a_replay_after_the_window_finds_an_event_already_recorded_in_the_stream(spool: Spool,
+                                                                                       redis_client, key_prefix):
+    """A settle that landed but whose reply was lost as Redis failed, spooled, and replayed after
+    an outage longer than the idempotency window: the marker is gone, the event in the stream
+    says it was recorded, and nothing is counted twice."""
+    now = time.time()
+    clock = FakeClock(now)
+    ledger = Ledger(redis_client, prefix=key_prefix, clock=clock)
+    landed = event("lost-reply", WHO, ts=now, cost_nano=5_000)
+    assert (await ledger.settle(landed)).recorded      # landed; its reply is what was lost
+    await spool.append(landed)
+    fresh = event("only-spooled", WHO, ts=now + 1, cost_nano=7_000)
+    await spool.append(fresh)
+    clock.advance(ledger.idempotency_window_s + 60)
+    await _expire_done_sets(ledger)
+    assert await spool.replay(ledger) == 1              # only the one never recorded
+    assert await total_cost(ledger) == (2, "0.000012")
+    ids = [e["request_id"] for e in (await read_usage_events(ledger))]
+    assert sorted(ids) == ["lost-reply", "only-spooled"]
+
+
+async def test_a_replay_inside_the_window_does_not_read_the_stream(spool: Spool, ledger: Ledger, monkeypatch):
+    from proxy.ledger import spool as spool_module
+
+    async def must_not_look(*_: object) -> bool:
+        raise AssertionError("looked in the stream")
+
+    monkeypatch.setattr(spool_module, "in_stream", must_not_look)
+    await spool.append(event("r1", WHO, ts=T0))
+    assert await spool.replay(ledger) == 1

@@ -32,7 +32,9 @@
 --   +5 marker: the request id's digest, its member in its done-set
 --   +6..+13 increments: requests, prompt_tokens, completion_tokens, cached_tokens,
 --           cache_creation_tokens, reasoning_tokens, cost (nano-USD), estimated
---   +14 H; +15 .. +14+H the event's head (fields and values), +15+H .. +L-1 its tail
+--   +14 W, the rate counters the request was counted on (in the minute it was reserved)
+--   +15 the tokens to add to each of them that still exists: used - counted (its worst case)
+--   +16 H; +17 .. +16+H the event's head (fields and values), +17+H .. +L-1 its tail
 -- KEYS: each plan's keys one after the other, in this order:
 --   the project's event stream,
 --   2*R: per budget that may hold the reservation: reservation zset, amount hash
@@ -42,8 +44,8 @@
 --            of this hour (string; present = this hour's rankings were pruned)
 --   2*(S-1): per budget scope (every usage scope but the last, the model): budget config hash,
 --            alert claims hash ("<bucket>|<threshold>" -> 1)
--- then each request's done-set (a set of markers of the requests settled in its time slot;
--- a marker's presence means "already settled"), in order.
+-- then, request by request, its done-set (a set of markers of the requests settled in its time
+-- slot; a marker's presence means "already settled") and its W rate counters.
 --
 -- Returns, per request in order: recorded 1|0, released nano, A, then six values per alert
 -- threshold it crossed (A of them): budget scope index (0-based), threshold as written in the
@@ -117,7 +119,8 @@ for n = 1, N do
   local plan = plans[tonumber(ARGV[a + 1])]
   local hold, renews, part = ARGV[a + 2], ARGV[a + 3] == '1', ARGV[a + 4]
   local R, S, T = plan.R, plan.S, plan.T
-  local done = KEYS[k + n - 1]
+  local done = KEYS[k]
+  local W = tonumber(ARGV[a + 14])
   if not done_sets[done] then
     done_sets[done] = true
     done_order[#done_order + 1] = done
@@ -205,12 +208,20 @@ for n = 1, N do
       end
     end
 
+    -- Rate limits counted the request's worst case in tokens: now what it used.
+    local used = ARGV[a + 15]
+    if used ~= '0' then
+      for w = 1, W do
+        if redis.call('EXISTS', KEYS[k + w]) == 1 then redis.call('HINCRBY', KEYS[k + w], 't', used) end
+      end
+    end
+
     -- The event: its head, its attribution, its tail.
     local event = {}
-    local H = tonumber(ARGV[a + 14])
-    for i = a + 15, a + 14 + H do event[#event + 1] = ARGV[i] end
+    local H = tonumber(ARGV[a + 16])
+    for i = a + 17, a + 16 + H do event[#event + 1] = ARGV[i] end
     for _, v in ipairs(plan.event) do event[#event + 1] = v end
-    for i = a + 15 + H, a + L - 1 do event[#event + 1] = ARGV[i] end
+    for i = a + 17 + H, a + L - 1 do event[#event + 1] = ARGV[i] end
     if maxlen ~= '0' then
       redis.call('XADD', plan.stream, 'MAXLEN', '~', maxlen, '*', unpack(event))
     else
@@ -222,7 +233,7 @@ for n = 1, N do
     reply[#reply + 1] = #alerts / 6
     for _, v in ipairs(alerts) do reply[#reply + 1] = v end
   end
-  a = a + L
+  a, k = a + L, k + 1 + W
 end
 
 -- The plans' sums, into the batch's sums per key and field.
