@@ -8,6 +8,7 @@
                                           # Redis CPU per request behind 4 processes (rediscpu.py)
     python -m bench --memory --out m.json # Redis bytes per request, session and project, and
                                           # memory over time under a steady load (memory.py)
+    python -m bench --sink                # events a second one sink drains into PostgreSQL (sink.py)
 
 The order of a run: start the fake upstream and every target (timing each until ready),
 warm each up, then ``--repeats`` rounds; in each round every scenario is run against every
@@ -143,6 +144,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="a setting for one farebox target only (e.g. farebox:FAREBOX_BUDGET_LEASE_REQUESTS=0)")
     p.add_argument("--contrast", action="append", default=[], metavar="ON:OFF",
                    help="with --redis-cpu: also report the round-by-round ratios of target ON to target OFF")
+    k = p.add_argument_group("--sink", "events a second one sink drains into PostgreSQL (bench/sink.py)")
+    k.add_argument("--sink", action="store_true", help="run the sink benchmark instead of the latency runs")
+    k.add_argument("--sink-events", type=int, default=100_000, help="events recorded, then drained (default 100000)")
+    k.add_argument("--sink-projects", type=int, default=10, help="projects they are spread over (default 10)")
+    k.add_argument("--sink-batch", type=int, default=1000, help="events read per stream and call (default 1000)")
+    k.add_argument("--sink-rate", type=int, default=0,
+                   help="steady load instead of a backlog: events appended per second while the sink runs")
+    k.add_argument("--sink-seconds", type=float, default=20.0, help="with --sink-rate: how long (default 20)")
+    k.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                   help="a PostgreSQL server's admin URL: a throwaway database is made there (default the local one)")
     m = p.add_argument_group("--memory", "Redis memory per request and over time (bench/memory.py); needs --out")
     m.add_argument("--memory", action="store_true", help="run the memory scenario instead of the latency runs")
     m.add_argument("--rate", type=int, default=1000, help="requests/s of the steady load (default 1000)")
@@ -263,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.memory:
         return _memory(args)
+    if args.sink:
+        from bench.sink import run_sink_bench  # noqa: PLC0415
+
+        return run_sink_bench(args.redis_url, args.postgres_url, args.sink_events, args.sink_projects,
+                              args.sink_batch, args.out, args.sink_rate, args.sink_seconds)
     smoke = args.smoke
     duration = args.duration or (1.0 if smoke else 8.0)
     repeats = args.repeats or (1 if smoke else 3)

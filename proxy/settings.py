@@ -115,6 +115,14 @@ class Settings(BaseModel):
     idempotency_window_s: int = Field(900, ge=60)
     session_ranking_size: int = Field(100, ge=0)  # sessions kept per ranking of sessions by cost; 0: every one
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The usage of record (proxy/record/): unset, nothing changes.
+    postgres_url: SecretStr | None = None
+    sink_in_serve: bool = True                    # each `farebox serve` process also runs a sink
+    sink_batch: int = Field(1000, ge=1, le=100_000)     # events read per stream and call
+    sink_claim_idle_s: float = Field(30.0, gt=0)  # events left pending this long by a sink are taken over
+    # While the sink is on, the length a stream may reach before its oldest events go even if
+    # PostgreSQL does not have them yet (memory's safety cap); trimming is otherwise the sink's.
+    sink_stream_cap: int = Field(5_000_000, ge=1000)
 
     @field_validator("upstream", "anthropic_upstream")
     @classmethod
@@ -198,6 +206,16 @@ class Settings(BaseModel):
         if url and self.redis_cluster and url.startswith("redis://"):
             return "redis+cluster://" + url.removeprefix("redis://").split("/", 1)[0]
         return url
+
+    @field_validator("postgres_url", mode="before")
+    @classmethod
+    def _postgres_url_scheme(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str) or not re.match(r"^postgres(ql)?://", raw):
+            raise ValueError("must start with postgresql:// or postgres://")
+        return value
 
     @field_validator("default_project")
     @classmethod
