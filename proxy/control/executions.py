@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.control.params import invalid
-from proxy.domain import split_scope_id
-from proxy.errors import NotFound
+from proxy.domain import USAGE_SCOPES, split_scope_id
+from proxy.errors import BadRequest, NotFound
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.reports import read_usage
 
@@ -25,9 +24,10 @@ async def execution_summary(ledger: Ledger, execution_id: str) -> dict[str, Any]
     """The cost of execution ``execution_id`` (``PROJECT/EXECUTION``): 400 for an id outside that
     form, 404 when nothing was recorded under it (or its aggregate expired)."""
     try:
-        project, local = split_scope_id("session", execution_id)
-    except ValueError as exc:
-        raise invalid(exc, "id") from None
+        project, local = split_scope_id("session", execution_id, scopes=USAGE_SCOPES)
+    except ValueError:
+        raise BadRequest(f"Invalid execution id {execution_id[:140]!r}: write it as PROJECT/EXECUTION, e.g. "
+                         "acme/job-7.", param="id", code="invalid_value") from None
     report = await read_usage(ledger, "session", execution_id, "total", top=0)
     if not report["requests"]:
         raise NotFound(f"No usage recorded for execution '{execution_id}' (LLM calls with X-Session-Id or usage "
