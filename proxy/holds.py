@@ -13,7 +13,9 @@ so any farebox process can settle or release it.
   before ``expires_at``) records that use as a usage record, at the unit price of the hold,
   through the same settle as a request: the hold's id is the record's request id, so its hold
   is released in the same step. Settling again with the same quantity gives the same answer
-  and records nothing more; with another, 409.
+  and records nothing more (within ``idempotency_window_s`` the record is sent again, which
+  the ledger counts once: a settle whose process died between closing the hold and writing its
+  record is recorded by the repeat); with another quantity, 409.
 - ``DELETE /v1/usage-records/holds/{id}`` releases it unused; again, the same answer.
 
 Both are attributed like the hold (a farebox key or the headers): a hold is found in the
@@ -46,6 +48,8 @@ MAX_EXPIRY_S = 7 * 86_400           # and at most a week
 # The hold's money stays held this long past expires_at, so a settle accepted just before it is
 # written while its hold still counts (no budget is overspent by a late settle).
 SETTLE_GRACE_S = 10
+# A repeated settle sends its record again only this long before the ledger forgets the first.
+RESEND_MARGIN_S = 60
 _DURATION = re.compile(r"([1-9][0-9]{0,9})([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _HOLD_ID = re.compile(r"hold_[0-9a-f]{24}")
@@ -155,7 +159,7 @@ async def settle_hold(fb: Services, headers: Mapping[str, str], hold_id: str, bo
     quantity = ResourceTable.quantity(body)
     project, record = await _record(fb, headers, hold_id)
     if "closed" in record:
-        return _closed_answer(hold_id, record, "settled", quantity)
+        return await _settled_again(fb, hold_id, record, quantity)
     now = fb.ledger.clock()
     expires_at_ms = int(record["expires_at_ms"])
     if now * 1000 >= expires_at_ms:
@@ -171,13 +175,25 @@ async def settle_hold(fb: Services, headers: Mapping[str, str], hold_id: str, bo
     if closed is None:
         raise NotFound(f"No usage hold '{hold_id}' in project '{project}'.", param="id", code="hold_not_found")
     if not won:
-        return _closed_answer(hold_id, closed, "settled", quantity)
+        return await _settled_again(fb, hold_id, closed, quantity)
     model = COMPUTE_PREFIX + price.name
     who = _attribution(closed)
     await fb.record(usage_event(hold_id, now, who, model, cost, 200))
     fb.metrics.request(ENDPOINT, 200, model, who.project)
     fb.metrics.usage(model, who.project, Usage(0, 0), cost, estimated=False)
     return _view(hold_id, closed)
+
+
+async def _settled_again(fb: Services, hold_id: str, record: dict[str, str], quantity: Decimal) -> dict[str, Any]:
+    """A settle of a hold already closed: the same answer for the same quantity (else 409), and
+    its record sent again while the ledger still remembers the first (``idempotency_window_s``):
+    counted once if it landed, recorded now if its process died before writing it."""
+    answer = _closed_answer(hold_id, record, "settled", quantity)
+    _, cost, ts = record["closed"].split("|")[1:]
+    if fb.ledger.clock() - float(ts) < fb.settings.idempotency_window_s - RESEND_MARGIN_S:
+        model = COMPUTE_PREFIX + record["resource"]
+        await fb.record(usage_event(hold_id, float(ts), _attribution(record), model, int(cost), 200))
+    return answer
 
 
 async def release_hold(fb: Services, headers: Mapping[str, str], hold_id: str) -> dict[str, Any]:

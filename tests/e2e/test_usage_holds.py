@@ -240,3 +240,17 @@ def test_a_bad_settle_is_refused_and_nothing_recorded(stack):
         assert (answer.status_code, answer.json()) == (status, error)
     assert events(stack) == [] and events(stack, "beta") == []
     assert settle(stack, hold_id, {"quantity": "0.5"}).status_code == 200
+
+
+def test_a_repeated_settle_records_a_use_whose_first_record_was_lost_and_only_once(stack, clock):
+    hold_id = hold(stack, {"resource": "gpu", "quantity": "1"}).json()["id"]
+    # A process closed the hold for its settle and died before writing the record.
+    won, _ = stack.run(stack.services.ledger.close_hold("acme", hold_id, f"settled|0.4|600000000|{clock.now:.3f}"))
+    assert won and events(stack) == []
+    for _ in range(2):
+        again = settle(stack, hold_id, {"quantity": "0.4"})
+        assert (again.status_code, again.json()["cost_usd"]) == (200, "0.60")
+    assert [(e["request_id"], e["cost_nano"]) for e in events(stack)] == [(hold_id, "600000000")]
+    clock.now += 900 - 60          # the ledger may forget the first record now: the repeat sends nothing
+    assert settle(stack, hold_id, {"quantity": "0.4"}).status_code == 200
+    assert len(events(stack)) == 1
