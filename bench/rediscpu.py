@@ -52,23 +52,40 @@ def redis_url_of(server: Server, redis_url: str | None) -> str | None:
     return None
 
 
-def snapshot(url: str) -> dict[str, Any]:
-    """Redis's CPU seconds (system + user) and each command's calls and µs so far."""
-    client = redis.Redis.from_url(url, socket_timeout=10)
+def _masters(url: str) -> list[redis.Redis]:
+    """A client per master: the one Redis of ``url``, or each master of a Redis Cluster
+    (``redis+cluster://host:port``, as its slot table names them)."""
+    if not url.startswith("redis+cluster://"):
+        return [redis.Redis.from_url(url, socket_timeout=10)]
+    host, _, port = url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
+    seed = redis.Redis(host=host, port=int(port), socket_timeout=10)
     try:
-        cpu = client.info("cpu")
-        stats = client.info("commandstats")
+        masters = {(m[0].decode() or host, int(m[1])) for _, _, m, *_ in seed.execute_command("CLUSTER SLOTS")}
     finally:
-        client.close()
+        seed.close()
+    return [redis.Redis(host=h, port=p, socket_timeout=10) for h, p in sorted(masters)]
+
+
+def snapshot(url: str) -> dict[str, Any]:
+    """Redis's CPU seconds (system + user) and each command's calls and µs so far; on a Redis
+    Cluster, summed over its masters (their replicas' work is not counted)."""
+    cpu_s = 0.0
     calls: dict[str, int] = {}
     usec: dict[str, int] = {}
-    for name, row in stats.items():
-        command = name.removeprefix("cmdstat_").lower()
-        if command in _OWN_COMMANDS:
-            continue
-        calls[command] = int(row["calls"])
-        usec[command] = int(row["usec"])
-    return {"cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), "calls": calls, "usec": usec}
+    for client in _masters(url):
+        try:
+            cpu = client.info("cpu")
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        cpu_s += float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+        for name, row in stats.items():
+            command = name.removeprefix("cmdstat_").lower()
+            if command in _OWN_COMMANDS:
+                continue
+            calls[command] = calls.get(command, 0) + int(row["calls"])
+            usec[command] = usec.get(command, 0) + int(row["usec"])
+    return {"cpu_s": cpu_s, "calls": calls, "usec": usec}
 
 
 def per_request(before: dict[str, Any], after: dict[str, Any], requests: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@
                                           # Redis CPU per request behind 4 processes (rediscpu.py)
     python -m bench --memory --out m.json # Redis bytes per request, session and project, and
                                           # memory over time under a steady load (memory.py)
+    python -m bench --sink                # events a second one sink drains into PostgreSQL (sink.py)
 
 The order of a run: start the fake upstream and every target (timing each until ready),
 warm each up, then ``--repeats`` rounds; in each round every scenario is run against every
@@ -30,11 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 
 from bench import rediscpu
+from bench.cluster import LocalCluster
 from bench import targets as tg
 from bench.load import RunResult, Workload, run_load, wrk_available
 from bench.report import render_markdown, summarise, write_markdown
@@ -122,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto",
                    help="non-streamed load: wrk if installed (auto), or the asyncio client")
     p.add_argument("--redis-url", help="Redis for farebox (default: farebox's embedded Redis, a fresh data dir)")
+    p.add_argument("--cluster", action="store_true",
+                   help="also run farebox on a local Redis Cluster (3 masters, 3 replicas, AOF) as target "
+                        "farebox-cluster")
     p.add_argument("--scenarios", help="comma-separated subset of " + ",".join(s["name"] for s in SCENARIOS))
     p.add_argument("--no-relay", action="store_true",
                    help="skip the bare aiohttp pass-through (bench/relay.py) that shows the floor under farebox")
@@ -139,6 +144,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="a setting for one farebox target only (e.g. farebox:FAREBOX_BUDGET_LEASE_REQUESTS=0)")
     p.add_argument("--contrast", action="append", default=[], metavar="ON:OFF",
                    help="with --redis-cpu: also report the round-by-round ratios of target ON to target OFF")
+    k = p.add_argument_group("--sink", "events a second one sink drains into PostgreSQL (bench/sink.py)")
+    k.add_argument("--sink", action="store_true", help="run the sink benchmark instead of the latency runs")
+    k.add_argument("--sink-events", type=int, default=100_000, help="events recorded, then drained (default 100000)")
+    k.add_argument("--sink-projects", type=int, default=10, help="projects they are spread over (default 10)")
+    k.add_argument("--sink-batch", type=int, default=1000, help="events read per stream and call (default 1000)")
+    k.add_argument("--sink-rate", type=int, default=0,
+                   help="steady load instead of a backlog: events appended per second while the sink runs")
+    k.add_argument("--sink-seconds", type=float, default=20.0, help="with --sink-rate: how long (default 20)")
+    k.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                   help="a PostgreSQL server's admin URL: a throwaway database is made there (default the local one)")
     m = p.add_argument_group("--memory", "Redis memory per request and over time (bench/memory.py); needs --out")
     m.add_argument("--memory", action="store_true", help="run the memory scenario instead of the latency runs")
     m.add_argument("--rate", type=int, default=1000, help="requests/s of the steady load (default 1000)")
@@ -259,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.memory:
         return _memory(args)
+    if args.sink:
+        from bench.sink import run_sink_bench  # noqa: PLC0415
+
+        return run_sink_bench(args.redis_url, args.postgres_url, args.sink_events, args.sink_projects,
+                              args.sink_batch, args.out, args.sink_rate, args.sink_seconds)
     smoke = args.smoke
     duration = args.duration or (1.0 if smoke else 8.0)
     repeats = args.repeats or (1 if smoke else 3)
@@ -302,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                                    " " + " ".join(argv if argv is not None else sys.argv[1:]))
     work = Path(tempfile.mkdtemp(prefix="farebox-bench-"))
     servers: list[tg.Server] = []
+    cluster: LocalCluster | None = None
+    stop_cluster: Callable[[], None] = lambda: None
     started_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta: dict[str, Any] = {"command": command, "started_at": started_at, "machine": _machine(), "smoke": smoke,
                             "duration_s": duration, "repeats": repeats, "loadgen": loadgen,
@@ -324,6 +346,14 @@ def main(argv: list[str] | None = None) -> int:
             relay = tg.start_relay(work, upstream)
             servers.append(relay)
             targets.append(relay)
+        if args.cluster:
+            cluster = LocalCluster(work / "cluster").start(aof=True)
+            stop_cluster = cluster.stop
+            on_cluster = tg.start_farebox("farebox-cluster", work, upstream, redis_url=cluster.url,
+                                          workers=fb_workers, env_extra=target_env.get("farebox-cluster"))
+            servers.append(on_cluster)
+            targets.append(on_cluster)
+            _say(f"farebox-cluster ({cluster.url}) ready in {on_cluster.ready_s:.2f}s")
         for spec in args.compare_src:
             name, _, src = spec.partition("=")
             other = tg.start_farebox(name, work, upstream, redis_url=args.redis_url, src=Path(src).resolve(),
@@ -351,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
             meta["target_notes"] = {}
             for t in targets:
                 if t.kind == "farebox":
-                    redis_urls[t.name] = rediscpu.redis_url_of(t, args.redis_url)
+                    redis_urls[t.name] = rediscpu.redis_url_of(t, cluster.url if t.name == "farebox-cluster"
+                                                               else args.redis_url)
                     if redis_urls[t.name] is None:
                         raise RuntimeError(f"--redis-cpu: no Redis found for {t.name}")
                     src = next((s.partition("=")[2] for s in args.compare_src if s.partition("=")[0] == t.name), None)
@@ -393,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in reversed(servers):
             server.stop()
+        stop_cluster()
     pieces = None
     if not args.no_pieces and not redis_cpu:
         _say("timing the pieces")

@@ -146,7 +146,9 @@ class UsageEvent:
 
     def head_and_tail(self) -> tuple[list[str], list[str]]:
         """The stream entry's fields before and after its attribution's."""
-        head = ["request_id", self.request_id, "ts", f"{self.ts:.3f}"]
+        # Milliseconds rounded down, so the written time lies in the same hour (and day, month)
+        # as ``ts``, which decided the aggregates: whoever reads the event back buckets it alike.
+        head = ["request_id", self.request_id, "ts", f"{math.floor(self.ts * 1000) / 1000:.3f}"]
         fields = [
             "model", self.model, "priced_model", self.priced_model, "endpoint", self.endpoint,
             "upstream", self.upstream, "status", str(self.status), "stream", "1" if self.stream else "0",

@@ -9,7 +9,9 @@ project per customer. Agents and sessions are never labels.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -75,6 +77,9 @@ class Metrics:
                                   "connection, and after the answer's last byte).",
                                   buckets=_OVERHEAD_BUCKETS, registry=r)
         self.redis_errors = Counter("farebox_redis_errors", "Redis calls that failed.", registry=r)
+        self.redis_redirections = Gauge("farebox_redis_redirections",
+                                        "MOVED and ASK answers of a Redis Cluster followed on the request path so far.",
+                                        registry=r)
         self.reservation_overruns = Counter("farebox_reservation_overruns",
                                             "Requests whose actual cost exceeded their reservation.", registry=r)
         self.spooled = Counter("farebox_spooled_events", "Usage events written to the spool while Redis was unavailable.",
@@ -89,6 +94,10 @@ class Metrics:
         self._budget_rejections = _Children(self.budget_rejections)
         self._rate_rejections = _Children(self.rate_rejections)
         self._upstream_requests = _Children(self.upstream_requests)
+
+    def watch_redirections(self, read: Callable[[], int]) -> None:
+        """``farebox_redis_redirections`` is ``read()`` at each scrape (the cluster pipe's count)."""
+        self.redis_redirections.set_function(read)
 
     def _with_project(self, labels: tuple[str, ...], project: str) -> tuple[str, ...]:
         return (*labels, project) if self.project_labels else labels

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from pricing.resources import parse_resource_prices
 from proxy.control.mail import SmtpServer, check_address
@@ -68,6 +68,7 @@ class Settings(BaseModel):
     upstream_connect_timeout_s: float = Field(10.0, gt=0)
     upstream_max_connections: int = Field(1000, ge=1)   # per process; more requests wait for a free one
     redis_url: str | None = None
+    redis_cluster: bool = False                   # redis_url names a node of a Redis Cluster (as redis+cluster://)
     redis_prefix: str = Field("fb", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     data_dir: Path = Path(".farebox")
     admin_token: SecretStr | None = None
@@ -117,6 +118,14 @@ class Settings(BaseModel):
     idempotency_window_s: int = Field(900, ge=60)
     session_ranking_size: int = Field(100, ge=0)  # sessions kept per ranking of sessions by cost; 0: every one
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The usage of record (proxy/record/): unset, nothing changes.
+    postgres_url: SecretStr | None = None
+    sink_in_serve: bool = True                    # each `farebox serve` process also runs a sink
+    sink_batch: int = Field(1000, ge=1, le=100_000)     # events read per stream and call
+    sink_claim_idle_s: float = Field(30.0, gt=0)  # events left pending this long by a sink are taken over
+    # While the sink is on, the length a stream may reach before its oldest events go even if
+    # PostgreSQL does not have them yet (memory's safety cap); trimming is otherwise the sink's.
+    sink_stream_cap: int = Field(5_000_000, ge=1000)
 
     @field_validator("upstream", "anthropic_upstream")
     @classmethod
@@ -185,8 +194,36 @@ class Settings(BaseModel):
     def _redis_url_scheme(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if not re.match(r"^(redis|rediss|unix)://", value):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if not re.match(r"^(redis|rediss|unix|redis\+cluster)://", value):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+cluster://")
+        if value.startswith("redis+cluster://"):
+            _check_cluster_url(value)
+        return value
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_needs_url(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and not (info.data.get("redis_url") or "").startswith(("redis://", "redis+cluster://")):
+            raise ValueError("needs redis_url set to a node of the cluster, e.g. redis://10.0.0.5:6379")
+        return value
+
+    @property
+    def redis_target(self) -> str | None:
+        """The Redis to open: ``redis_url``, written ``redis+cluster://`` when ``redis_cluster``
+        says it names a node of a Redis Cluster; None for the embedded one."""
+        url = self.redis_url
+        if url and self.redis_cluster and url.startswith("redis://"):
+            return "redis+cluster://" + url.removeprefix("redis://").split("/", 1)[0]
+        return url
+
+    @field_validator("postgres_url", mode="before")
+    @classmethod
+    def _postgres_url_scheme(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str) or not re.match(r"^postgres(ql)?://", raw):
+            raise ValueError("must start with postgresql:// or postgres://")
         return value
 
     @field_validator("default_project")
@@ -223,6 +260,15 @@ class Settings(BaseModel):
         """How long a reservation holds budget unless renewed: its process renews the holds it
         still has in flight every third of this, so only a dead process's holds lapse."""
         return self.hold_ttl_s
+
+
+def _check_cluster_url(url: str) -> None:
+    from proxy.ledger.cluster import parse_cluster_url  # noqa: PLC0415 - only for this form
+
+    try:
+        parse_cluster_url(url)
+    except ValueError as exc:
+        raise ValueError(f"not a Redis Cluster URL (redis+cluster://host:port[,host:port...]): {exc}") from None
 
 
 # Settings whose environment variable is not FAREBOX_<NAME>.

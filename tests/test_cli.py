@@ -30,6 +30,7 @@ def run(args, env=None, timeout=60):
     (["serve"], {"FAREBOX_PORT": "eighty"}, "invalid setting port"),
     (["serve", "--upstream", "ftp://example"], {}, "invalid setting upstream: must be an http:// or https:// URL"),
     (["serve", "--redis-url", "localhost:6379"], {}, "invalid setting redis_url: must start with redis://"),
+    (["serve", "--redis-cluster"], {}, "invalid setting redis_cluster: needs redis_url set to a node of the cluster"),
     (["serve"], {"FAREBOX_FAIL_MODE": "sideways"}, "invalid setting fail_mode"),
     (["serve", "--default-project", "a/b"], {}, "invalid setting default_project"),
     (["serve"], {"FAREBOX_MODEL_ALIASES": "{not json"}, "invalid setting FAREBOX_MODEL_ALIASES: not valid JSON"),

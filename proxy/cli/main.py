@@ -1,5 +1,5 @@
-"""The ``farebox`` command: serve, fake-upstream, budget, and (in ``proxy.cli.reports``) usage,
-forecast and events export.
+"""The ``farebox`` command: serve, fake-upstream, budget, (in ``proxy.cli.reports``) usage,
+forecast and events export, and (in ``proxy.cli.record``) the usage of record in PostgreSQL.
 
 Every command reads the same settings (flags, ``FAREBOX_*`` / ``REDIS_URL``, ``--config``).
 The budget and reading commands reach the ledger the running proxy uses, through its admin API
@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from proxy.cli import keys as cli_keys
+from proxy.cli import record as cli_record
 from proxy.cli import reports as cli_reports
 from proxy.cli import target
 from proxy.cli.source import EXIT_FAILURE, EXIT_USAGE, CommandError, Source
@@ -36,6 +37,8 @@ def _store_flags(parser: argparse.ArgumentParser) -> None:
     """Options every Redis-using command shares."""
     parser.add_argument("--config", help="settings file (TOML or JSON)")
     parser.add_argument("--redis-url", help="Redis URL (default: embedded Redis under --data-dir)")
+    parser.add_argument("--redis-cluster", action="store_const", const=True,
+                        help="--redis-url names a node of a Redis Cluster (as redis+cluster://host:port does)")
     parser.add_argument("--data-dir", help="directory of the embedded Redis's data (default ./.farebox)")
     parser.add_argument("--redis-prefix", help="prefix of every Redis key (default fb)")
 
@@ -72,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--smtp-url", help="SMTP server for alert e-mails: smtp://host:25, smtp+starttls://user:pass@host, "
                                           "smtps://user:pass@host (env FAREBOX_SMTP_URL)")
+    serve.add_argument("--postgres-url", help="PostgreSQL URL of the usage of record: events drained there "
+                                              "(env FAREBOX_POSTGRES_URL; unset: none)")
 
     fake = sub.add_parser("fake-upstream", help="run a deterministic OpenAI-compatible server for trying farebox")
     fake.add_argument("--host", default="127.0.0.1")
@@ -86,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_reports.add_commands(sub, _ledger_flags)
     cli_keys.add_commands(sub, _ledger_flags)
+    cli_record.add_commands(sub, _store_flags)
 
     budget = sub.add_parser("budget", help="set, show, list or delete budgets")
     bsub = budget.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -114,18 +120,18 @@ def _settings(args: argparse.Namespace, keys: Sequence[str]) -> Settings:
     return load_settings(flags)
 
 
-_STORE_KEYS = ("config", "redis_url", "data_dir", "redis_prefix")
+_STORE_KEYS = ("config", "redis_url", "redis_cluster", "data_dir", "redis_prefix")
 _LEDGER_KEYS = _STORE_KEYS + ("admin_token",)
 _SERVE_KEYS = _STORE_KEYS + ("host", "port", "workers", "upstream", "upstream_api_key", "anthropic_upstream",
                              "anthropic_api_key", "admin_token", "admin_read_token", "auth",
-                             "default_project", "fail_mode", "log_level", "smtp_url")
+                             "default_project", "fail_mode", "log_level", "smtp_url", "postgres_url")
 
 
 def _runner(args: argparse.Namespace) -> Runner:
     url = target.admin_url(args.url)
     if url:
-        given = [f for f, k in (("--redis-url", "redis_url"), ("--data-dir", "data_dir"),
-                                ("--redis-prefix", "redis_prefix")) if getattr(args, k, None)]
+        given = [f for f, k in (("--redis-url", "redis_url"), ("--redis-cluster", "redis_cluster"),
+                                ("--data-dir", "data_dir"), ("--redis-prefix", "redis_prefix")) if getattr(args, k, None)]
         if given:
             raise CommandError(f"{', '.join(given)} cannot be used with --url / FAREBOX_URL: the proxy at the URL "
                                "reads its own ledger")
@@ -226,6 +232,8 @@ def _main(args: argparse.Namespace) -> int:
             from proxy.cli.serve import serve  # noqa: PLC0415
 
             return serve(_settings(args, _SERVE_KEYS))
+        if args.command in cli_record.COMMANDS:
+            return cli_record.run(args, _settings(args, cli_record.SETTING_KEYS))
         run = _runner(args)
         if args.command == "key":
             return cli_keys.run(args, run)

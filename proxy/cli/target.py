@@ -31,7 +31,7 @@ from proxy.control import reports
 from proxy.ledger.embedded import SOCKET_NAME
 from proxy.settings import Settings
 
-__all__ = ["LedgerSource", "Runner", "runner", "holds_embedded_data"]
+__all__ = ["LedgerSource", "Runner", "runner", "holds_embedded_data", "check_embedded"]
 
 T = TypeVar("T")
 
@@ -112,7 +112,7 @@ async def with_ledger(settings: Settings, action: Callable[[Any], Awaitable[T]])
     from proxy.ledger.connection import RedisHandle  # noqa: PLC0415
     from proxy.ledger.ledger import Ledger  # noqa: PLC0415
 
-    handle = await RedisHandle.open(settings.redis_url, settings.data_dir)
+    handle = await RedisHandle.open(settings.redis_target, settings.data_dir)
     try:
         return await action(Ledger(handle.client, prefix=settings.redis_prefix))
     finally:
@@ -124,7 +124,8 @@ def holds_embedded_data(data_dir: Path) -> bool:
     return data_dir.is_dir() and any((data_dir / name).exists() for name in EMBEDDED_DATA_NAMES)
 
 
-def _check_embedded(settings: Settings) -> None:
+def check_embedded(settings: Settings) -> None:
+    """Refuse (``CommandError``) unless the data directory holds an embedded Redis's data."""
     data_dir = Path(settings.data_dir).resolve()
     if holds_embedded_data(data_dir):
         return
@@ -152,7 +153,7 @@ def runner(settings: Settings, url: str | None) -> Runner:
         return run_remote
 
     if not settings.redis_url:
-        _check_embedded(settings)
+        check_embedded(settings)
 
     def run_local(action: Callable[[Source], Awaitable[T]]) -> T:
         return asyncio.run(with_ledger(settings, lambda ledger: action(LedgerSource(ledger, settings))))

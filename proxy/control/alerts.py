@@ -129,6 +129,7 @@ class _Delivery:
     scope: str
     threshold: str          # percent_label
     what: str               # "project 'acme' 80%", for log lines
+    crossing: Crossing
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +163,8 @@ class AlertDispatcher:
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, base_delay_s: float = DEFAULT_BASE_DELAY_S,
                  timeout_s: float = DEFAULT_TIMEOUT_S, queue_size: int = QUEUE_SIZE,
                  session_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
-                 clock: Callable[[], float] = time.time, mail: MailSettings | None = None) -> None:
+                 clock: Callable[[], float] = time.time, mail: MailSettings | None = None,
+                 note: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts!r}")
         self.urls = tuple(urls)
@@ -174,6 +176,7 @@ class AlertDispatcher:
         self._session_factory = session_factory
         self._clock = clock
         self.mail = mail
+        self._note_to = note        # keeps what became of each delivery (project, entry)
         self._timeout_s = timeout_s
         self._queue: asyncio.Queue[_Delivery | _Email] = asyncio.Queue(maxsize=queue_size)
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -199,7 +202,8 @@ class AlertDispatcher:
                           separators=(",", ":")).encode()
         what = f"{crossing.scope} '{crossing.id}' {threshold}%"
         jobs: list[tuple[_Delivery | _Email, str]] = [
-            (_Delivery(url, alert_id, body, crossing.scope, threshold, what), _where(url)) for url in self.urls]
+            (_Delivery(url, alert_id, body, crossing.scope, threshold, what, crossing), _where(url))
+            for url in self.urls]
         if self.mail is not None:
             jobs.append((_Email(crossing, alert_id, occurred_at, crossing.scope, threshold, what),
                          f"the e-mail addresses of {crossing.scope} '{crossing.id}'"))
@@ -281,6 +285,7 @@ class AlertDispatcher:
                     if 200 <= status < 300:
                         self.metrics.alerts.labels(d.scope, d.threshold, "delivered").inc()
                         log.info("alert %s (%s) delivered to %s (attempt %d)", d.alert_id, d.what, where, attempt)
+                        await self._note(d.crossing, d.alert_id, "webhook", where, "delivered", attempt, "")
                         return
                     problem = f"HTTP {status}"
                     if status != 429 and status < 500:
@@ -296,6 +301,7 @@ class AlertDispatcher:
         self.metrics.alerts.labels(d.scope, d.threshold, "failed").inc()
         log.error("alert %s (%s) not delivered to %s: gave up after %d attempt%s (last: %s)",
                   d.alert_id, d.what, where, attempt, "" if attempt == 1 else "s", problem)
+        await self._note(d.crossing, d.alert_id, "webhook", where, "failed", attempt, problem)
 
 
     async def _email(self, e: _Email) -> None:
@@ -321,6 +327,8 @@ class AlertDispatcher:
                 if refused:
                     log.error("alert %s (%s): %s refused the address(es) %s", e.alert_id, e.what, where,
                               ", ".join(refused))
+                await self._note(e.crossing, e.alert_id, "email", ", ".join(a for a in recipients if a not in refused),
+                                 "delivered", attempt, f"refused: {', '.join(refused)}" if refused else "")
                 return
             except mail.MailFailure as exc:
                 problem, retry = str(exc), exc.retry
@@ -336,6 +344,22 @@ class AlertDispatcher:
         self.metrics.alerts.labels(e.scope, e.threshold, "email_failed").inc()
         log.error("alert %s (%s) not e-mailed through %s: gave up after %d attempt%s (last: %s)",
                   e.alert_id, e.what, where, attempt, "" if attempt == 1 else "s", problem)
+        await self._note(e.crossing, e.alert_id, "email", ", ".join(recipients or ()) or where, "failed", attempt,
+                         problem)
+
+    async def _note(self, c: Crossing, alert_id: str, channel: str, to: str, outcome: str, attempts: int,
+                    problem: str) -> None:
+        """Keep what became of one delivery (``alert_log``); a failure to keep it is logged only."""
+        if self._note_to is None:
+            return
+        entry = {"alert_id": alert_id, "at": round(self._clock(), 3), "scope": c.scope, "id": c.id,
+                 "threshold": c.threshold, "period": c.period,
+                 "period_start": iso_utc(c.period_start),
+                 "channel": channel, "to": to, "outcome": outcome, "attempts": attempts, "problem": problem}
+        try:
+            await self._note_to(c.id.split("/", 1)[0], entry)
+        except Exception as exc:  # noqa: BLE001 - Redis unavailable, say: the log line above says it all
+            log.warning("alert %s: what became of its delivery was not kept (%s)", alert_id, exc)
 
 
 def _seconds(value: str | None) -> float | None:

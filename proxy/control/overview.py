@@ -15,7 +15,7 @@ from pricing.money import nano_to_usd
 from proxy.control.export import event_row
 from proxy.domain import check_id, iso_utc, public_id
 from proxy.errors import BadRequest
-from proxy.ledger import glance
+from proxy.ledger import alert_log, glance
 from proxy.ledger import reports as stored
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.periods import period_bounds
@@ -104,7 +104,8 @@ def _percent(threshold: float) -> int | float:
 
 async def alerts_fired(ledger: Ledger, project: str | None) -> dict[str, Any]:
     """The alert thresholds the project's budgets crossed, in the periods whose claims are kept:
-    newest period first, then highest threshold first."""
+    newest period first, then highest threshold first; and what became of each alert's
+    deliveries (webhook or e-mail, delivered or failed), newest first (``deliveries``)."""
     name = _project(project)
     rows = []
     for claim in await glance.alert_claims(ledger, name):
@@ -116,4 +117,6 @@ async def alerts_fired(ledger: Ledger, project: str | None) -> dict[str, Any]:
                      "period_start": iso_utc(start), "threshold": claim.threshold,
                      "percent": _percent(claim.threshold)})
     rows.sort(key=lambda r: (r["period_start"] or "", r["threshold"], r["scope"], r["id"]), reverse=True)
-    return {"project": name, "alerts": rows}
+    sent = [{**entry, "at": iso_utc(datetime.fromtimestamp(entry["at"], timezone.utc)),
+             "percent": _percent(entry["threshold"])} for entry in await alert_log.deliveries(ledger, name)]
+    return {"project": name, "alerts": rows, "deliveries": sent}

@@ -8,6 +8,7 @@ import logging
 import time
 from functools import partial
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from pathlib import Path
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from proxy.http import routes, usage_records
 from proxy.compute import ResourceTable
 from proxy.control.alerts import AlertDispatcher, MailSettings
 from proxy.control.mail import SmtpServer
-from proxy.ledger import recipients
+from proxy.ledger import alert_log, recipients
 from proxy.http.appkeys import ADMIN_ACCESS, EDGE, REQUEST_ID, RESOURCES, SERVICES, SETTINGS
 from proxy.http.edge import Edge
 from proxy.errors import (FareboxError, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
@@ -29,6 +30,7 @@ from proxy.ledger.ledger import Ledger, Ttls
 from proxy.ledger.spool import Spool
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.control.retention import trim_forever
+from proxy.ledger.cluster import ClusterPipe
 from proxy.ledger.connection import RedisHandle
 from proxy.services import Services
 from proxy.settings import Settings
@@ -38,6 +40,8 @@ from proxy.upstream.routing import Upstreams
 __all__ = ["create_app", "build_catalog"]
 
 log = logging.getLogger("farebox")
+
+SINK = web.AppKey("sink", object)  # the PostgreSQL sink of this process (proxy.record.sink.Sink), or None
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -175,7 +179,7 @@ async def _open_resources(settings: Settings) -> tuple[Catalog, RedisHandle]:
     raised as when the steps ran one after the other (encodings, catalog, Redis), and a Redis
     opened meanwhile is closed first.
     """
-    opening = asyncio.ensure_future(RedisHandle.open(settings.redis_url, settings.data_dir))
+    opening = asyncio.ensure_future(RedisHandle.open(settings.redis_target, settings.data_dir))
     try:
         catalog = await asyncio.to_thread(_load_encodings_and_catalog, settings)
     except BaseException:
@@ -222,7 +226,11 @@ async def readyz(request: web.Request) -> web.Response:
         await fb.ledger.ping()
     except FareboxError as exc:
         return web.json_response({"status": "unavailable", "redis": fb.redis_description, "error": exc.message}, status=503)
-    return web.json_response({"status": "ready", "redis": fb.redis_description})
+    body = {"status": "ready", "redis": fb.redis_description}
+    sink = request.app.get(SINK)
+    if sink is not None:
+        body["sink"] = sink.status()  # type: ignore[attr-defined]
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -232,6 +240,27 @@ async def metrics(request: web.Request) -> web.Response:
                                               f"Bearer {token.get_secret_value()}"):
         raise Unauthorized("Missing or wrong metrics token: send Authorization: Bearer <metrics token>.")
     return web.Response(body=fb.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _append_maxlen(settings: Settings) -> int:
+    if settings.postgres_url is None:
+        return settings.stream_maxlen
+    from proxy.record.serving import append_maxlen  # noqa: PLC0415 - only with the sink
+
+    return append_maxlen(settings)
+
+
+def _start_sink(settings: Settings, ledger: Ledger, app_metrics: Metrics) -> tuple[Any, asyncio.Task | None]:
+    """This process's sink and its task, when ``postgres_url`` is set (and ``sink_in_serve``)."""
+    if settings.postgres_url is None or not settings.sink_in_serve:
+        return None, None
+    from proxy.record.serving import postgres_url, sink_options  # noqa: PLC0415
+    from proxy.record.sink import Sink, SinkMetrics  # noqa: PLC0415
+
+    url = postgres_url(settings)
+    assert url is not None
+    sink = Sink(ledger, url, sink_options(settings), SinkMetrics(app_metrics.registry))
+    return sink, asyncio.get_running_loop().create_task(sink.run_forever())
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
@@ -259,17 +288,20 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         ttls = Ttls(hour=settings.ttl_hour_s or None, day=settings.ttl_day_s or None,
                     week=settings.ttl_week_s or None, month=settings.ttl_month_s or None,
                     session=settings.ttl_session_s or None)
-        ledger = Ledger(redis.client, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen, clock=clock,
+        ledger = Ledger(redis.client, prefix=settings.redis_prefix, stream_maxlen=_append_maxlen(settings), clock=clock,
                         ttls=ttls, pipe=redis.pipe, lease_requests=settings.budget_lease_requests,
                         hold_ttl_s=settings.hold_ttl_s, idempotency_window_s=settings.idempotency_window_s,
                         ranking_size=settings.session_ranking_size)
         spool = Spool(Path(settings.data_dir) / "spool.ndjson")
         app_metrics = Metrics(project_labels=settings.metrics_project_labels)
+        if isinstance(redis.pipe, ClusterPipe):
+            app_metrics.watch_redirections(lambda: redis.pipe.redirections)
         secret = settings.alert_webhook_secret
         alerts = AlertDispatcher(settings.alert_webhook_urls, secret.get_secret_value() if secret else None,
                                  metrics=app_metrics, max_attempts=settings.alert_max_attempts,
                                  base_delay_s=settings.alert_retry_base_s, timeout_s=settings.alert_timeout_s,
-                                 mail=_alert_mail(settings, ledger))
+                                 mail=_alert_mail(settings, ledger),
+                                 note=partial(alert_log.note_delivery, ledger))
         await alerts.start()
         services = Services(settings=settings, catalog=catalog, ledger=ledger, upstream=upstream, spool=spool,
                             metrics=app_metrics, redis_description=redis.description, alerts=alerts,
@@ -285,16 +317,21 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         if await spool.pending():
             services.start_replay()
         trimming = (asyncio.get_running_loop().create_task(trim_forever(ledger, settings.stream_max_age_s, time.time))
-                    if settings.stream_max_age_s else None)
+                    if settings.stream_max_age_s and settings.postgres_url is None else None)  # else the sink's
+        sink, sinking = _start_sink(settings, ledger, app_metrics)
+        app[SINK] = sink
         renewing = asyncio.get_running_loop().create_task(ledger.renew_forever())  # holds in flight stay held
         assert services.auth is not None
         watching = asyncio.get_running_loop().create_task(services.auth.resolver.watch_forever())  # keys' changes
         try:
             yield
         finally:
-            if trimming is not None:
-                trimming.cancel()
-                await asyncio.gather(trimming, return_exceptions=True)
+            for task in (trimming, sinking):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            if sink is not None:
+                await sink.close()
             await services.close()
             renewing.cancel()
             watching.cancel()

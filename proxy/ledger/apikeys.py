@@ -6,7 +6,10 @@ or a project's rate limits change.
                                       rpm, tpm, expires_at, created_at, revoked_at, rotated_at
     fb:{acme}:keys            set     the ids of project acme's keys
     fb:{acme}:limits          hash    project acme's rate limits: rpm, tpm (a field absent: no limit)
-    fb:{key:*}:version        string  the change counter every farebox process polls
+    fb:{key:*}:version        string  the change counter every farebox process polls: a new
+                                      value at each change (never an increment, so a write sent
+                                      twice after a lost reply, or to a new master after a
+                                      failover, leaves the same value)
 
 A record is tagged by its key id and the index by its project, so every command touches one
 Redis Cluster slot. A tag holding ``:`` never names a project (project ids have no ``:``), so
@@ -16,14 +19,22 @@ the secret itself. Fields are text; what they mean is ``proxy.control.keys``'s b
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Any, Mapping
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.keys import Keys
 
 __all__ = ["KeyStore"]
+
+
+def _new_version() -> int:
+    """A value the change counter never had: the time in ms, then 20 random bits."""
+    return (int(time.time() * 1000) << 20) | secrets.randbits(20)
 
 
 class KeyStore:
@@ -76,7 +87,7 @@ class KeyStore:
             if not await self.redis.exists(key):
                 return None
             await self.redis.hset(key, mapping=dict(fields))
-            await self.redis.incr(self.version_key())
+            await self.redis.set(self.version_key(), str(_new_version()))
         return await self.get(key_id)
 
     async def version(self) -> int:
@@ -96,11 +107,15 @@ class KeyStore:
         every process reads them again."""
         key = self.keys.limits(project)
         with redis_errors():
-            pipe = self.redis.pipeline(transaction=True)
+            # One MULTI on a single Redis. After a MULTI, redis-py 8.1's async cluster client
+            # fails on its own connections ("Event loop is closed" when it closes them): on a
+            # cluster the writes go in order, unwrapped; a process that read them half-way
+            # reads them again once the change counter below moves.
+            pipe = self.redis.pipeline(transaction=not isinstance(self.redis, RedisCluster))
             for name, value in (("rpm", rpm), ("tpm", tpm)):
                 if value is None:
                     pipe.hdel(key, name)
                 else:
                     pipe.hset(key, name, str(value))
             await pipe.execute()
-            await self.redis.incr(self.version_key())
+            await self.redis.set(self.version_key(), str(_new_version()))

@@ -1,4 +1,5 @@
-"""Which Redis farebox talks to: the configured URL, or the embedded one in the data directory."""
+"""Which Redis farebox talks to: the configured URL, a Redis Cluster (``redis+cluster://``), or
+the embedded one in the data directory."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from proxy.ledger.cluster import CLUSTER_SCHEME, ClusterPipe, parse_cluster_url
 from proxy.ledger.embedded import EmbeddedRedis, EmbeddedRedisError
 from proxy.ledger.pipe import RedisPipe
 
@@ -33,14 +36,16 @@ def describe_url(url: str) -> str:
 
 @dataclass
 class RedisHandle:
-    client: aioredis.Redis
+    client: aioredis.Redis | RedisCluster
     description: str
     embedded: EmbeddedRedis | None = None
-    pipe: RedisPipe | None = None  # the request path's scripts; see proxy/ledger/pipe.py
+    pipe: RedisPipe | ClusterPipe | None = None  # the request path's scripts; see pipe.py, cluster.py
 
     @classmethod
     async def open(cls, redis_url: str | None, data_dir: str | Path) -> "RedisHandle":
         """The Redis at ``redis_url``, or (None or empty) the embedded one in ``data_dir``."""
+        if redis_url and redis_url.startswith(f"{CLUSTER_SCHEME}://"):
+            return cls._cluster(redis_url)
         embedded = None
         if redis_url:
             url = redis_url
@@ -61,6 +66,20 @@ class RedisHandle:
         pipe = RedisPipe.from_url(url, connect_timeout_s=CONNECT_TIMEOUT_S, timeout_s=REPLY_TIMEOUT_S)
         log.info("using redis: %s", description)
         return cls(client=client, description=description, embedded=embedded, pipe=pipe)
+
+    @classmethod
+    def _cluster(cls, url: str) -> "RedisHandle":
+        """A Redis Cluster: redis-py's cluster client for what is not the request path (it
+        follows redirections and reads the slot table itself), and a ``ClusterPipe``."""
+        seeds, username, password = parse_cluster_url(url)
+        client = RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in seeds], username=username,
+                              password=password, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                              socket_timeout=REPLY_TIMEOUT_S, max_connections=256)
+        pipe = ClusterPipe(seeds, username=username, password=password, connect_timeout_s=CONNECT_TIMEOUT_S,
+                           timeout_s=REPLY_TIMEOUT_S)
+        description = describe_url(url)
+        log.info("using redis cluster: %s", description)
+        return cls(client=client, description=description, pipe=pipe)
 
     async def close(self) -> None:
         if self.pipe is not None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.keys import Keys
 from proxy.ledger.scripts import lua_source
@@ -40,7 +42,8 @@ class HoldStore:
         """Store a new hold's record, kept until ``RECORD_KEPT_S`` after ``expires_at_ms``."""
         key = self.keys.hold(project, hold_id)
         with redis_errors():
-            pipe = self.redis.pipeline(transaction=True)
+            # One key: a transaction on one Redis; on a cluster, a pipeline to its slot's node.
+            pipe = self.redis.pipeline(transaction=not isinstance(self.redis, RedisCluster))
             pipe.hset(key, mapping=fields)
             pipe.pexpireat(key, expires_at_ms + RECORD_KEPT_S * 1000)
             await pipe.execute()

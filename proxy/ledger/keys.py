@@ -19,6 +19,7 @@ single Redis Cluster slot. The only key without a tag is the set of known projec
     fb:{acme}:hold:<hold id>                 hash   a usage hold (holds.py): attribution, resource, unit price, most
                                                     quantity, reserved (nano), expires_at (ms), closed (once settled
                                                     or released); expires a day after the hold does
+    fb:{acme}:alerts:sent                    list   what became of each alert delivery, newest first (alert_log.py)
     fb:{acme}:limits                         hash   the project's rate limits: rpm, tpm (absent = none)
     fb:{acme}:rl:<scope>:<minute>:<id>       hash   requests (r) and tokens (t) counted on a rate limit in a
                                                     minute (epoch seconds // 60); scope project|key; expires a

@@ -260,6 +260,10 @@ class RedisPipe:
         self._protocol = protocol
         return protocol
 
+    def is_open(self) -> bool:
+        """True while there is an open connection (``send_now`` sends on it)."""
+        return self._protocol is not None and self._protocol.closed is None
+
     def _arm_watchdog(self) -> None:
         protocol = self._protocol
         if self._watchdog is None and protocol is not None and protocol.oldest() is not None:

@@ -10,6 +10,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from pricing.money import nano_to_usd, usd_to_nano
 from tests.dashboard.browser import ensure_chromium, start_chromium
 
 pytestmark = pytest.mark.once
@@ -42,13 +43,22 @@ def send(stack, agent: str, session: str, model: str) -> str:
 
 @pytest.fixture
 def stack(make_stack):
-    s = make_stack(admin_token=ADMIN_TOKEN, admin_read_token=READ_TOKEN)
+    # Alerts go to a webhook that refuses them (the fake upstream has no such path): each
+    # delivery is kept, failed, and the page lists it.
+    s = make_stack(admin_token=ADMIN_TOKEN, admin_read_token=READ_TOKEN, alert_webhook_urls=["http://127.0.0.1:9/hook"],
+                   alert_max_attempts=1)
     for agent, session, model in TRAFFIC:
         send(s, agent, session, model)
+    s.run(s.services.settled())
+    spent = usd_to_nano(api(s, "/admin/usage", scope="project", id="acme", period="month")["cost_usd"])
+    # A quarter of the limit one nano-dollar above what is spent: the next request crosses 25 %.
     response = httpx.put(f"{s.url}/admin/budgets/project/acme", headers=ADMIN,
-                         json={"limit_usd": "0.05", "period": "month", "alert_thresholds": [0.001, 0.5, 1.0]})
+                         json={"limit_usd": nano_to_usd(4 * (spent + 1)), "period": "month",
+                               "alert_thresholds": [0.001, 0.25, 1.0]})
     assert response.status_code == 200
-    send(s, "planner", "run-1", "gpt-4o")   # crosses the 0.1 % threshold: an alert
+    send(s, "planner", "run-1", "gpt-4o")   # crosses the 25 % threshold: an alert
+    s.run(s.services.settled())
+    s.run(s.services.alerts.drain())
     return s
 
 
@@ -126,6 +136,10 @@ def test_the_page_shows_the_numbers_the_admin_api_gives(browser, stack):
     alerts = browser.find_elements(By.CSS_SELECTOR, "#alerts-table tbody tr")
     assert [a.text.split()[-1] for a in alerts] == [f"{a['percent']}%" for a in api(stack, "/admin/alerts",
                                                                                       project="acme")["alerts"]]
+    deliveries = api(stack, "/admin/alerts", project="acme")["deliveries"]
+    shown = browser.find_elements(By.CSS_SELECTOR, "#deliveries-table tbody tr")
+    assert len(shown) == len(deliveries) == 1
+    assert "webhook" in shown[0].text and "failed" in shown[0].text and deliveries[0]["outcome"] == "failed"
     assert browser.get_cookies() == []
     assert ADMIN_TOKEN not in browser.current_url
     assert browser.execute_script("return sessionStorage.getItem('farebox.admin_token')") == ADMIN_TOKEN

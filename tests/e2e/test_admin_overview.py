@@ -69,7 +69,7 @@ def test_alerts_list_the_thresholds_each_budget_crossed_newest_period_first(stac
     limit = f"{float(cost) * 2.4:.9f}"
     httpx.put(f"{stack.url}/admin/budgets/project/acme", headers=ADMIN,
               json={"limit_usd": limit, "period": "day", "mode": "soft", "alert_thresholds": [0.5, 0.8, 1.0]})
-    assert get(stack, "/admin/alerts", project="acme").json() == {"project": "acme", "alerts": []}
+    assert get(stack, "/admin/alerts", project="acme").json() == {"project": "acme", "alerts": [], "deliveries": []}
     send(stack, "acme")
     day_start = get(stack, "/admin/budgets/project/acme").json()["period_start"]
     alerts = get(stack, "/admin/alerts", project="acme").json()["alerts"]
@@ -77,6 +77,48 @@ def test_alerts_list_the_thresholds_each_budget_crossed_newest_period_first(stac
         {"scope": "project", "id": "acme", "period": "day", "period_start": day_start, "threshold": 0.8, "percent": 80},
         {"scope": "project", "id": "acme", "period": "day", "period_start": day_start, "threshold": 0.5, "percent": 50},
     ]
+
+
+def test_alerts_say_what_became_of_each_delivery(make_stack):
+    """A webhook that takes the alert and one that refuses it: each delivery is kept with its
+    outcome, newest first, beside the thresholds crossed."""
+    from aiohttp import web
+
+    from tests.harness import LoopThread
+
+    got: list[bytes] = []
+
+    async def take(request: web.Request) -> web.Response:
+        got.append(await request.read())
+        return web.Response(status=204)
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=410)
+
+    receiver = web.Application()
+    receiver.add_routes([web.post("/take", take), web.post("/refuse", refuse)])
+    threads = LoopThread()
+    try:
+        hooks = threads.serve(receiver)
+        stack = make_stack(admin_token="admin-secret", alert_webhook_urls=[f"{hooks}/take", f"{hooks}/refuse"],
+                           alert_retry_base_s=0.01)
+        httpx.put(f"{stack.url}/admin/budgets/project/acme", headers=ADMIN,
+                  json={"limit_usd": "0.000001", "period": "day", "mode": "soft", "alert_thresholds": [1.0]})
+        send(stack, "acme")
+        stack.run(stack.services.settled())
+        stack.run(stack.services.alerts.drain())
+        answer = get(stack, "/admin/alerts", project="acme").json()
+    finally:
+        threads.close()
+    assert len(got) == 1
+    [crossed] = answer["alerts"]
+    deliveries = sorted(answer["deliveries"], key=lambda d: d["outcome"], reverse=True)
+    assert [(d["channel"], d["to"], d["outcome"], d["attempts"], d["problem"]) for d in deliveries] == [
+        ("webhook", hooks, "failed", 1, "HTTP 410"), ("webhook", hooks, "delivered", 1, "")]
+    for d in deliveries:
+        assert (d["scope"], d["id"], d["threshold"], d["percent"], d["period"], d["period_start"]) == (
+            "project", "acme", 1.0, 100, "day", crossed["period_start"])
+        assert d["alert_id"] and d["at"].endswith("Z")
 
 
 def test_access_says_what_the_token_may_do(stack):

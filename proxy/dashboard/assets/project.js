@@ -167,12 +167,22 @@
         body, [false, false, false, false, true, true, true, true, true]));
   }
 
-  function alertsPanel(alerts) {
+  function alertsPanel(alerts, deliveries) {
     const {h, when} = F();
     if (!alerts.length) return panel("alerts", "Alerts sent", h("p", {class: "muted"}, "No budget has crossed an alert threshold yet."));
-    return panel("alerts", "Alerts sent", table("alerts-table", ["Period from", "Period", "Budget", "Threshold"],
+    const crossed = table("alerts-table", ["Period from", "Period", "Budget", "Threshold"],
       alerts.map(a => h("tr", {}, h("td", {}, when(a.period_start)), h("td", {}, a.period),
-        h("td", {class: "wrap"}, `${a.scope} ${a.id}`), h("td", {class: "num"}, `${a.percent}%`))), [false, false, false, true]));
+        h("td", {class: "wrap"}, `${a.scope} ${a.id}`), h("td", {class: "num"}, `${a.percent}%`))), [false, false, false, true]);
+    const sent = deliveries.length
+      ? table("deliveries-table", ["Sent (UTC)", "Budget", "Threshold", "By", "To", "Outcome", "Attempts"],
+          deliveries.map(d => h("tr", {}, h("td", {}, when(d.at)), h("td", {class: "wrap"}, `${d.scope} ${d.id}`),
+            h("td", {class: "num"}, `${d.percent}%`), h("td", {}, d.channel === "email" ? "e-mail" : "webhook"),
+            h("td", {class: "wrap"}, d.to),
+            h("td", {}, h("span", {class: `badge ${d.outcome === "delivered" ? "active" : "hard"}`, title: d.problem || ""},
+              d.outcome)), h("td", {class: "num"}, String(d.attempts)))),
+          [false, false, true, false, false, false, true])
+      : h("p", {class: "muted"}, "No webhook or e-mail is configured for these alerts, or none was sent yet.");
+    return panel("alerts", "Alerts sent", crossed, h("h3", {}, "Deliveries"), sent);
   }
 
   function keysPanel(project, keys) {
@@ -288,7 +298,7 @@
         ["Session", "Requests", "Prompt tokens", "Completion tokens", "Cost"], sessions, [false, true, true, true, true])
         : h("p", {class: "muted"}, "No session spent in this period.")),
       eventsPanel(project, recent),
-      alertsPanel(alerts.alerts),
+      alertsPanel(alerts.alerts, alerts.deliveries || []),
       keysPanel(project, keys.keys));
   }
 
