@@ -46,6 +46,7 @@ __all__ = [
     "public_id",
     "iso_utc",
     "attribution_fields",
+    "COMPUTE_PREFIX",
 ]
 
 FAREBOX_KEY_MARK = "fbk_"   # what every farebox key starts with
@@ -68,6 +69,9 @@ MODES: tuple[str, ...] = ("hard", "soft")
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.8, 0.9, 1.0)
 MAX_THRESHOLD = 10.0                # an alert at 1000 % of a (soft) budget is the most we accept
 MAX_MODEL_LENGTH = 256
+# The priced model of a usage record of compute: "compute:gpu" (proxy.compute). Reports count
+# such models as compute, by resource, and every other model as LLM spend.
+COMPUTE_PREFIX = "compute:"
 
 # Project, agent, session and key ids: safe inside Redis keys, metric labels and PROJECT/AGENT.
 ID_PATTERN = re.compile(r"[A-Za-z0-9._@-]{1,128}")

@@ -10,6 +10,7 @@
     ├── Unauthorized                  401 authentication_error
     ├── Forbidden                     403 permission_error
     ├── NotFound                      404 not_found_error
+    ├── Conflict                      409 invalid_request_error (a usage hold already settled or released)
     ├── RequestTimeout                408 invalid_request_error / request_timeout
     ├── PayloadTooLarge               413 invalid_request_error / request_too_large
     ├── VersionNotSupported           505 invalid_request_error / http_version_not_supported
@@ -52,6 +53,7 @@ __all__ = [
     "Unauthorized",
     "Forbidden",
     "NotFound",
+    "Conflict",
     "PayloadTooLarge",
     "BudgetExceeded",
     "RateLimited",
@@ -163,6 +165,14 @@ class NotFound(FareboxError):
     status = 404
     type = "not_found_error"
     code = "not_found"
+
+
+class Conflict(FareboxError):
+    """The object is no longer in a state that allows this (a hold settled, released or expired)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class PayloadTooLarge(FareboxError):

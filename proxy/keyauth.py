@@ -208,16 +208,17 @@ class KeyAuth:
         self.settings, self.resolver, self.upstream_for, self.wall = settings, resolver, upstream_for, wall
         self.require = settings.auth == "keys"
 
-    async def attribute(self, headers: Mapping[str, str], family: str, model: str | None
-                        ) -> tuple[Attribution, RateLimit | None]:
+    async def attribute(self, headers: Mapping[str, str], family: str, model: str | None, *,
+                        upstream: bool = True) -> tuple[Attribution, RateLimit | None]:
         """Who a metered request is charged to and its key's rate limit (None: no key, or a key
-        without one), or the 401/403 that refuses it."""
+        without one), or the 401/403 that refuses it. ``upstream``: False for a request that
+        goes to no upstream (a usage record), which needs no provider key of farebox's."""
         secret = farebox_secret(headers)
         if secret is None:
             if self.require:
                 raise _missing()
             return attribute(headers, self.settings), None
-        key = await self.key(secret, family, model)
+        key = await self.key(secret, family, model, upstream=upstream)
         return attribute_key(headers, self.settings, key), key.limit
 
     async def rate_limits(self, who: Attribution, key_limit: RateLimit | None) -> tuple[RateLimit, ...]:
@@ -236,7 +237,7 @@ class KeyAuth:
             return
         attribute_key(headers, self.settings, await self.key(secret, family, model))
 
-    async def key(self, secret: str, family: str, model: str | None) -> ResolvedKey:
+    async def key(self, secret: str, family: str, model: str | None, *, upstream: bool = True) -> ResolvedKey:
         """The working key of ``secret`` allowed ``model``, its upstream holding a key of farebox's."""
         found = await self.resolver.resolve(secret)
         if isinstance(found, str):
@@ -246,9 +247,11 @@ class KeyAuth:
         if model is not None and not found.allowed(model):
             raise Forbidden(f"This farebox key may not use model '{model}': it allows "
                             f"{', '.join(found.models or ())}.", param="model", code="model_not_allowed")
-        upstream = self.upstream_for(family, model)
-        if not upstream.kind.has_own_key:
-            raise NoUpstreamKey(f"farebox holds no API key for the upstream '{upstream.name}' ({upstream.base_url}), "
+        if not upstream:
+            return found
+        target = self.upstream_for(family, model)
+        if not target.kind.has_own_key:
+            raise NoUpstreamKey(f"farebox holds no API key for the upstream '{target.name}' ({target.base_url}), "
                                 "and a farebox key is never sent upstream: configure one (upstream_api_key, "
                                 "anthropic_api_key, or api_key_env of the [[upstreams]] entry).")
         return found

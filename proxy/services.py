@@ -131,10 +131,11 @@ class Services:
         else:
             self._recorded_outcome(event, written.result())
 
-    def record(self, event: UsageEvent) -> Coroutine[Any, Any, SettleOutcome | None]:
+    def record(self, event: UsageEvent, rate: RateHold | None = None) -> Coroutine[Any, Any, SettleOutcome | None]:
         """``settle``, queued now (a reservation made after this call sees it); the coroutine
-        finishes it: the spool when Redis cannot take it, the alerts it crossed."""
-        return self._recorded(event, self.ledger.queue_settle(event))
+        finishes it: the spool when Redis cannot take it, the alerts it crossed. ``rate`` as for
+        ``record_soon``."""
+        return self._recorded(event, self.ledger.queue_settle(event, rate))
 
     async def _recorded(self, event: UsageEvent, written: Awaitable[SettleOutcome]) -> SettleOutcome | None:
         try:

@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
+from pricing.resources import parse_resource_prices
 from proxy.control.mail import SmtpServer, check_address
 from proxy.domain import ID_PATTERN
 from proxy.upstream_settings import UpstreamConfig, check_names, missing_key_env
@@ -88,6 +89,8 @@ class Settings(BaseModel):
     price_files: list[Path] = Field(default_factory=list)
     model_aliases: dict[str, str] = Field(default_factory=dict)
     unknown_model_price: FallbackPrice | None = None
+    # Compute resources' prices over the defaults (pricing.resources): {"gpu": {"unit", "usd_per_unit"}}, null removes.
+    resource_prices: dict[str, Any] = Field(default_factory=dict)
     fail_mode: Literal["closed", "open"] = "closed"
     clamp_max_tokens: bool = True
     min_output_tokens: int = Field(256, ge=1)
@@ -180,6 +183,12 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r} is not an e-mail address such as farebox@example.com")
         return value
 
+    @field_validator("resource_prices")
+    @classmethod
+    def _resource_prices_form(cls, value: dict[str, Any]) -> dict[str, Any]:
+        parse_resource_prices(value)   # ValueError: names the entry
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_scheme(cls, value: str | None) -> str | None:
@@ -264,7 +273,7 @@ def _check_cluster_url(url: str) -> None:
 
 # Settings whose environment variable is not FAREBOX_<NAME>.
 _ENV_ALIASES = {"redis_url": ("REDIS_URL", "FAREBOX_REDIS_URL")}
-_STRUCTURED = {"price_files", "model_aliases", "unknown_model_price", "upstreams"}
+_STRUCTURED = {"price_files", "model_aliases", "unknown_model_price", "upstreams", "resource_prices"}
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:

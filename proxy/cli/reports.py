@@ -95,12 +95,17 @@ def _print_usage(report: dict[str, Any]) -> None:
     print(f"{report['scope']} {report['id']} — {report['period']} {span}")
     print(f"  requests {report['requests']}  prompt tokens {report['prompt_tokens']}  "
           f"completion tokens {report['completion_tokens']}  cost ${report['cost_usd']}")
-    for title, key in (("by model", "by_model"), ("by agent", "by_agent"), ("by project", "by_project")):
+    if report.get("compute_records"):
+        print(f"  llm ${report['llm_cost_usd']}  compute ${report['compute_cost_usd']} "
+              f"({report['compute_records']} usage records)")
+    for title, key in (("by model", "by_model"), ("by resource", "by_resource"), ("by agent", "by_agent"),
+                       ("by project", "by_project")):
         rows = report.get(key) or {}
         if rows:
             print(f"  {title}:")
             for name, row in _by_cost(rows):
-                print(f"    {name:<32} requests {row['requests']:>6}  cost ${row['cost_usd']}")
+                count = f"requests {row['requests']:>6}" if "requests" in row else f"records  {row['records']:>6}"
+                print(f"    {name:<32} {count}  cost ${row['cost_usd']}")
     if report.get("top_sessions"):
         print("  top sessions:")
         for row in report["top_sessions"]:

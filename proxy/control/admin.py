@@ -15,6 +15,7 @@ from aiohttp import web
 from proxy.control import budgets as control
 
 from proxy.control import export
+from proxy.control.executions import execution_summary
 
 from proxy.control import recommendations as advice
 from proxy.control import reports
@@ -107,6 +108,11 @@ async def list_budgets(request: web.Request) -> web.Response:
     return _json({"budgets": budgets})
 
 
+async def execution(request: web.Request) -> web.Response:
+    check_params(request.query, (), required=())
+    return _json(await execution_summary(request.app[SERVICES].ledger, unquote(request.match_info["id"])))
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/admin/usage", usage),
@@ -114,6 +120,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/admin/forecast", forecast),
         web.get("/admin/recommendations", recommendations),
         web.get("/admin/events", events),
+        web.get("/admin/executions/{id:.+}", execution),
         web.get("/admin/budgets", list_budgets),
         web.put("/admin/budgets/{scope}/{id:.+}", put_budget),
         web.get("/admin/budgets/{scope}/{id:.+}", get_budget),

@@ -37,7 +37,7 @@ from typing import Any
 from pricing.catalog import Catalog, ModelPrice, undated
 from pricing.cost import Usage, cost_nano
 from pricing.money import nano_to_usd
-from proxy.domain import UsageEvent
+from proxy.domain import COMPUTE_PREFIX, UsageEvent
 
 __all__ = ["Window", "advise", "smaller_siblings", "SHORT_OUTPUT_TOKENS", "LONG_PROMPT_TOKENS", "MIN_CALLS",
            "CACHE_TTL_S", "BOUND_FACTOR", "MONTH_MS", "MIN_WINDOW_MS"]
@@ -122,7 +122,9 @@ def _groups(events: Iterable[UsageEvent], key: Callable[[UsageEvent], Any]) -> d
 def advise(events: list[UsageEvent], catalog: Catalog, window: Window) -> list[dict[str, Any]]:
     """Every recommendation the events support, the largest monthly saving first."""
     found: list[tuple[int, dict[str, Any]]] = []
-    prices = {m: catalog.resolve(m) for m in {e.priced_model for e in events}}
+    # Usage records of compute (``compute:<resource>``) are no model to advise on, whatever the
+    # catalog's fallback price.
+    prices = {m: None if m.startswith(COMPUTE_PREFIX) else catalog.resolve(m) for m in {e.priced_model for e in events}}
     for model, calls in sorted(_groups(events, lambda e: e.priced_model).items()):
         price = prices[model]
         if price is not None:

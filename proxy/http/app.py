@@ -17,11 +17,12 @@ from pricing.catalog import Catalog, ModelPrice
 from pricing.money import usd_to_nano
 from proxy.control import admin, admin_keys, admin_overview
 from proxy.dashboard import routes as dashboard
-from proxy.http import routes
+from proxy.http import routes, usage_records
+from proxy.compute import ResourceTable
 from proxy.control.alerts import AlertDispatcher, MailSettings
 from proxy.control.mail import SmtpServer
 from proxy.ledger import alert_log, recipients
-from proxy.http.appkeys import ADMIN_ACCESS, EDGE, REQUEST_ID, SERVICES, SETTINGS
+from proxy.http.appkeys import ADMIN_ACCESS, EDGE, REQUEST_ID, RESOURCES, SERVICES, SETTINGS
 from proxy.http.edge import Edge
 from proxy.errors import (FareboxError, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
                           VersionNotSupported)
@@ -272,6 +273,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     )
     app[SETTINGS] = settings
     app[EDGE] = edge
+    app[RESOURCES] = ResourceTable.from_settings(settings)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         catalog, redis = await _open_resources(settings)
@@ -341,6 +343,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.cleanup_ctx.append(services_ctx)
     app.add_routes([
         *routes.routes(),
+        *usage_records.routes(),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics),

@@ -16,6 +16,9 @@ single Redis Cluster slot. The only key without a tag is the set of known projec
     fb:{acme}:resv-amt:<scope>:<local id>    hash   request id → reserved nano; field "" = their running total
     fb:{acme}:alerted:<scope>:<local id>     hash   "<bucket>|<threshold>" → 1: alert thresholds crossed (claims)
     fb:{acme}:op:<operation id>              string reply of a lease grant or partial release (idempotency), with a TTL
+    fb:{acme}:hold:<hold id>                 hash   a usage hold (holds.py): attribution, resource, unit price, most
+                                                    quantity, reserved (nano), expires_at (ms), closed (once settled
+                                                    or released); expires a day after the hold does
     fb:{acme}:alerts:sent                    list   what became of each alert delivery, newest first (alert_log.py)
     fb:{acme}:limits                         hash   the project's rate limits: rpm, tpm (absent = none)
     fb:{acme}:rl:<scope>:<minute>:<id>       hash   requests (r) and tokens (t) counted on a rate limit in a
@@ -81,6 +84,9 @@ class Keys:
 
     def op(self, project: str, op_id: str) -> str:
         return self.key(project, "op", op_id)
+
+    def hold(self, project: str, hold_id: str) -> str:
+        return self.key(project, "hold", hold_id)
 
     def limits(self, project: str) -> str:
         return self.key(project, "limits")

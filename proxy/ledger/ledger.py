@@ -27,6 +27,7 @@ from proxy.domain import (DEFAULT_THRESHOLDS, Attribution, BudgetState, RateAsk,
 from proxy.ledger.apikeys import KeyStore
 from proxy.ledger.budgets import Budgets
 from proxy.ledger.errors import redis_errors
+from proxy.ledger.holds import HoldStore
 from proxy.ledger.idempotency import DEFAULT_WINDOW_S, slot_length
 from proxy.ledger.keys import DEFAULT_PREFIX, Keys
 from proxy.ledger.leases import Leases, Leasing
@@ -83,6 +84,7 @@ class Ledger:
                                 pipe=pipe, clock=clock)
         self._budgets = Budgets(redis, keys, scripts, clock, self.settled, self._leasing.give_back_all)
         self._apikeys = KeyStore(redis, prefix)
+        self._holds = HoldStore(redis, keys)
         # The request path's step, bound here: no call of the facade's own per request.
         self.queue_settle = self._settles.queue
 
@@ -114,6 +116,35 @@ class Ledger:
             outcome, _, _ = await self._reserver.in_redis(request_id, a, amount_nano, deadline_s, None, rate)
             return outcome
         return await self._leasing.reserve(request_id, a, amount_nano, deadline_s, rate)
+
+    async def hold(self, hold_id: str, attribution: Attribution, amount_nano: int, *, deadline_s: float,
+                   rate: RateAsk | None = None) -> ReserveOutcome:
+        """Hold ``amount_nano`` on every budget that applies to ``attribution`` under ``hold_id``,
+        or on none (as ``reserve``), for exactly ``deadline_s`` seconds: always in Redis on its
+        own (never lent from a budget lease) and never renewed, so it lapses at its deadline
+        unless settled (``queue_settle`` of an event with ``hold_id`` as its request id) or
+        released first, whichever process does it."""
+        check_attribution(attribution)
+        check_request_id(hold_id)
+        if type(amount_nano) is not int or not 0 <= amount_nano <= MAX_LUA_NANO:
+            raise ValueError(f"amount_nano must be an int between 0 and {MAX_LUA_NANO}, not {amount_nano!r}")
+        if not deadline_s > 0:
+            raise ValueError(f"deadline_s must be positive, not {deadline_s!r}")
+        outcome, _, _ = await self._reserver.in_redis(hold_id, attribution, amount_nano, deadline_s, None, rate,
+                                                      renewed=False)
+        return outcome
+
+    async def add_hold(self, project: str, hold_id: str, fields: dict[str, str], expires_at_ms: int) -> None:
+        """Store a usage hold's record (``holds.py``), kept a day past its expiry."""
+        await self._holds.add(project, hold_id, fields, expires_at_ms)
+
+    async def hold_record(self, project: str, hold_id: str) -> dict[str, str] | None:
+        """A usage hold's record, or None when ``project`` has no such hold."""
+        return await self._holds.get(project, hold_id)
+
+    async def close_hold(self, project: str, hold_id: str, closed: str) -> tuple[bool, dict[str, str] | None]:
+        """Close a usage hold once: whether this call closed it, and its record after."""
+        return await self._holds.close(project, hold_id, closed)
 
     async def settle(self, event: UsageEvent) -> SettleOutcome:
         """Record a finished request once (``queue_settle``), written at the end of this loop

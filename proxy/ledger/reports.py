@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
 from pricing.money import nano_to_usd
-from proxy.domain import MAX_MODEL_LENGTH, USAGE_SCOPES, iso_utc, public_id, split_scope_id
+from proxy.domain import COMPUTE_PREFIX, MAX_MODEL_LENGTH, USAGE_SCOPES, iso_utc, public_id, split_scope_id
 from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.periods import PERIODS, bucket_id, bucket_ids, check_period, period_bounds, to_utc
 
@@ -90,7 +90,9 @@ async def read_usage(ledger: Ledger, scope: str, scope_id: str, period: str, at:
     if t.project is not None:
         with redis_errors():
             values = _ints(await ledger.redis.hgetall(ledger.keys.usage(t.project, scope, bucket, t.local)))
-        report = {**head, **_totals(values), "by_model": _breakdown(values, "m|")}
+        models = _breakdown_nano(values, "m|")
+        report = {**head, **_totals(values), **_split(values, models, t), "by_model": _shown(_llm(models)),
+                  "by_resource": _resources(models)}
         if scope == "project":
             report["by_agent"] = _breakdown(values, "a|")
             report["top_sessions"] = await top_sessions(ledger, t.project, period, at, top)
@@ -106,7 +108,8 @@ async def read_usage(ledger: Ledger, scope: str, scope_id: str, period: str, at:
     for values in per_project.values():
         for name, value in values.items():
             totals[name] = totals.get(name, 0) + value
-    return {**head, **_totals(totals), "by_model": {}, "by_project": {p: _part(v) for p, v in per_project.items()}}
+    return {**head, **_totals(totals), **_split(totals, {}, t), "by_model": {}, "by_resource": {},
+            "by_project": {p: _part(v) for p, v in per_project.items()}}
 
 
 def _totals(values: dict[str, int]) -> dict[str, Any]:
@@ -125,12 +128,44 @@ def _totals(values: dict[str, int]) -> dict[str, Any]:
 
 def _breakdown(values: dict[str, int], tag: str) -> dict[str, dict[str, Any]]:
     """``m|<model>|<field>`` fields as ``{model: {requests, ..., cost_usd}}`` (models may hold ``|``)."""
+    return _shown(_breakdown_nano(values, tag))
+
+
+def _breakdown_nano(values: dict[str, int], tag: str) -> dict[str, dict[str, int]]:
     groups: dict[str, dict[str, int]] = {}
     for name, value in values.items():
         if name.startswith(tag):
             who, _, what = name[len(tag):].rpartition("|")
             groups.setdefault(who, {})[what] = value
-    return {who: _part(g) for who, g in sorted(groups.items())}
+    return dict(sorted(groups.items()))
+
+
+def _shown(groups: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    return {who: _part(g) for who, g in groups.items()}
+
+
+def _llm(models: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The breakdown by model without the usage records of compute (``compute:<resource>``)."""
+    return {m: g for m, g in models.items() if not m.startswith(COMPUTE_PREFIX)}
+
+
+def _resources(models: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    """Usage records of compute by resource: ``{gpu: {records, cost_usd}}``."""
+    return {m[len(COMPUTE_PREFIX):]: {"records": g.get("requests", 0), "cost_usd": nano_to_usd(g.get("cost", 0))}
+            for m, g in models.items() if m.startswith(COMPUTE_PREFIX)}
+
+
+def _split(values: dict[str, int], models: dict[str, dict[str, int]], t: Target) -> dict[str, Any]:
+    """What of the cost was LLM calls and what usage records of compute (by the breakdown by
+    model, or, for a model's own report, by its name), and how many records there were."""
+    if t.scope == "model":
+        compute = t.local.startswith(COMPUTE_PREFIX)
+        cost, records = (values.get("cost", 0), values.get("requests", 0)) if compute else (0, 0)
+    else:
+        parts = [g for m, g in models.items() if m.startswith(COMPUTE_PREFIX)]
+        cost, records = sum(g.get("cost", 0) for g in parts), sum(g.get("requests", 0) for g in parts)
+    return {"llm_cost_usd": nano_to_usd(values.get("cost", 0) - cost), "compute_cost_usd": nano_to_usd(cost),
+            "compute_records": records}
 
 
 def _part(values: dict[str, int]) -> dict[str, Any]:

@@ -62,13 +62,15 @@ class Reserver:
         return plan
 
     async def in_redis(self, request_id: str, a: Attribution, amount_nano: int, deadline_s: float,
-                       lease: tuple[str, int, float, int, int, int] | None = None, rate: RateAsk | None = None
-                       ) -> tuple[ReserveOutcome, int, bool]:
+                       lease: tuple[str, int, float, int, int, int] | None = None, rate: RateAsk | None = None,
+                       *, renewed: bool = True) -> tuple[ReserveOutcome, int, bool]:
         """reserve.lua; with ``lease`` (id, amount, deadline in clock seconds, room it needs,
         requests it counts on the rate limits, requests of room it needs there) the lease is
         held instead when every hard budget and rate limit has that room. ``rate``: the rate
         limits the request counts on. Also says how (ok 2: the lease, 1: the request's own hold,
-        0: refused by a budget, -1: by a rate limit) and whether any budget applied."""
+        0: refused by a budget, -1: by a rate limit) and whether any budget applied. ``renewed``:
+        False holds the request's own hold until ``deadline_s`` exactly (a usage hold), not renewed
+        by this process while it lives."""
         now = self.clock()
         buckets = bucket_ids(now)
         plan = self.plan(a, buckets)
@@ -96,7 +98,7 @@ class Reserver:
                 refusal = _refusal(rate, reply[3:first], window, now)
                 return ReserveOutcome(ok=False, tightest=None, room_nano=None, reclaimed=0,
                                       rate_refused=refusal), ok, False
-        elif ok == 1 and len(reply) > first:  # held on some budget: renewed until settled or released
+        elif ok == 1 and len(reply) > first and renewed:  # held on some budget: renewed until settled or released
             self.own[request_id] = a
         candidates = plan.candidates
         tightest: BudgetView | None = None

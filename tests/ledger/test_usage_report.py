@@ -35,6 +35,7 @@ async def test_project_day_report_has_the_documented_shape(ledger: Ledger):
         "requests": 3, "prompt_tokens": 1017, "completion_tokens": 106, "total_tokens": 1123,
         "cached_tokens": 3, "cache_creation_tokens": 0, "reasoning_tokens": 1, "estimated_requests": 1,
         "cost_usd": "1.00250015",
+        "llm_cost_usd": "1.00250015", "compute_cost_usd": "0.00", "compute_records": 0, "by_resource": {},
         "by_model": {
             "gpt-4o": {"requests": 2, "prompt_tokens": 1007, "completion_tokens": 101, "cost_usd": "1.0025"},
             "gpt-4o-mini": {"requests": 1, "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": "0.00000015"},
