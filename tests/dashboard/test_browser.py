@@ -49,6 +49,9 @@ def stack(make_stack):
                    alert_max_attempts=1)
     for agent, session, model in TRAFFIC:
         send(s, agent, session, model)
+    record = httpx.post(f"{s.url}/v1/usage-records", headers={"X-Project-Id": "acme", "X-Agent-Id": "coder"},
+                        json={"resource": "gpu", "quantity": "0.0001", "execution_id": "run-2"})
+    assert record.status_code == 201, record.text
     s.run(s.services.settled())
     spent = usd_to_nano(api(s, "/admin/usage", scope="project", id="acme", period="month")["cost_usd"])
     # A quarter of the limit one nano-dollar above what is spent: the next request crosses 25 %.
@@ -107,7 +110,12 @@ def test_the_page_shows_the_numbers_the_admin_api_gives(browser, stack):
 
     usage = api(stack, "/admin/usage", scope="project", id="acme", period="month")
     assert text_of(browser, ".cards [data-field=cost_usd]") == "$" + usage["cost_usd"]
-    assert text_of(browser, ".cards [data-field=requests]") == str(usage["requests"]) == "6"
+    assert text_of(browser, ".cards [data-field=requests]") == str(usage["requests"]) == "7"
+    assert text_of(browser, "#by-resource [data-field=llm_cost_usd]") == "$" + usage["llm_cost_usd"]
+    assert text_of(browser, "#by-resource [data-field=compute_cost_usd]") == "$" + usage["compute_cost_usd"] != "$0.00"
+    gpu = browser.find_element(By.CSS_SELECTOR, "#by-resource-table tr[data-resource=gpu]")
+    assert gpu.find_element(By.CSS_SELECTOR, "[data-field=cost_usd]").text == "$" + usage["by_resource"]["gpu"]["cost_usd"]
+    assert gpu.find_element(By.CSS_SELECTOR, "[data-field=records]").text == "1"
     for model, part in usage["by_model"].items():
         cells = browser.find_element(By.CSS_SELECTOR, f"#by-model-table tr[data-model='{model}']")
         assert cells.find_element(By.CSS_SELECTOR, "[data-field=cost_usd]").text == "$" + part["cost_usd"]
@@ -225,7 +233,7 @@ def test_the_read_only_token_views_but_cannot_change(browser, stack):
     assert not browser.find_elements(By.ID, "budget-form") and not browser.find_elements(By.ID, "key-form")
     assert not browser.find_elements(By.XPATH, "//button[text()='Edit' or text()='Delete' or text()='Revoke']")
     assert "Read-only token: budgets can be viewed, not changed." in text_of(browser, "#budgets")
-    assert text_of(browser, ".cards [data-field=requests]") == "6"
+    assert text_of(browser, ".cards [data-field=requests]") == "7"
 
 
 def test_a_signed_out_or_expired_session_goes_back_to_the_form(browser, stack):

@@ -46,6 +46,22 @@
       "Completion tokens", "Cost"], rows, [false, true, true, true, true]));
   }
 
+  function resourcesPanel(usage) {
+    // Usage records of compute (POST /v1/usage-records), beside the LLM calls' cost.
+    const {h, usd, count} = F();
+    const parts = usage.by_resource || {};
+    const names = Object.keys(parts).sort((a, b) => Number(parts[b].cost_usd) - Number(parts[a].cost_usd));
+    const split = h("p", {}, "LLM calls ", h("strong", {"data-field": "llm_cost_usd"}, usd(usage.llm_cost_usd || "0")),
+      ", compute ", h("strong", {"data-field": "compute_cost_usd"}, usd(usage.compute_cost_usd || "0")),
+      ` (${count(usage.compute_records || 0)} usage records).`);
+    if (!names.length) return panel("by-resource", "Compute", split);
+    const rows = names.map(n => h("tr", {"data-resource": n}, h("td", {}, n),
+      h("td", {class: "num", "data-field": "records"}, count(parts[n].records)),
+      h("td", {class: "num", "data-field": "cost_usd"}, usd(parts[n].cost_usd))));
+    return panel("by-resource", "Compute", split,
+      table("by-resource-table", ["Resource", "Usage records", "Cost"], rows, [false, true, true]));
+  }
+
   // -- budgets -----------------------------------------------------------------------------------
   function budgetPath(project, scope, local) {
     return `/admin/budgets/${scope}/${F().enc(project)}` + (scope === "project" ? "" : `/${F().enc(local)}`);
@@ -288,8 +304,9 @@
         card("Tokens (prompt + completion)", count(usage.total_tokens), "total_tokens"),
         card("Estimated usage", count(usage.estimated_requests) + " requests", "estimated_requests")),
       panel("series", chartTitle, Charts().bars({points, label: chartTitle})),
-      h("div", {class: "grid"}, breakdown("by-model", "By model", usage.by_model, "model"),
+      h("div", {class: "grid"}, breakdown("by-model", "By model (LLM calls)", usage.by_model, "model"),
         breakdown("by-agent", "By agent", usage.by_agent, "agent")),
+      resourcesPanel(usage),
       panel("budgets", "Budgets",
         budgets.budgets.length ? budgets.budgets.map((b, i) => gauge(project, b, forecasts[i], form))
           : h("p", {class: "muted"}, "No budget in this project."),
