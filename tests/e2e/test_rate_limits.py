@@ -19,6 +19,7 @@ import redis
 
 from tests.e2e.test_keys_admin import ADMIN
 from tests.e2e.test_keys_data_plane import ANTHROPIC_KEY, BODIES, OPENAI_KEY, PATHS, post
+from tests.e2e.test_metrics import scrape, value
 from tests.processes import clean_env
 
 READ = {"Authorization": "Bearer read-secret"}
@@ -59,6 +60,13 @@ def rate_error(path: str, message: str, extra: dict) -> dict:
                       "code": "rate_limit_exceeded", **extra}}
 
 
+def refused_endpoint(path: str) -> str:
+    """The endpoint label of a metered path, as events and metrics name it."""
+    from proxy.apis.registry import METERED
+
+    return METERED[path].name
+
+
 def settled_events(stack, project: str = "acme") -> list[dict]:
     stack.run(stack.services.settled())
     return stack.events(project)
@@ -84,6 +92,10 @@ def test_a_keys_rpm_refuses_the_request_over_it_with_429_and_rate_headers(stack,
     assert len(stack.received) == 2                      # the refused request went nowhere
     assert len(settled_events(stack)) == 2               # and nothing was recorded for it
     assert refused.headers["x-request-id"] not in {e["request_id"] for e in settled_events(stack)}
+    m = scrape(stack)
+    assert value(m, "farebox_rate_limited_total", scope="key", limit="requests") == 1
+    assert value(m, "farebox_requests_total", endpoint=refused_endpoint(path), status="429",
+                 model=BODIES[path]["model"]) == 1
 
 
 @pytest.mark.parametrize("path", PATHS)
