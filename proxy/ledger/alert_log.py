@@ -35,7 +35,7 @@ async def note_delivery(ledger: Ledger, project: str, entry: dict[str, Any]) -> 
     """Keep ``entry`` as the newest of ``project``'s deliveries."""
     key = _key(ledger, project)
     with redis_errors():
-        pipe = ledger.redis.pipeline(transaction=True)
+        pipe = ledger.redis.pipeline(transaction=False)   # one key; no MULTI (a cluster client may not take it)
         pipe.lpush(key, orjson.dumps(entry))
         pipe.ltrim(key, 0, KEEP - 1)
         pipe.expire(key, TTL_S)

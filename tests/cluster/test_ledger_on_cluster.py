@@ -13,6 +13,7 @@ import time
 import pytest
 
 from proxy.domain import Attribution, RateAsk, RateLimit
+from proxy.ledger import alert_log
 from proxy.ledger.connection import RedisHandle
 from proxy.ledger.events import read_events
 from proxy.ledger.ledger import Ledger
@@ -108,6 +109,14 @@ async def test_alert_thresholds_are_claimed_once_on_the_project_s_master(cluster
     assert [(c.scope, c.id, c.threshold, c.spent_nano) for c in first.alerts] == [("project", project, 0.5, 6_000)]
     assert again.alerts == ()
     assert [(c.threshold, c.spent_nano) for c in last.alerts] == [(0.9, 10_000)]
+
+
+async def test_alert_deliveries_are_kept_on_every_master(cluster, ledger):
+    spread = projects_by_master(cluster, 1, stem="sent")
+    for project in (ps[0] for ps in spread.values()):
+        for outcome in ("failed", "delivered"):
+            await alert_log.note_delivery(ledger, project, {"alert_id": "a1", "outcome": outcome})
+        assert [d["outcome"] for d in await alert_log.deliveries(ledger, project)] == ["delivered", "failed"]
 
 
 async def test_rate_limits_count_on_the_project_s_master(cluster, ledger):
