@@ -13,11 +13,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_the_memory_scenario_reports_unit_costs_and_samples(redis_url: str, tmp_path: Path):
+def test_the_memory_scenario_reports_unit_costs_and_samples(tmp_path: Path):
+    # On a Redis of its own (the embedded one): on a shared one, what other clients' keys free
+    # while it runs (expiries, deletes) makes its memory deltas meaningless, even negative.
     out = tmp_path / "memory.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAREBOX_") and k != "REDIS_URL"}
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--memory", "--redis-url", redis_url, "--out", str(out), "--duration", "2.5",
+        [sys.executable, "-m", "bench", "--memory", "--out", str(out), "--duration", "2.5",
          "--rate", "200", "--projects", "5", "--unit-requests", "500", "--session-ttl", "1", "--window", "60"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
