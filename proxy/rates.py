@@ -12,9 +12,9 @@ headers for the limit that refused it; 402 stays for money.
 from __future__ import annotations
 
 import math
-import time
+from datetime import datetime, timezone
 
-from proxy.domain import RateAsk, RateLimit, RateRefusal
+from proxy.domain import RateAsk, RateLimit, RateRefusal, iso_utc
 from proxy.errors import RateLimited
 
 __all__ = ["rate_ask", "rate_limited", "reset_text"]
@@ -67,9 +67,6 @@ def rate_limited(refusal: RateRefusal, *, now: float | None = None) -> RateLimit
         headers["x-ratelimit-remaining-tokens"] = str(max(0, limit.tpm - refusal.used_tokens))
         headers["x-ratelimit-reset-tokens"] = reset
     extra = {"scope": limit.scope, "scope_id": limit.id, "limit": refusal.kind, "limit_value": value,
-             "used": used, "requested": asked, "resets_at": _iso(refusal.resets_at)}
+             "used": used, "requested": asked,
+             "resets_at": iso_utc(datetime.fromtimestamp(refusal.resets_at, timezone.utc))}
     return RateLimited(message, headers=headers, extra=extra)
-
-
-def _iso(epoch_s: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))

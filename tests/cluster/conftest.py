@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from proxy.ledger.connection import RedisHandle
 from tests.cluster.local import OperatedCluster, cluster_tools_missing
 
 
@@ -41,3 +42,13 @@ def projects_by_master(cluster: OperatedCluster, per_master: int, stem: str = "p
 def prefix() -> str:
     """A key prefix of this test's own (the cluster is torn down with every key at the end)."""
     return f"fbc{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def handle(cluster):
+    """A connection to the session's cluster, as farebox opens one (``redis+cluster://``)."""
+    opened = await RedisHandle.open(cluster.url, "unused")
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -14,7 +14,6 @@ import pytest
 
 from proxy.domain import Attribution, RateAsk, RateLimit
 from proxy.ledger import alert_log
-from proxy.ledger.connection import RedisHandle
 from proxy.ledger.events import read_events
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.reports import known_projects, read_usage
@@ -27,15 +26,6 @@ from tests.processes import clean_env
 pytestmark = pytest.mark.once
 
 MODEL = "gpt-4o-mini"
-
-
-@pytest.fixture
-async def handle(cluster):
-    opened = await RedisHandle.open(cluster.url, "unused")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

@@ -10,21 +10,11 @@ import pytest
 
 from proxy.compute import usage_event
 from proxy.domain import Attribution
-from proxy.ledger.connection import RedisHandle
 from proxy.ledger.ledger import Ledger
 from proxy.ledger.reports import read_usage
 from tests.cluster.conftest import projects_by_master
 
 pytestmark = pytest.mark.once
-
-
-@pytest.fixture
-async def handle(cluster):
-    opened = await RedisHandle.open(cluster.url, "unused")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_holds_of_projects_on_every_master_are_held_settled_and_closed_once(cluster, handle, prefix):
