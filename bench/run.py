@@ -40,6 +40,7 @@ from bench.cluster import LocalCluster
 from bench import targets as tg
 from bench.load import RunResult, Workload, run_load, wrk_available
 from bench.report import render_markdown, summarise, write_markdown
+from proxy.record.sink import SinkOptions
 
 __all__ = ["main", "SCENARIOS"]
 
@@ -152,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--sink-rate", type=int, default=0,
                    help="steady load instead of a backlog: events appended per second while the sink runs")
     k.add_argument("--sink-seconds", type=float, default=20.0, help="with --sink-rate: how long (default 20)")
+    k.add_argument("--sink-round", type=float, default=SinkOptions.round_min_s,
+                   help="with --sink-rate: the sink's round_min_s, the shortest round that found less than "
+                        f"a full batch (default {SinkOptions.round_min_s})")
     k.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                    help="a PostgreSQL server's admin URL: a throwaway database is made there (default the local one)")
     m = p.add_argument_group("--memory", "Redis memory per request and over time (bench/memory.py); needs --out")
@@ -278,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench.sink import run_sink_bench  # noqa: PLC0415
 
         return run_sink_bench(args.redis_url, args.postgres_url, args.sink_events, args.sink_projects,
-                              args.sink_batch, args.out, args.sink_rate, args.sink_seconds)
+                              args.sink_batch, args.out, args.sink_rate, args.sink_seconds,
+                              args.sink_round)
     smoke = args.smoke
     duration = args.duration or (1.0 if smoke else 8.0)
     repeats = args.repeats or (1 if smoke else 3)

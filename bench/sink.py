@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 import redis.asyncio as aioredis
 
 from proxy.domain import Attribution, UsageEvent
@@ -116,10 +117,34 @@ async def _backlog(client: aioredis.Redis, ledger: Ledger, pg_url: str, events: 
             "target_events_per_s": TARGET_EVENTS_PER_S, "keeps_up": rate >= TARGET_EVENTS_PER_S}
 
 
+def _postgres_cpu_s() -> float:
+    """CPU seconds the local PostgreSQL's processes have used so far (those this user may read)."""
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        try:
+            if (p.info["name"] or "").startswith("postgres"):
+                t = p.cpu_times()
+                total += t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+async def _redis_cpu_s(client: aioredis.Redis) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def _own_cpu_s() -> float:
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
 async def _steady(redis_url: str, prefix: str, ledger: Ledger, pg_url: str, rate: int, seconds: float,
-                  projects: int, batch: int) -> dict[str, Any]:
-    sink = Sink(ledger, pg_url, SinkOptions(batch=batch, stream_maxlen=1000))
+                  projects: int, batch: int, round_min_s: float) -> dict[str, Any]:
+    sink = Sink(ledger, pg_url, SinkOptions(batch=batch, stream_maxlen=1000, round_min_s=round_min_s))
     await sink.connect()
+    cpu0 = (_own_cpu_s(), _postgres_cpu_s(), await _redis_cpu_s(ledger.redis))
     task = asyncio.ensure_future(sink.run_forever())
     producer = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "import sys; from bench.sink import produce; "
@@ -136,6 +161,7 @@ async def _steady(redis_url: str, prefix: str, ledger: Ledger, pg_url: str, rate
         while sink.written < sent and time.perf_counter() - stopped < 120:
             await asyncio.sleep(0.05)
         catch_up_s = time.perf_counter() - stopped
+        cpu1 = (_own_cpu_s(), _postgres_cpu_s(), await _redis_cpu_s(ledger.redis))
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -145,14 +171,23 @@ async def _steady(redis_url: str, prefix: str, ledger: Ledger, pg_url: str, rate
     max_lag = max((n for n, _ in steady), default=0)
     max_lag_s = max((t for _, t in steady), default=0.0)
     return {"mode": "steady", "rate": rate, "seconds": seconds, "projects": projects, "batch": batch,
-            "sent": sent, "rows": rows, "rolled_up_requests": rolled, "max_lag_events": max_lag,
+            "round_min_s": round_min_s, "sent": sent, "rows": rows, "rolled_up_requests": rolled, "max_lag_events": max_lag,
             "max_lag_s": round(max_lag_s, 2), "catch_up_s": round(catch_up_s, 2),
+            "batches": sink.batches,
+            # CPU per event: the sink (this process, the lag sampling included), PostgreSQL's
+            # processes, and Redis (the producer's appends included)
+            "sink_cpu_us": _per_event(cpu1[0] - cpu0[0], sent), "postgres_cpu_us": _per_event(cpu1[1] - cpu0[1], sent),
+            "redis_cpu_us": _per_event(cpu1[2] - cpu0[2], sent),
             "target_events_per_s": TARGET_EVENTS_PER_S,
             "keeps_up": rows == sent and max_lag_s <= 2.0 and catch_up_s <= 2.0}
 
 
+def _per_event(cpu_s: float, events: int) -> float:
+    return round(cpu_s / events * 1e6, 1) if events else 0.0
+
+
 async def _bench(redis_url: str, admin_url: str, events: int, projects: int, batch: int,
-                 rate: int, seconds: float) -> dict[str, Any]:
+                 rate: int, seconds: float, round_min_s: float) -> dict[str, Any]:
     prefix = f"fbbench{uuid.uuid4().hex[:8]}"
     name = f"fbbench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(admin_url)
@@ -162,7 +197,7 @@ async def _bench(redis_url: str, admin_url: str, events: int, projects: int, bat
     ledger = Ledger(client, prefix=prefix, stream_maxlen=0)
     try:
         if rate:
-            return await _steady(redis_url, prefix, ledger, pg_url, rate, seconds, projects, batch)
+            return await _steady(redis_url, prefix, ledger, pg_url, rate, seconds, projects, batch, round_min_s)
         return await _backlog(client, ledger, pg_url, events, projects, batch)
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
@@ -174,13 +209,14 @@ async def _bench(redis_url: str, admin_url: str, events: int, projects: int, bat
 
 
 def run_sink_bench(redis_url: str | None, postgres_url: str, events: int, projects: int, batch: int,
-                   out: Path | None, rate: int = 0, seconds: float = 20.0) -> int:
+                   out: Path | None, rate: int = 0, seconds: float = 20.0,
+                   round_min_s: float = SinkOptions.round_min_s) -> int:
     embedded = None
     if redis_url is None:
         embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="farebox-bench-sink-"))).start()
         redis_url = embedded.url
     try:
-        result = asyncio.run(_bench(redis_url, postgres_url, events, projects, batch, rate, seconds))
+        result = asyncio.run(_bench(redis_url, postgres_url, events, projects, batch, rate, seconds, round_min_s))
     finally:
         if embedded is not None:
             embedded.stop()
@@ -188,7 +224,9 @@ def run_sink_bench(redis_url: str | None, postgres_url: str, events: int, projec
         print(f"sink, steady: {result['sent']} events at {rate}/s for {seconds:g} s over {projects} projects; "
               f"lag at most {result['max_lag_events']} events / {result['max_lag_s']} s; caught up "
               f"{result['catch_up_s']} s after the last; rows {result['rows']}, rolled up "
-              f"{result['rolled_up_requests']}; keeps up: {result['keeps_up']}")
+              f"{result['rolled_up_requests']}; keeps up: {result['keeps_up']}; {result['batches']} batches; CPU per "
+              f"event: sink {result['sink_cpu_us']} µs, PostgreSQL {result['postgres_cpu_us']} µs, Redis "
+              f"{result['redis_cpu_us']} µs (appends included)")
         ok = result["rows"] == result["sent"] == result["rolled_up_requests"]
     else:
         print(f"sink, backlog: {result['drained']} events from {projects} projects drained in {result['drain_s']} s: "

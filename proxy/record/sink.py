@@ -50,6 +50,8 @@ _IDLE_MIN_S = 0.05          # the first wait after a look at the streams found n
 class SinkOptions:
     batch: int = 1000                 # entries read per stream and call
     idle_max_s: float = 0.5           # the longest wait between looks at streams that had nothing new
+    round_min_s: float = 0.25         # a round that found less than a full batch waits this long from
+                                      # its start before the next (bigger batches, less work per event)
     claim_idle_s: float = 30.0        # entries pending this long on another consumer are taken over
     stream_maxlen: int = 50_000       # entries kept per stream once acknowledged (0: all)
     stream_max_age_s: int = 0         # acknowledged entries older than this go (0: kept by length only)
@@ -93,6 +95,7 @@ class Sink:
         self.lag = _Lag()
         self.problem: str | None = None            # why the last write or read failed, until one succeeds
         self.written = 0                            # new rows this sink wrote
+        self.batches = 0                            # batches it wrote
         self._projects: list[str] = []
         self._projects_at = 0.0
         self._tidy_at = 0.0
@@ -105,10 +108,13 @@ class Sink:
         delay, idle = _RETRY_MIN_S, _IDLE_MIN_S
         while True:
             try:
+                started = time.monotonic()
                 handled = await self.step()
                 delay = _RETRY_MIN_S
                 if handled:
                     idle = _IDLE_MIN_S
+                    if handled < self.options.batch:
+                        await asyncio.sleep(self.options.round_min_s - (time.monotonic() - started))
                 else:
                     await asyncio.sleep(idle)
                     idle = min(self.options.idle_max_s, idle * 2)
@@ -210,6 +216,7 @@ class Sink:
                 await asyncio.sleep(delay)
                 delay = min(_RETRY_MAX_S, delay * 2)
         self.written += new
+        self.batches += 1
         self.metrics.written.inc(new)
 
     async def tidy(self, projects: list[str] | None = None) -> list[StreamState]:

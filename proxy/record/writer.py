@@ -15,7 +15,6 @@ from typing import Sequence
 
 import asyncpg
 
-from proxy.domain import UsageEvent
 from proxy.ledger.events import StreamEntry
 from proxy.record.db import ensure_partitions
 
@@ -60,16 +59,22 @@ class Row:
     month: date
 
 
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
 def row_of(entry: StreamEntry) -> Row:
-    """An event stream entry as a ``usage_events`` row (``ValueError`` / ``KeyError`` when the
-    entry is not a usage event)."""
-    e = UsageEvent.from_fields(entry.fields)
-    ts = datetime.fromtimestamp(float(entry.fields["ts"]), tz=timezone.utc)
-    a = e.attribution
-    values = (e.request_id, ts, entry.id_text, a.project, a.agent, a.session, a.key_id, e.model, e.priced_model,
-              e.endpoint, e.upstream, e.status, e.stream, e.estimated, e.prompt_tokens, e.completion_tokens,
-              e.cached_tokens, e.cache_creation_tokens, e.cache_creation_1h_tokens, e.reasoning_tokens,
-              e.web_search_calls, e.cost_nano, e.latency_ms, e.ttfb_ms, e.clamped_max_tokens)
+    """An event stream entry (``UsageEvent.to_fields``) as a ``usage_events`` row, read straight
+    from its string fields; a field added after an entry was written reads as its default
+    (``ValueError`` / ``KeyError`` when the entry is not a usage event)."""
+    f = entry.fields
+    ts = datetime.fromtimestamp(float(f["ts"]), tz=timezone.utc)
+    values = (f["request_id"], ts, entry.id_text, f["project"], f["agent"], f["session"] or None,
+              f["key_id"] or None, f["model"], f["priced_model"], f["endpoint"], f["upstream"], int(f["status"]),
+              f["stream"] == "1", f["estimated"] == "1", int(f["prompt_tokens"]), int(f["completion_tokens"]),
+              int(f["cached_tokens"]), int(f["cache_creation_tokens"]), int(f.get("cache_creation_1h_tokens") or 0),
+              int(f["reasoning_tokens"]), int(f.get("web_search_calls") or 0), int(f["cost_nano"]),
+              int(f["latency_ms"]), _int_or_none(f.get("ttfb_ms")), _int_or_none(f.get("clamped_max_tokens")))
     return Row(values, ts.date().replace(day=1))
 
 
