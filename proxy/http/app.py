@@ -41,7 +41,7 @@ __all__ = ["create_app", "build_catalog"]
 
 log = logging.getLogger("farebox")
 
-SINK = web.AppKey("sink", object)  # the PostgreSQL sink of this process (proxy.record.sink.Sink), or None
+SINK = web.AppKey("sink", object)  # the PostgreSQL sink of this process (record.sink.Sink or record.child.SinkProcess), or None
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -250,16 +250,24 @@ def _append_maxlen(settings: Settings) -> int:
     return append_maxlen(settings)
 
 
-def _start_sink(settings: Settings, ledger: Ledger, app_metrics: Metrics) -> tuple[Any, asyncio.Task | None]:
-    """This process's sink and its task, when ``postgres_url`` is set (and ``sink_in_serve``)."""
+async def _start_sink(settings: Settings, ledger: Ledger, app_metrics: Metrics) -> tuple[Any, asyncio.Task | None]:
+    """This process's sink (and its task when it runs on this loop), when ``postgres_url`` is set
+    and ``sink_in_serve``: a child process (``sink_process``) or a task of this event loop."""
     if settings.postgres_url is None or not settings.sink_in_serve:
         return None, None
     from proxy.record.serving import postgres_url, sink_options  # noqa: PLC0415
     from proxy.record.sink import Sink, SinkMetrics  # noqa: PLC0415
 
+    metrics = SinkMetrics(app_metrics.registry)
+    if settings.sink_process:
+        from proxy.record.child import SinkProcess  # noqa: PLC0415
+
+        child = SinkProcess(settings, metrics)
+        await child.start()
+        return child, None
     url = postgres_url(settings)
     assert url is not None
-    sink = Sink(ledger, url, sink_options(settings), SinkMetrics(app_metrics.registry))
+    sink = Sink(ledger, url, sink_options(settings), metrics)
     return sink, asyncio.get_running_loop().create_task(sink.run_forever())
 
 
@@ -318,7 +326,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             services.start_replay()
         trimming = (asyncio.get_running_loop().create_task(trim_forever(ledger, settings.stream_max_age_s, time.time))
                     if settings.stream_max_age_s and settings.postgres_url is None else None)  # else the sink's
-        sink, sinking = _start_sink(settings, ledger, app_metrics)
+        sink, sinking = await _start_sink(settings, ledger, app_metrics)
         app[SINK] = sink
         renewing = asyncio.get_running_loop().create_task(ledger.renew_forever())  # holds in flight stay held
         assert services.auth is not None

@@ -96,6 +96,7 @@ class Sink:
         self.problem: str | None = None            # why the last write or read failed, until one succeeds
         self.written = 0                            # new rows this sink wrote
         self.batches = 0                            # batches it wrote
+        self.failed = 0                             # writes PostgreSQL refused or could not take
         self._projects: list[str] = []
         self._projects_at = 0.0
         self._tidy_at = 0.0
@@ -211,6 +212,7 @@ class Sink:
                 break
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
                 self.metrics.failures.inc()
+                self.failed += 1
                 self._failed(exc)
                 await self._tidy_quietly()  # the lag keeps growing while PostgreSQL is away: show it
                 await asyncio.sleep(delay)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Callable
 
 import asyncpg
 import httpx
 
-from proxy.http.app import SINK
+from proxy.ledger.drain import Drain
 
 
 def chat(base_url: str, project: str, agent: str, model: str, session: str | None = None,
@@ -53,13 +53,28 @@ def wait_for_rows(url: str, n: int, timeout: float = 60.0) -> None:
 
 
 def wait_caught_up(stack: Any, timeout: float = 30.0) -> None:
-    """Until the stack's sink has written and acknowledged everything (a fresh lag of 0)."""
-    sink = stack.app[SINK]
+    """Until the stack's sink (a process of its own or a task of the stack) has written and
+    acknowledged everything: no entry of any stream pending or undelivered in the group."""
+    drain = Drain(stack.services.ledger)
     deadline = time.monotonic() + timeout
+    behind = None
     while time.monotonic() < deadline:
         stack.run(stack.services.ledger.settled())
-        states = stack.run(sink.tidy())
-        if sum(s.behind for s in states) == 0:
+        states = stack.run(drain.tidy(stack.run(drain.projects()), 0))
+        behind = sum(s.behind for s in states)
+        if behind == 0:
             return
         time.sleep(0.1)
-    raise AssertionError(f"the sink is {sink.lag.events} events behind after {timeout:.0f} s")
+    raise AssertionError(f"the sink is {behind} events behind after {timeout:.0f} s")
+
+
+def readyz_sink(stack: Any, until: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+    """The sink's part of ``/readyz`` once ``until`` holds for it (the sink reports about once a
+    second what it saw)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sink = httpx.get(f"{stack.url}/readyz").json()["sink"]
+        if until(sink) or time.monotonic() > deadline:
+            assert until(sink), sink
+            return sink
+        time.sleep(0.1)

@@ -16,8 +16,9 @@ from proxy.domain import Attribution
 from proxy.http.app import SINK
 from proxy.ledger.events import read_events
 from proxy.ledger.reports import read_usage
+from proxy.record.sink import Sink, SinkOptions
 from tests.ledger.helpers import epoch, event
-from tests.record.helpers import chat, rows, wait_caught_up, wait_for_rows
+from tests.record.helpers import chat, readyz_sink, rows, wait_caught_up, wait_for_rows
 
 AGENTS = ("planner", "coder", "critic")
 MODELS = ("gpt-4o-mini", "gpt-4o")
@@ -47,9 +48,10 @@ def test_n_requests_become_n_rows_with_their_costs(pg_url, make_stack):
         for name in ("prompt_tokens", "completion_tokens", "cost_nano", "latency_ms"):
             assert row[name] == int(entry.fields[name]), name
         assert row["agent"] == entry.fields["agent"] and row["session"] == entry.fields["session"]
-    status = httpx.get(f"{stack.url}/readyz").json()
-    assert status["sink"]["lag_events"] == 0 and status["sink"]["error"] is None
-    assert "farebox_sink_lag_events 0.0" in httpx.get(f"{stack.url}/metrics").text
+    status = readyz_sink(stack, lambda sink: sink["written"] == 40 and sink["lag_events"] == 0)  # its next report
+    assert status["error"] is None
+    metrics = httpx.get(f"{stack.url}/metrics").text
+    assert "farebox_sink_lag_events 0.0" in metrics and "farebox_sink_events_total 40.0" in metrics
 
 
 def _statement(pg_url: str, month: str, capsys, *extra: str) -> dict:
@@ -103,13 +105,17 @@ def test_statement_equals_the_redis_reports_and_reconcile_is_clean(pg_url, make_
 
 def test_a_redelivered_event_changes_nothing(pg_url, make_stack):
     stack = make_stack(postgres_url=pg_url)
-    sink = stack.app[SINK]
     _send(stack, 3)
     wait_for_rows(pg_url, 3)
     wait_caught_up(stack)
     entries = stack.run(read_events(stack.services.ledger, ["acme"], (0, 0), 100))
     before = rows(pg_url, "SELECT * FROM usage_monthly")
-    stack.run(sink.write(entries))  # the same batch again, as a sink that died before its XACK would
+    sink = Sink(stack.services.ledger, pg_url)
+    try:  # the same batch again, as a sink that died before its XACK would
+        stack.run(sink.connect())
+        stack.run(sink.write(entries))
+    finally:
+        stack.run(sink.close())
     assert rows(pg_url, "SELECT * FROM usage_monthly") == before
     assert len(rows(pg_url)) == 3
 
@@ -137,8 +143,6 @@ def test_events_stay_in_redis_until_postgres_has_them(pg_url, make_stack):
     _send(stack, 12)
     stack.run(ledger.settled())
     assert int(stack.run(ledger.redis.xlen(ledger.keys.events("acme")))) == 12  # no sink ran: none trimmed
-    from proxy.record.sink import Sink, SinkOptions  # noqa: PLC0415
-
     sink = Sink(ledger, pg_url, SinkOptions(stream_maxlen=5))
     try:
         assert stack.run(sink.drain_all()) == 12
