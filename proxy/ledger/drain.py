@@ -12,6 +12,7 @@ and then only when the length or age kept wants it gone. A stream or group that 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from proxy.ledger.errors import redis_errors, text
@@ -88,6 +90,7 @@ class Drain:
         self.group = group
         self.consumer = consumer or consumer_name()
         self._tidy = ledger.redis.register_script(lua_source("drain.lua"))
+        self._cluster = isinstance(ledger.redis, RedisCluster)
         self._read = ledger.redis.register_script(lua_source("drain_read.lua"))
         self._joined: set[str] = set()
 
@@ -138,10 +141,14 @@ class Drain:
         return out
 
     async def _read_calls(self, projects: list[str], count: int) -> list[Any]:
+        args = (self.group, self.consumer, str(count))
         with redis_errors():
+            if self._cluster:  # a script call per project, each to its slot's master, at once
+                return await asyncio.gather(*(self.redis.evalsha(self._read.sha, 1, self.keys.events(p), *args)
+                                              for p in projects), return_exceptions=True)
             pipe = self.redis.pipeline(transaction=False)
             for project in projects:
-                pipe.evalsha(self._read.sha, 1, self.keys.events(project), self.group, self.consumer, str(count))
+                pipe.evalsha(self._read.sha, 1, self.keys.events(project), *args)
             return await pipe.execute(raise_on_error=False)
 
     async def reclaim(self, project: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
@@ -185,12 +192,15 @@ class Drain:
         ('' = no limit by age); returns where each stream stands."""
         if not projects:
             return []
+        args = [self.group, str(maxlen), min_age_id, str(_TRIM_CAP), str(_COUNT_CAP)]
         with redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for project in projects:
-                await self._tidy(keys=[self.keys.events(project)],
-                                 args=[self.group, str(maxlen), min_age_id, str(_TRIM_CAP), str(_COUNT_CAP)], client=pipe)
-            replies = await pipe.execute()
+            if self._cluster:  # (redis-py runs no script in a cluster pipeline)
+                replies = await asyncio.gather(*(self._tidy(keys=[self.keys.events(p)], args=args) for p in projects))
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for project in projects:
+                    await self._tidy(keys=[self.keys.events(project)], args=args, client=pipe)
+                replies = await pipe.execute()
         out = []
         for project, (length, pending, undelivered, oldest, trimmed, _) in zip(projects, replies):
             oldest_id = parse_stream_id(text(oldest)) if oldest else None
