@@ -7,22 +7,24 @@ first. Its Python work (reading entries, building rows) never runs on the servin
 the cores are saturated the sink falls behind and catches up once they are not: the events wait
 in Redis, acknowledged only once PostgreSQL has them, so nothing is lost.
 
-Parent and child talk through a pipe: the child sends its status (``Sink.status()``, plus its
-count of failed writes) twice a second; the parent shows the latest in ``/readyz`` and its
-metrics, starts the child again when it dies (after 1 s, doubling up to 30 s while it keeps
-dying), and stops it (SIGTERM, then SIGKILL after 5 s) when the serving process stops. A child
-whose parent is gone stops by itself.
+The child is ``python -m proxy.record.child``: it reads the serving process's settings (pickled)
+from its standard input, and writes its status (``Sink.status()`` plus its count of failed
+writes, one JSON line) to its standard output twice a second; its log goes to the same standard
+error as the parent's. The parent shows the latest status in ``/readyz`` and its metrics, starts
+the child again when it dies (after 1 s, doubling up to 30 s while it keeps dying), and stops it
+(SIGTERM, then SIGKILL after 5 s) when the serving process stops. A child whose parent is gone
+stops by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import multiprocessing
 import os
+import pickle
 import signal
-import time
-from multiprocessing.connection import Connection
+import sys
 from typing import Any
 
 from proxy.ledger.connection import RedisHandle, describe_url
@@ -35,7 +37,7 @@ __all__ = ["SinkProcess"]
 
 log = logging.getLogger("farebox.sink")
 
-REPORT_EVERY_S = 0.5          # how often the child sends its status (and looks for its parent)
+REPORT_EVERY_S = 0.5          # how often the child writes its status (and looks for its parent)
 _RESTART_MIN_S, _RESTART_MAX_S = 1.0, 30.0
 _STOP_WAIT_S = 5.0
 
@@ -49,77 +51,73 @@ class SinkProcess:
         self.settings = settings
         self.metrics = metrics
         self.postgres = describe_url(url)
-        self.process: Any = None
+        self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
-        self._conn: Connection | None = None
         self._latest: dict[str, Any] | None = None
         self._counted = {"written": 0, "failures": 0}  # what the current child's counts already added
         self._problem: str | None = "the sink process is starting"
-        self._watching: asyncio.Task | None = None
+        self._running: asyncio.Task | None = None
 
     async def start(self) -> None:
-        await self._spawn()
-        self._watching = asyncio.get_running_loop().create_task(self._watch())
+        process = await self._spawn()  # a failure to start at all is the serving process's too
+        self._running = asyncio.get_running_loop().create_task(self._keep_running(process))
 
-    async def _spawn(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        receive, send = context.Pipe(duplex=False)
-        process = context.Process(target=child_main, args=(self.settings, send, os.getpid()),
-                                  name="farebox-sink", daemon=False)
-        await asyncio.to_thread(process.start)
-        send.close()
-        if self.settings.sink_nice:  # from its first moment (it imports its modules first)
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy.record.child", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE)
+        if self.settings.sink_nice:  # from its first moment (its imports come first)
             mine = os.getpriority(os.PRIO_PROCESS, 0)
             try:
                 os.setpriority(os.PRIO_PROCESS, process.pid, min(19, mine + self.settings.sink_nice))
-            except OSError as exc:  # gone already: the watch starts it again
+            except OSError as exc:  # gone already: it is started again
                 log.warning("could not lower the sink process's priority: %s", exc)
-        self.process, self._conn = process, receive
+        assert process.stdin is not None
+        process.stdin.write(pickle.dumps(self.settings))
+        process.stdin.close()
+        self.process = process
         self._counted = {"written": 0, "failures": 0}
         log.info("sink process started (pid %s, nice +%d)", process.pid, self.settings.sink_nice)
+        return process
 
-    async def _watch(self) -> None:
+    async def _keep_running(self, process: asyncio.subprocess.Process) -> None:
         delay = _RESTART_MIN_S
         while True:
-            await asyncio.sleep(REPORT_EVERY_S)
-            self._receive()
-            process = self.process
-            if process is None or process.exitcode is None:
-                if self._latest is not None:
-                    delay = _RESTART_MIN_S
-                continue
-            self._problem = f"the sink process exited (code {process.exitcode}); starting it again"
-            log.warning("sink process %s exited with code %s; starting it again in %.0f s", process.pid,
-                        process.exitcode, delay)
-            self._close_conn()
+            reported = await self._follow(process)
+            code = await process.wait()
             self._latest = None
-            self.process = None
+            if reported:
+                delay = _RESTART_MIN_S
+            self._problem = f"the sink process exited (code {code}); starting it again"
+            log.warning("sink process %s exited with code %s; starting it again in %.0f s", process.pid, code, delay)
             await asyncio.sleep(delay)
             delay = min(_RESTART_MAX_S, delay * 2)
             self.restarts += 1
             try:
-                await self._spawn()
-            except Exception as exc:  # noqa: BLE001 - logged, tried again
+                process = await self._spawn()
+            except OSError as exc:
                 self._problem = f"the sink process could not be started: {exc}"
                 log.error("%s; trying again in %.0f s", self._problem, delay)
-                self.process = _Ended()
+                await asyncio.sleep(delay)
 
-    def _receive(self) -> None:
-        """Take every status the child sent since the last look; the counts move the metrics."""
-        conn = self._conn
-        try:
-            while conn is not None and conn.poll():
-                report = conn.recv()
-                status, failures = report["status"], report["failures"]
-                self.metrics.written.inc(status["written"] - self._counted["written"])
-                self.metrics.failures.inc(failures - self._counted["failures"])
-                self._counted = {"written": status["written"], "failures": failures}
-                self.metrics.lag_events.set(status["lag_events"])
-                self.metrics.lag_seconds.set(status["lag_seconds"])
-                self._latest = status
-                self._problem = None
-        except (EOFError, OSError):
-            pass  # the child is gone: the watch notices its exit code
+    async def _follow(self, process: asyncio.subprocess.Process) -> bool:
+        """Take the child's status lines until it closes its output; True when it sent any."""
+        assert process.stdout is not None
+        reported = False
+        while line := await process.stdout.readline():
+            try:
+                report = json.loads(line)
+                status, failures = report["status"], int(report["failures"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("sink process %s wrote %r, not a status", process.pid, line[:200])
+                continue
+            self.metrics.written.inc(max(0, status["written"] - self._counted["written"]))
+            self.metrics.failures.inc(max(0, failures - self._counted["failures"]))
+            self._counted = {"written": status["written"], "failures": failures}
+            self.metrics.lag_events.set(status["lag_events"])
+            self.metrics.lag_seconds.set(status["lag_seconds"])
+            self._latest, self._problem, reported = status, None, True
+        return reported
 
     def status(self) -> dict[str, Any]:
         """What ``/readyz`` shows: the child's latest status, or why there is none."""
@@ -129,46 +127,33 @@ class SinkProcess:
                 "written": self._counted["written"], "error": self._problem}
 
     async def close(self) -> None:
-        if self._watching is not None:
-            self._watching.cancel()
-            await asyncio.gather(self._watching, return_exceptions=True)
-            self._watching = None
+        if self._running is not None:
+            self._running.cancel()
+            await asyncio.gather(self._running, return_exceptions=True)
+            self._running = None
         process, self.process = self.process, None
-        if isinstance(process, multiprocessing.process.BaseProcess) and process.exitcode is None:
-            process.terminate()
-            await asyncio.to_thread(process.join, _STOP_WAIT_S)
-            if process.exitcode is None:
-                process.kill()
-                await asyncio.to_thread(process.join, _STOP_WAIT_S)
-        self._close_conn()
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-class _Ended:
-    """Stands for a child that could not be started (the watch starts one again)."""
-
-    pid = None
-    exitcode = -1
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), _STOP_WAIT_S)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 # -- the child's side --------------------------------------------------------------------------
 
-def child_main(settings: Settings, conn: Connection, parent: int) -> None:
+def main() -> None:
     """The child process (niced by its parent): drain until SIGTERM or until its parent is gone."""
-    logging.basicConfig(level=settings.log_level.upper(),
+    settings: Settings = pickle.loads(sys.stdin.buffer.read())
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the parent stops us
-    try:
-        asyncio.run(_drain(settings, conn, parent))
-    finally:
-        conn.close()
+    asyncio.run(_drain(settings, os.getppid()))
 
 
-async def _drain(settings: Settings, conn: Connection, parent: int) -> None:
+async def _drain(settings: Settings, parent: int) -> None:
     url = postgres_url(settings)
     assert url is not None
     handle = await RedisHandle.open(settings.redis_target, settings.data_dir)
@@ -180,8 +165,10 @@ async def _drain(settings: Settings, conn: Connection, parent: int) -> None:
             if os.getppid() != parent:
                 log.warning("sink process %s: its serving process is gone; stopping", os.getpid())
                 break
+            line = json.dumps({"status": sink.status(), "failures": sink.failed}) + "\n"
             try:
-                conn.send({"status": sink.status(), "failures": sink.failed, "at": time.time()})
+                sys.stdout.write(line)
+                sys.stdout.flush()
             except (BrokenPipeError, OSError):
                 break
             await asyncio.wait([draining], timeout=REPORT_EVERY_S)
@@ -190,3 +177,7 @@ async def _drain(settings: Settings, conn: Connection, parent: int) -> None:
         await asyncio.gather(draining, return_exceptions=True)
         await sink.close()
         await handle.close()
+
+
+if __name__ == "__main__":
+    main()

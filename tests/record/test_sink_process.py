@@ -88,9 +88,9 @@ def _serve(upstream_url: str, redis_url: str, prefix: str, pg_url: str, data_dir
 def _sink_child(proc: subprocess.Popen) -> psutil.Process:
     children: list[psutil.Process] = []
 
-    def found() -> bool:  # (multiprocessing's resource tracker is a child too)
-        children[:] = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
-        return len(children) == 1
+    def found() -> bool:
+        children[:] = psutil.Process(proc.pid).children()
+        return len(children) == 1 and "proxy.record.child" in children[0].cmdline()
 
     _wait(found, what="the sink process of farebox serve")
     return children[0]
