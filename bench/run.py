@@ -20,6 +20,7 @@ everything started is stopped at the end, also on error or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -35,7 +36,7 @@ from typing import Any, Callable
 
 import psutil
 
-from bench import rediscpu
+from bench import rediscpu, sinkwatch
 from bench.cluster import LocalCluster
 from bench import targets as tg
 from bench.load import RunResult, Workload, run_load, wrk_available
@@ -244,9 +245,21 @@ def _measure(server: tg.Server, upstream: tg.Server, load: Workload, concurrency
     proxy = server.proxy_processes() if server.kind != "upstream" else []
     helpers = server.helper_processes() if server.kind != "upstream" else []
     before = rediscpu.snapshot(redis_url) if redis_url else None
-    with tg.Sampler(proxy) as proxy_s, tg.Sampler(helpers) as redis_s, tg.Sampler(upstream.proxy_processes()) as up_s:
+    sinks = sinkwatch.sink_processes(proxy)
+    watch = sinkwatch.SinkWatch(server.url.removesuffix("/v1")) if server.kind == "farebox" else None
+    sink_s = tg.Sampler(sinks)
+    sink_cpu0 = sink_s.cpu()
+    with tg.Sampler(proxy) as proxy_s, tg.Sampler(helpers) as redis_s, tg.Sampler(upstream.proxy_processes()) as up_s, \
+            (watch or contextlib.nullcontext()):
         result: RunResult = run_load(server.url, load, concurrency, duration, engine=engine)
+        sink_cpu_run = sink_s.cpu() - sink_cpu0
     run = result.to_dict()
+    if watch is not None and watch.on:
+        run.update(watch.finish())
+        # The serving processes' CPU apart from the sink process's (which proxy CPU includes);
+        # the sink's own counted until it caught up with the run's events.
+        run["sink_cpu_s_per_1k"] = (sink_s.cpu() - sink_cpu0) / max(1, result.requests) * 1000
+        run["serving_cpu_s_per_1k"] = (proxy_s.cpu_s - sink_cpu_run) / max(1, result.requests) * 1000
     if redis_url and before is not None:
         run["redis"] = rediscpu.per_request(before, rediscpu.snapshot(redis_url), result.requests)
     run["load1"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

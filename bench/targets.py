@@ -304,7 +304,7 @@ class Sampler:
         self._cpu0 = 0.0
         self.cpu_s = 0.0
 
-    def _cpu(self) -> float:
+    def cpu(self) -> float:
         total = 0.0
         for p in self.processes:
             try:
@@ -328,7 +328,7 @@ class Sampler:
             self.peak_rss = max(self.peak_rss, self.rss())
 
     def __enter__(self) -> "Sampler":
-        self._cpu0 = self._cpu()
+        self._cpu0 = self.cpu()
         self.peak_rss = self.rss()
         self._thread.start()
         return self
@@ -337,4 +337,4 @@ class Sampler:
         self._stop.set()
         self._thread.join()
         self.peak_rss = max(self.peak_rss, self.rss())
-        self.cpu_s = self._cpu() - self._cpu0
+        self.cpu_s = self.cpu() - self._cpu0
