@@ -103,9 +103,9 @@ async def _backlog(client: aioredis.Redis, ledger: Ledger, pg_url: str, events: 
     sink = Sink(ledger, pg_url, SinkOptions(batch=batch, stream_maxlen=1000))
     try:
         await sink.connect()  # migrations before the clock starts
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), _own_cpu_s()
         drained = await sink.drain_all()
-        drain_s = time.perf_counter() - started
+        drain_s, cpu_s = time.perf_counter() - started, _own_cpu_s() - cpu0
         await sink.tidy()
     finally:
         await sink.close()
@@ -113,7 +113,7 @@ async def _backlog(client: aioredis.Redis, ledger: Ledger, pg_url: str, events: 
     rate = drained / drain_s if drain_s else 0.0
     return {"mode": "backlog", "events": events, "projects": projects, "batch": batch,
             "appended_s": round(appended_s, 2), "drained": drained, "drain_s": round(drain_s, 2),
-            "events_per_s": round(rate), "rows": rows, "rolled_up_requests": rolled, "lag_after": sink.lag.events,
+            "events_per_s": round(rate), "sink_cpu_us": _per_event(cpu_s, drained), "rows": rows, "rolled_up_requests": rolled, "lag_after": sink.lag.events,
             "target_events_per_s": TARGET_EVENTS_PER_S, "keeps_up": rate >= TARGET_EVENTS_PER_S}
 
 
@@ -230,7 +230,8 @@ def run_sink_bench(redis_url: str | None, postgres_url: str, events: int, projec
         ok = result["rows"] == result["sent"] == result["rolled_up_requests"]
     else:
         print(f"sink, backlog: {result['drained']} events from {projects} projects drained in {result['drain_s']} s: "
-              f"{result['events_per_s']} events/s (target {TARGET_EVENTS_PER_S}); rows {result['rows']}, "
+              f"{result['events_per_s']} events/s (target {TARGET_EVENTS_PER_S}), sink CPU {result['sink_cpu_us']} µs per "
+              f"event; rows {result['rows']}, "
               f"rolled up {result['rolled_up_requests']}, lag after {result['lag_after']}")
         ok = result["rows"] == events == result["rolled_up_requests"] and result["lag_after"] == 0
     if out is not None:

@@ -137,7 +137,7 @@ class Drain:
                 for raw_id, fields in orjson.loads(reply):
                     entry_id = parse_stream_id(raw_id)
                     assert entry_id is not None
-                    out.append(StreamEntry(entry_id, project, dict(zip(fields[::2], fields[1::2]))))
+                    out.append(StreamEntry(entry_id, project, fields))
         return out
 
     async def _read_calls(self, projects: list[str], count: int) -> list[Any]:
