@@ -5,14 +5,17 @@ sessions, so theirs is laid out for memory: one key (not one per period), and sh
 names. Each bucket's fields carry the bucket as a prefix:
 
     <tag><code>                 the bucket's totals
-    <tag><model index><code>    its breakdown by model (requests, prompt, completion, cost)
+    <tag><model index><code>    its breakdown by model (requests, prompt, completion, cost), but
+                                for the first model (index 1): its share is the totals less the
+                                other models' (most sessions use one model, which then costs no
+                                field of its own)
     @<model>                    → the model's index in this hash (1, 2, ...)
     @                           → how many models have an index
 
 ``<tag>`` is the bucket id (``periods.bucket_id``: ``h2026120210``, ``d20261202``,
 ``w2026W49``, ``m202612``; ids of one period have one length and sort in time order) and
 ``t`` for the total. ``<code>`` is one character per field (``CODES``). A session of one model
-over one hour holds 40 such fields and 2 ``@`` fields.
+over one hour holds 20 such fields (4 per period) and 2 ``@`` fields.
 
 This module is the one place on the Python side that knows the mapping; settle.lua and
 migrate_session.lua spell it out at their top. Everything else reads and writes the fields
@@ -26,13 +29,15 @@ from typing import Iterable, Mapping
 
 from proxy.ledger.periods import PERIODS, TOTAL, bucket_id
 
-__all__ = ["CODES", "NAMES", "TOTAL_TAG", "MODEL_TAG", "tag", "field", "spend_field", "decode", "encode",
-           "oldest_kept"]
+__all__ = ["CODES", "NAMES", "BREAKDOWN", "TOTAL_TAG", "MODEL_TAG", "tag", "field", "spend_field", "decode",
+           "encode", "oldest_kept"]
 
 # Field name -> its one-character code (settle.lua's ``codes``, migrate_session.lua's).
 CODES: dict[str, str] = {"requests": "r", "prompt_tokens": "p", "completion_tokens": "c", "cached_tokens": "k",
                          "cache_creation_tokens": "w", "reasoning_tokens": "x", "cost": "$", "estimated": "e"}
 NAMES: dict[str, str] = {code: name for name, code in CODES.items()}
+# The fields of the breakdown by model (settle.lua's ``picked``).
+BREAKDOWN: tuple[str, ...] = ("requests", "prompt_tokens", "completion_tokens", "cost")
 TOTAL_TAG = "t"
 MODEL_TAG = "@"
 _BY_MODEL = "m|"
@@ -65,7 +70,7 @@ _TAG_LENGTHS[TOTAL_TAG] = len(TOTAL_TAG)
 
 def decode(raw: Mapping[str, int]) -> dict[str, dict[str, int]]:
     """A session hash's fields as ``{bucket id: {field: value}}``, each bucket's fields in the
-    names of every other aggregate (``requests``, ``m|<model>|cost``...)."""
+    names of every other aggregate (``requests``, ``m|<model>|cost``...; zeros left out)."""
     models = {str(v): name[len(MODEL_TAG):] for name, v in raw.items()
               if name.startswith(MODEL_TAG) and len(name) > len(MODEL_TAG)}
     out: dict[str, dict[str, int]] = {}
@@ -79,11 +84,19 @@ def decode(raw: Mapping[str, int]) -> dict[str, dict[str, int]]:
         bucket = TOTAL if prefix == TOTAL_TAG else prefix
         if index:
             model = models.get(index)
-            if model is None:
+            if model is None or index == "1":
                 continue
             out.setdefault(bucket, {})[f"{_BY_MODEL}{model}|{NAMES[code]}"] = value
         else:
             out.setdefault(bucket, {})[NAMES[code]] = value
+    first = models.get("1")
+    if first is not None:
+        for fields in out.values():
+            others = [f for f in fields if f.startswith(_BY_MODEL)]
+            for what in BREAKDOWN:
+                share = fields.get(what, 0) - sum(fields[f] for f in others if f.endswith(f"|{what}"))
+                if share:
+                    fields[f"{_BY_MODEL}{first}|{what}"] = share
     return out
 
 
@@ -102,7 +115,8 @@ def encode(buckets: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
                 if what not in CODES:
                     continue
                 n = index.setdefault(model, len(index) + 1)
-                out[f"{prefix}{n}{CODES[what]}"] = value
+                if n > 1:  # the first model's share: the totals less the others'
+                    out[f"{prefix}{n}{CODES[what]}"] = value
             elif name in CODES:
                 out[prefix + CODES[name]] = value
     for model, n in index.items():

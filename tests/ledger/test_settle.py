@@ -47,10 +47,10 @@ async def test_settle_adds_exact_amounts_to_every_scope_and_period(ledger: Ledge
     by_agent = {"a|planner|requests": 2, "a|planner|prompt_tokens": 1007,
                 "a|planner|completion_tokens": 203, "a|planner|cost": 1_123_456_790}
     session = await fields(redis_client, k.session("acme", "run-42"))
-    assert session["h2026112318$"] == session["h20261123181$"] == session["t$"] == 1_123_456_790
-    assert session["d20261123r"] == session["w2026W481p"] - 1005 == 2
+    assert session["h2026112318$"] == session["t$"] == 1_123_456_790
+    assert session["d20261123r"] == session["w2026W48p"] - 1005 == 2
     assert session["@gpt-4o-mini"] == session["@"] == 1
-    assert len(session) == 5 * (8 + 4) + 2
+    assert len(session) == 5 * 8 + 2  # one model: its breakdown is the totals
     assert set(decode(session)) == set(BUCKETS)
     for bucket in BUCKETS:
         assert await fields(redis_client, k.usage("acme", "project", bucket, "acme")) == base | by_model | by_agent
@@ -60,6 +60,27 @@ async def test_settle_adds_exact_amounts_to_every_scope_and_period(ledger: Ledge
         assert await fields(redis_client, k.usage("acme", "model", bucket, "gpt-4o-mini")) == base
         ranking = await redis_client.zrange(k.top_sessions("acme", bucket), 0, -1, withscores=True)
         assert ranking == [(b"run-42", 1_123_456_790.0)]
+
+
+async def test_a_session_of_several_models_keeps_each_models_share(ledger: Ledger, redis_client, key_prefix):
+    k = Keys(key_prefix)
+    ledger.queue_settle(event("r1", WHO, ts=T0, cost_nano=100, prompt=10, completion=1))
+    ledger.queue_settle(event("r2", WHO, ts=T0, cost_nano=20, prompt=2, completion=0, model="gpt-4o"))
+    await ledger.settled()
+    await ledger.settle(event("r3", WHO, ts=T0 + 3600, cost_nano=3, prompt=1, completion=1, model="gpt-4o"))
+    session = await fields(redis_client, k.session("acme", "run-42"))
+    assert session["@gpt-4o-mini"] == 1 and session["@gpt-4o"] == session["@"] == 2
+    assert session["h20261123182$"] == 20 and session["h20261123192$"] == 3 and session["t2$"] == 23
+    assert "h20261123181$" not in session  # the first model's share: the totals less the others'
+    decoded = decode(session)
+    assert decoded["total"] == {"requests": 3, "prompt_tokens": 13, "completion_tokens": 2, "cost": 123,
+                                "m|gpt-4o-mini|requests": 1, "m|gpt-4o-mini|prompt_tokens": 10,
+                                "m|gpt-4o-mini|completion_tokens": 1, "m|gpt-4o-mini|cost": 100,
+                                "m|gpt-4o|requests": 2, "m|gpt-4o|prompt_tokens": 3, "m|gpt-4o|completion_tokens": 1,
+                                "m|gpt-4o|cost": 23}
+    assert decoded["h2026112319"] == {"requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "cost": 3,
+                                      "m|gpt-4o|requests": 1, "m|gpt-4o|prompt_tokens": 1,
+                                      "m|gpt-4o|completion_tokens": 1, "m|gpt-4o|cost": 3}
 
 
 async def test_settle_appends_the_event_to_the_project_stream(ledger: Ledger, redis_client, key_prefix):

@@ -5,7 +5,8 @@
 -- The session's hash (session_fields.py): "<tag><code>" for a total, "<tag><model index><code>"
 -- for the breakdown by model, "@<model>" -> the model's index, "@" -> the number of indexed
 -- models. Codes: r requests, p prompt_tokens, c completion_tokens, k cached_tokens,
--- w cache_creation_tokens, x reasoning_tokens, $ cost, e estimated.
+-- w cache_creation_tokens, x reasoning_tokens, $ cost, e estimated. The first model (index 1)
+-- has no breakdown fields: its share is the totals less the other models'.
 -- Each field of the old hash is added (HINCRBY: what settles wrote to the new hash meanwhile
 -- stays counted); the session's hash keeps the longer of the two TTLs (none beats any); the old
 -- hash goes. A second call finds no old hash and changes nothing.
@@ -28,7 +29,7 @@ for i = 1, #fields, 2 do
         index = tostring(redis.call('HINCRBY', new, '@', 1))
         redis.call('HSET', new, '@' .. model, index)
       end
-      redis.call('HINCRBY', new, tag .. index .. code, value)
+      if index ~= '1' then redis.call('HINCRBY', new, tag .. index .. code, value) end
     end
   elseif codes[name] then
     redis.call('HINCRBY', new, tag .. codes[name], value)

@@ -53,7 +53,8 @@
 -- total, "<tag><model index><code>" for the breakdown by model, "@<model>" -> the model's index,
 -- "@" -> the number of indexed models. <tag> is the bucket id, "t" for the total; codes: r requests,
 -- p prompt_tokens, c completion_tokens, k cached_tokens, w cache_creation_tokens, x reasoning_tokens,
--- $ cost, e estimated. It lives the session TTL after its last write; when its TTL is renewed,
+-- $ cost, e estimated. The session's first model (index 1) has no breakdown fields: its share is
+-- the totals less the other models' (most sessions use one model). It lives the session TTL after its last write; when its TTL is renewed,
 -- the fields of buckets older than the oldest kept go.
 --
 -- Returns, per request in order: recorded 1|0, released nano, A, then six values per alert
@@ -317,8 +318,10 @@ for _, plan in ipairs(plans) do
         if values[i] ~= 0 then add(key, ttl, total_field(prefix, i), values[i]) end
       end
       if session then
-        for _, i in ipairs(picked) do
-          if values[i] ~= 0 then add(key, ttl, prefix .. index .. codes[i], values[i]) end
+        if index ~= '1' then  -- the first model's breakdown: the totals less the others'
+          for _, i in ipairs(picked) do
+            if values[i] ~= 0 then add(key, ttl, prefix .. index .. codes[i], values[i]) end
+          end
         end
       elseif level >= 1 then
         for j, i in ipairs(picked) do
