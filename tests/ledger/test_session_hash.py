@@ -111,3 +111,11 @@ def test_the_oldest_buckets_kept_are_those_whose_aggregates_would_live():
     assert oldest_kept(at, (48 * HOUR, 400 * 86400, 400 * 86400, None), 20 * 86400) == (
         "h2026113010", "d20261112", "w2026W46", "m202611")
     assert oldest_kept(at, (HOUR, None, None, None), None) == ("h2026120209", "", "", "")
+
+
+async def test_a_repeated_settle_of_an_expired_session_creates_nothing(redis_client, key_prefix):
+    ledger = Ledger(redis_client, prefix=key_prefix, clock=FakeClock(T0))
+    await ledger.settle(event("r1", WHO, ts=T0, cost_nano=10))
+    await redis_client.delete(Keys(key_prefix).session("acme", "run-1"))  # as if it had expired
+    assert (await ledger.settle(event("r1", WHO, ts=T0, cost_nano=10))).recorded is False
+    assert await redis_client.exists(Keys(key_prefix).session("acme", "run-1")) == 0

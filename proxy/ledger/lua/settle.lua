@@ -54,8 +54,9 @@
 -- "@" -> the number of indexed models. <tag> is the bucket id, "t" for the total; codes: r requests,
 -- p prompt_tokens, c completion_tokens, k cached_tokens, w cache_creation_tokens, x reasoning_tokens,
 -- $ cost, e estimated. The session's first model (index 1) has no breakdown fields: its share is
--- the totals less the other models' (most sessions use one model). It lives the session TTL after its last write; when its TTL is renewed,
--- the fields of buckets older than the oldest kept go.
+-- the totals less the other models' (most sessions use one model). The hash lives the session
+-- TTL after its last write; when its TTL is renewed, the fields of buckets older than the oldest
+-- kept go.
 --
 -- Returns, per request in order: recorded 1|0, released nano, A, then six values per alert
 -- threshold it crossed (A of them): budget scope index (0-based), threshold as written in the
@@ -309,7 +310,8 @@ for _, plan in ipairs(plans) do
   for s = 0, plan.S - 1 do
     local level = plan.levels[s + 1]
     local session = plan.T > 0 and s == 2
-    local index = session and index_of(KEYS[plan.usage + 5 * s], plan.model)
+    -- (only for a plan that recorded something: its hash must not be created without a TTL)
+    local index = session and values[1] > 0 and index_of(KEYS[plan.usage + 5 * s], plan.model)
     for p = 1, 5 do
       local key, prefix = KEYS[plan.usage + 5 * s + p - 1], plan.prefixes[s + 1][p]
       local ttl = session and session_hash_ttl or ttls[p]
@@ -318,7 +320,7 @@ for _, plan in ipairs(plans) do
         if values[i] ~= 0 then add(key, ttl, total_field(prefix, i), values[i]) end
       end
       if session then
-        if index ~= '1' then  -- the first model's breakdown: the totals less the others'
+        if index and index ~= '1' then  -- the first model's breakdown: the totals less the others'
           for _, i in ipairs(picked) do
             if values[i] ~= 0 then add(key, ttl, prefix .. index .. codes[i], values[i]) end
           end
