@@ -209,15 +209,18 @@ async def _redis_problem(ledger: Ledger) -> str | None:
     return None
 
 
-async def _migrate(ledger: Ledger) -> None:
+async def _migrate(ledger: Ledger, *, warned: bool = False) -> None:
     """Bring what an earlier version left in Redis to this version's key layout (``ledger.migrate``),
-    trying again every ``MIGRATE_RETRY_S`` while Redis does not answer."""
+    trying again every ``MIGRATE_RETRY_S`` while Redis does not answer (saying so once, unless
+    ``warned``: the start already said Redis does not answer)."""
     while True:
         try:
             moved = await ledger.migrate()
         except FareboxError as exc:
-            log.warning("redis keys not yet in this version's layout (%s); trying again in %g s", exc.message,
-                        MIGRATE_RETRY_S)
+            if not warned:
+                log.warning("redis keys not yet in this version's layout (%s); trying again every %g s",
+                            exc.message, MIGRATE_RETRY_S)
+                warned = True
             await asyncio.sleep(MIGRATE_RETRY_S)
             continue
         if moved:
@@ -333,7 +336,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         else:
             log.warning("started, but not ready: redis %s does not answer (%s); /readyz answers 503 until it does; "
                         "%s", redis.description, problem, _without_redis(settings.fail_mode, spool.path))
-            migrating = asyncio.get_running_loop().create_task(_migrate(ledger))  # as soon as Redis answers
+            migrating = asyncio.get_running_loop().create_task(_migrate(ledger, warned=True))  # once it answers
         if await spool.pending():
             services.start_replay()
         trimming = (asyncio.get_running_loop().create_task(trim_forever(ledger, settings.stream_max_age_s, time.time))
