@@ -53,6 +53,24 @@ async def _usage_of(client: Any, pattern: str) -> tuple[int, int]:
     return count, total
 
 
+async def _hour_share(client: Any, pattern: str, hour: str, sample: int = 200) -> float:
+    """The share of the session hashes matching ``pattern`` (MEMORY USAGE, ``sample`` of them)
+    that their fields of bucket ``hour`` take: what each loses when it drops that bucket.
+    Changes those hashes: run last."""
+    before = after = 0
+    async for key in client.scan_iter(match=pattern, count=1000):
+        fields = [f for f in await client.hkeys(key) if f.startswith(hour.encode())]
+        if not fields:
+            continue
+        before += int(await client.memory_usage(key, samples=0) or 0)
+        await client.hdel(key, *fields)
+        after += int(await client.memory_usage(key, samples=0) or 0)
+        sample -= 1
+        if sample <= 0:
+            break
+    return (before - after) / max(1, before)
+
+
 async def _unit_costs(client: Any, pipe: Any, prefix: str, requests: int) -> dict[str, Any]:
     from proxy.domain import Attribution  # noqa: PLC0415
     from proxy.ledger.ledger import Ledger  # noqa: PLC0415
@@ -89,20 +107,20 @@ async def _unit_costs(client: Any, pipe: Any, prefix: str, requests: int) -> dic
     bucket_keys, bucket_bytes = await _usage_of(client, f"{prefix}:{{mix-0000}}:u:*:{hour}:*")
     done_keys, done_bytes = await _usage_of(client, f"{prefix}:*:done:*")
     stream_keys, stream_bytes = await _usage_of(client, f"{prefix}:*:events")
-    session_keys, session_bytes = await _usage_of(client, f"{prefix}:{{project-0000}}:u:session:*")
-    _, session_hour_bytes = await _usage_of(client, f"{prefix}:{{project-0000}}:u:session:h*")
+    session_keys, session_bytes = await _usage_of(client, f"{prefix}:{{project-0000}}:s:*")
     _, ranking_bytes = await _usage_of(client, f"{prefix}:{{project-0000}}:top:session:total")
+    session_hour_share = await _hour_share(client, f"{prefix}:{{project-0000}}:s:*", bucket_ids(now)[0])
     request_b = per_request / requests
     return {
         "requests": n, "per_request_b": request_b,
         "per_new_session_b": per_session / sessions - request_b,
         "per_new_project_b": per_project / projects - request_b,
         "per_project_bucket_b": bucket_bytes, "per_project_bucket_keys": bucket_keys,
-        "key_overhead_b": (per_session / sessions - request_b - session_bytes / (sessions + 1)) / 5,
+        "key_overhead_b": per_session / sessions - request_b - session_bytes / (sessions + 1),
         "marker_b": done_bytes / n, "done_sets": done_keys,
         "stream_entry_b": stream_bytes / n, "streams": stream_keys,
         "session_aggregates_b": session_bytes / (sessions + 1), "session_keys": session_keys,
-        "session_hour_share": session_hour_bytes / max(1, session_bytes), "ranking_100_b": ranking_bytes,
+        "session_hour_share": session_hour_share, "ranking_100_b": ranking_bytes,
     }
 
 
@@ -190,13 +208,14 @@ def render_memory_markdown(report: dict[str, Any]) -> str:
         f"| per request (done-marker + stream entry) | {u['per_request_b']:.0f} |",
         f"| of which the done-marker (MEMORY USAGE of the done-sets) | {u['marker_b']:.0f} |",
         f"| of which the stream entry (MEMORY USAGE of the streams) | {u['stream_entry_b']:.0f} |",
-        f"| per new session (beyond its request) | {u['per_new_session_b']:.0f} |",
+        f"| per new session (beyond its request; one hash) | {u['per_new_session_b']:.0f} |",
+        f"| of which its hash (MEMORY USAGE) | {u['session_aggregates_b']:.0f} |",
         f"| per new project (beyond its request) | {u['per_new_project_b']:.0f} |",
         f"| per project and bucket (5 agents, 1 key, 2 models: {u['per_project_bucket_keys']} hashes; MEMORY USAGE) "
         f"| {u['per_project_bucket_b']:.0f} |",
         f"| per key, beyond MEMORY USAGE (Redis's key and expiry tables) | {u['key_overhead_b']:.0f} |",
         f"| a ranking of 100 sessions (MEMORY USAGE) | {u['ranking_100_b']:.0f} |",
-        f"| share of a session's aggregates in its hour bucket | {u['session_hour_share']:.2f} |",
+        f"| share of a session's hash in its hour bucket's fields | {u['session_hour_share']:.2f} |",
         "",
         f"Steady load: {o['rate']} requests/s over {o['projects']} projects, a new session every "
         f"{o['session_requests']} requests, session TTL {o['session_ttl']} s, idempotency window {o['window']} s, "

@@ -113,7 +113,7 @@ class Settings(BaseModel):
     ttl_week_s: int = Field(400 * 86400, ge=0)
     ttl_month_s: int = Field(5 * 365 * 86400, ge=0)
     # A session idle this long loses its aggregates and ranking entries, whatever their period (0: never).
-    ttl_session_s: int = Field(10 * 86400, ge=0)
+    ttl_session_s: int = Field(20 * 86400, ge=0)
     # How long a settled request is remembered after the last settle of its ten minutes (exactly once).
     idempotency_window_s: int = Field(900, ge=60)
     session_ranking_size: int = Field(100, ge=0)  # sessions kept per ranking of sessions by cost; 0: every one

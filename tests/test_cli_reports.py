@@ -123,3 +123,23 @@ def test_a_refused_export_leaves_no_output_file(env, tmp_path):
     result = run(["events", "export", "--project", "a:b", "--output", str(out)], env)
     assert result.returncode == 2 and "invalid project id" in result.stderr
     assert not out.exists()
+
+
+def test_the_cli_moves_sessions_of_the_earlier_layout_before_it_reads(redis_url, key_prefix):
+    async def write_old() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await client.hset(f"{key_prefix}:{{acme}}:u:session:total:old-run",
+                              mapping={"requests": 4, "prompt_tokens": 40, "completion_tokens": 8, "cost": 9_000,
+                                       "m|gpt-4o|requests": 4, "m|gpt-4o|prompt_tokens": 40,
+                                       "m|gpt-4o|completion_tokens": 8, "m|gpt-4o|cost": 9_000})
+        finally:
+            await client.aclose()
+    asyncio.run(write_old())
+    env = {"REDIS_URL": redis_url, "FAREBOX_REDIS_PREFIX": key_prefix}
+    result = run(["usage", "session", "acme/old-run", "--period", "total", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["requests"], report["cost_usd"]) == (4, "0.000009")
+    assert report["by_model"] == {"gpt-4o": {"requests": 4, "prompt_tokens": 40, "completion_tokens": 8,
+                                             "cost_usd": "0.000009"}}

@@ -114,7 +114,9 @@ async def with_ledger(settings: Settings, action: Callable[[Any], Awaitable[T]])
 
     handle = await RedisHandle.open(settings.redis_target, settings.data_dir)
     try:
-        return await action(Ledger(handle.client, prefix=settings.redis_prefix))
+        ledger = Ledger(handle.client, prefix=settings.redis_prefix)
+        await ledger.migrate()  # what it reads is in this version's layout
+        return await action(ledger)
     finally:
         await handle.close()
 

@@ -46,6 +46,7 @@ SINK = web.AppKey("sink", object)  # the PostgreSQL sink of this process (record
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REDIS_CHECK_S = 5.0  # how long start-up waits for Redis to answer before saying it does not
+MIGRATE_RETRY_S = 2.0  # how often the move to this version's key layout is tried while Redis does not answer
 
 
 def _error_response(edge: Edge, exc: FareboxError, request: web.Request, request_id: str) -> web.Response:
@@ -208,6 +209,25 @@ async def _redis_problem(ledger: Ledger) -> str | None:
     return None
 
 
+async def _migrate(ledger: Ledger, *, warned: bool = False) -> None:
+    """Bring what an earlier version left in Redis to this version's key layout (``ledger.migrate``),
+    trying again every ``MIGRATE_RETRY_S`` while Redis does not answer (saying so once, unless
+    ``warned``: the start already said Redis does not answer)."""
+    while True:
+        try:
+            moved = await ledger.migrate()
+        except FareboxError as exc:
+            if not warned:
+                log.warning("redis keys not yet in this version's layout (%s); trying again every %g s",
+                            exc.message, MIGRATE_RETRY_S)
+                warned = True
+            await asyncio.sleep(MIGRATE_RETRY_S)
+            continue
+        if moved:
+            log.info("moved %d session aggregates to this version's key layout", moved)
+        return
+
+
 def _without_redis(fail_mode: str, spool: Path) -> str:
     """What happens to requests meanwhile, under ``fail_mode``."""
     if fail_mode == "open":
@@ -316,12 +336,15 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                             upstreams=upstreams)
         app[SERVICES] = services
         problem = await _redis_problem(ledger)
+        migrating = None
         if problem is None:
+            await _migrate(ledger)  # before the first request: session budgets read the new layout
             log.info("ready: redis %s; upstreams %s; %d priced models", redis.description,
                      ", ".join(f"{u.name} {u.base_url}" for u in upstreams.all()), len(catalog))
         else:
             log.warning("started, but not ready: redis %s does not answer (%s); /readyz answers 503 until it does; "
                         "%s", redis.description, problem, _without_redis(settings.fail_mode, spool.path))
+            migrating = asyncio.get_running_loop().create_task(_migrate(ledger, warned=True))  # once it answers
         if await spool.pending():
             services.start_replay()
         trimming = (asyncio.get_running_loop().create_task(trim_forever(ledger, settings.stream_max_age_s, time.time))
@@ -334,7 +357,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         try:
             yield
         finally:
-            for task in (trimming, sinking):
+            for task in (trimming, sinking, migrating):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)

@@ -1,7 +1,7 @@
 """Budgets: their config in Redis (create, replace, read, list, delete).
 
-A budget's ``spent`` is the ``cost`` field of the usage aggregate of its scope, id, period and
-current bucket, so what the reports show and what budgets enforce are the same numbers; its
+A budget's ``spent`` is the cost of the usage aggregate of its scope, id, period and
+current bucket (``scripts.spend_fields``), so what the reports show and what budgets enforce are the same numbers; its
 ``reserved`` is every live hold on it (requests' and budget leases', ``budget_status.lua``).
 """
 
@@ -21,7 +21,7 @@ from proxy.domain import (BUDGET_SCOPES, DEFAULT_THRESHOLDS, MODES, BudgetState,
 from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.keys import Keys
 from proxy.ledger.periods import bucket_ids, check_period, period_bounds
-from proxy.ledger.scripts import MAX_LUA_NANO, Scripts, budget_keys, status_argv
+from proxy.ledger.scripts import MAX_LUA_NANO, Scripts, budget_keys, spend_fields, status_argv
 
 __all__ = ["Budgets", "alert_at"]
 
@@ -87,8 +87,9 @@ class Budgets:
         project, local = split_scope_id(scope, scope_id, scopes=BUDGET_SCOPES)
         now = self.clock()
         with redis_errors():
-            reply = await self.scripts.status(budget_keys(self.keys, project, scope, local, bucket_ids(now)),
-                                              status_argv(now))
+            buckets = bucket_ids(now)
+            reply = await self.scripts.status(budget_keys(self.keys, project, scope, local, buckets),
+                                              status_argv(now, spend_fields(scope, buckets)))
         if reply is None:
             return None
         limit, period, mode, thresholds, created_at, spent, held = (text(x) if isinstance(x, bytes) else x

@@ -1,12 +1,15 @@
 """Every Redis key farebox uses, built in one place.
 
 All keys of a project carry the hash tag ``{project}``, so each multi-key script touches a
-single Redis Cluster slot. The only key without a tag is the set of known projects.
+single Redis Cluster slot. The only keys without a tag are the set of known projects and the
+layout version.
 
     fb:projects                              set    project ids seen (usage or budgets)
     fb:{acme}:events                         stream one entry per settled request
     fb:{acme}:done:<slot>                    set    markers of the requests settled in a time slot (idempotency.py)
-    fb:{acme}:u:<scope>:<bucket>:<id>        hash   usage aggregate; scope project|agent|session|key|model
+    fb:{acme}:u:<scope>:<bucket>:<id>        hash   usage aggregate; scope project|agent|key|model
+    fb:{acme}:s:<session>                    hash   a session's usage aggregates, every bucket of every period in
+                                                    one hash (session_fields.py)
     fb:{acme}:top:session:<bucket>           zset   the costliest sessions of a bucket, by cost (nano)
     fb:{acme}:top:pruned:<hour bucket>       string present once the hour's rankings were pruned
     fb:{acme}:budgets                        set    "<scope>:<local id>" of the project's budgets
@@ -20,6 +23,8 @@ single Redis Cluster slot. The only key without a tag is the set of known projec
                                                     quantity, reserved (nano), expires_at (ms), closed (once settled
                                                     or released); expires a day after the hold does
     fb:{acme}:alerts:sent                    list   what became of each alert delivery, newest first (alert_log.py)
+    fb:layout                                string the version of the key layout (2: one hash per session;
+                                                    sessions.py migrates version 1's at start)
     fb:{acme}:limits                         hash   the project's rate limits: rpm, tpm (absent = none)
     fb:{acme}:rl:<scope>:<minute>:<id>       hash   requests (r) and tokens (t) counted on a rate limit in a
                                                     minute (epoch seconds // 60); scope project|key; expires a
@@ -63,6 +68,12 @@ class Keys:
 
     def usage(self, project: str, scope: str, bucket: str, scope_id: str) -> str:
         return self.key(project, "u", scope, bucket, scope_id)
+
+    def session(self, project: str, session: str) -> str:
+        return self.key(project, "s", session)
+
+    def layout(self) -> str:
+        return f"{self.prefix}:layout"
 
     def top_sessions(self, project: str, bucket: str) -> str:
         return self.key(project, "top", "session", bucket)

@@ -31,6 +31,7 @@ from proxy.ledger.holds import HoldStore
 from proxy.ledger.idempotency import DEFAULT_WINDOW_S, slot_length
 from proxy.ledger.keys import DEFAULT_PREFIX, Keys
 from proxy.ledger.leases import Leases, Leasing
+from proxy.ledger.migrate import migrate_sessions
 from proxy.ledger.pipe import RedisPipe
 from proxy.ledger.renew import DEFAULT_HOLD_TTL_S, Renewer
 from proxy.ledger.reserve import Reserver
@@ -77,7 +78,7 @@ class Ledger:
         self._leases = Leases(lease_requests)
         self._settles = Settles(redis, scripts, keys, pipe, self._leases,
                                 settle_fixed(idempotency_window_s, ttls.args(), stream_maxlen, int(ttls.session_arg()),
-                                             ranking_size), slot_length(idempotency_window_s))
+                                             ranking_size), slot_length(idempotency_window_s), ttls)
         self._reserver = Reserver(scripts, keys, pipe, self._settles, clock, self._leases.own)
         self._renewer = Renewer(self._leases, scripts, keys, pipe, clock, hold_ttl_s)
         self._leasing = Leasing(self._leases, self._reserver.in_redis, redis=redis, scripts=scripts, keys=keys,
@@ -192,6 +193,11 @@ class Ledger:
     def leases_granted(self) -> int:
         """Budget leases this ledger was granted so far."""
         return self._leases.granted
+
+    async def migrate(self) -> int:
+        """Rewrite what an earlier key layout left in Redis, once (``migrate.py``); run before
+        serving. Returns the hashes moved (0 once done)."""
+        return await migrate_sessions(self.redis, self.keys, self.scripts.migrate)
 
     async def ping(self) -> bool:
         """True when Redis answers; ``LedgerUnavailable`` when it does not."""

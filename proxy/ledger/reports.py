@@ -1,6 +1,7 @@
 """Reading recorded usage back: reports, top sessions, bucket series, a model across projects.
 
-Everything here reads the aggregates ``settle.lua`` writes (see ``keys.py``); nothing writes.
+Everything here reads the aggregates ``settle.lua`` writes (see ``keys.py``; a session's
+buckets share one hash, ``session_fields.py``); nothing writes.
 Amounts stay integer nano-USD until a dict meant for people is built, so the parts of a report
 (models, agents, projects, points of a series) add up to its totals exactly.
 
@@ -19,6 +20,7 @@ from pricing.money import nano_to_usd
 from proxy.domain import COMPUTE_PREFIX, MAX_MODEL_LENGTH, USAGE_SCOPES, iso_utc, public_id, split_scope_id
 from proxy.ledger.errors import redis_errors, text
 from proxy.ledger.periods import PERIODS, bucket_id, bucket_ids, check_period, period_bounds, to_utc
+from proxy.ledger.session_fields import decode, field
 
 if TYPE_CHECKING:
     from proxy.ledger.ledger import Ledger
@@ -89,7 +91,11 @@ async def read_usage(ledger: Ledger, scope: str, scope_id: str, period: str, at:
             "period_end": iso_utc(end)}
     if t.project is not None:
         with redis_errors():
-            values = _ints(await ledger.redis.hgetall(ledger.keys.usage(t.project, scope, bucket, t.local)))
+            if scope == "session":
+                raw = await ledger.redis.hgetall(ledger.keys.session(t.project, t.local))
+                values = decode(_ints(raw)).get(bucket, {})
+            else:
+                values = _ints(await ledger.redis.hgetall(ledger.keys.usage(t.project, scope, bucket, t.local)))
         models = _breakdown_nano(values, "m|")
         report = {**head, **_totals(values), **_split(values, models, t), "by_model": _shown(_llm(models)),
                   "by_resource": _resources(models)}
@@ -175,7 +181,7 @@ def _part(values: dict[str, int]) -> dict[str, Any]:
 
 async def top_sessions(ledger: Ledger, project: str, period: str, at: datetime, n: int) -> list[dict[str, Any]]:
     """The ``n`` costliest sessions of ``project`` in the bucket of ``period`` holding ``at``,
-    costliest first, each with its requests, tokens and cost (from its own aggregate)."""
+    costliest first, each with its requests, tokens and cost (from its own hash)."""
     await ledger.settled()  # what this process recorded so far is part of the answer
     if n <= 0:
         return []
@@ -187,8 +193,9 @@ async def top_sessions(ledger: Ledger, project: str, period: str, at: datetime, 
         if not sessions:
             return []
         pipe = ledger.redis.pipeline(transaction=False)
+        fields = [field(bucket, name) for name in _BREAKDOWN_FIELDS]
         for session in sessions:
-            pipe.hmget(k.usage(project, "session", bucket, session), _BREAKDOWN_FIELDS)
+            pipe.hmget(k.session(project, session), fields)
         replies = await pipe.execute()
     rows = []
     for session, reply in zip(sessions, replies):
@@ -214,7 +221,10 @@ async def read_series(ledger: Ledger, t: Target, granularity: str, starts: Seque
         pipe = ledger.redis.pipeline(transaction=False)
         for project in projects:
             for bucket in buckets:
-                pipe.hmget(ledger.keys.usage(project, t.scope, bucket, t.local), SERIES_FIELDS)
+                if t.scope == "session":
+                    pipe.hmget(ledger.keys.session(project, t.local), [field(bucket, name) for name in SERIES_FIELDS])
+                else:
+                    pipe.hmget(ledger.keys.usage(project, t.scope, bucket, t.local), SERIES_FIELDS)
         replies = await pipe.execute()
     for n, reply in enumerate(replies):
         point = out[n % len(buckets)]

@@ -22,7 +22,7 @@ from proxy.ledger.errors import redis_errors
 from proxy.ledger.keys import Keys
 from proxy.ledger.periods import PERIODS, bucket_ids, period_bounds
 from proxy.ledger.pipe import RedisPipe, pack_args, pack_strs
-from proxy.ledger.scripts import Scripts, budget_candidates, rate_keys, reserve_argv, reserve_keys
+from proxy.ledger.scripts import Scripts, budget_candidates, rate_keys, reserve_argv, reserve_keys, reserve_spend
 from proxy.ledger.settle import Settles
 
 __all__ = ["Reserver", "ReservePlan"]
@@ -36,6 +36,7 @@ class ReservePlan:
 
     candidates: tuple[tuple[str, str], ...]
     keys: tuple[str, ...]
+    spend: tuple[str, ...]                  # the tail of reserve.lua's ARGV: where each budget's spend is
     packed_keys: bytes                      # EVALSHA, reserve.lua's sha, the number of keys, the keys
 
 
@@ -54,7 +55,7 @@ class Reserver:
         if plan is None:
             candidates = budget_candidates(a)
             keys = reserve_keys(self.keys, a.project, candidates, buckets)
-            plan = ReservePlan(candidates=candidates, keys=tuple(keys),
+            plan = ReservePlan(candidates=candidates, keys=tuple(keys), spend=reserve_spend(candidates, buckets),
                                packed_keys=pack_strs(("EVALSHA", self.scripts.reserve.sha, str(len(keys)), *keys)))
             if len(self.plans) >= _MAX_PLANS:
                 self.plans.clear()
@@ -75,7 +76,7 @@ class Reserver:
         buckets = bucket_ids(now)
         plan = self.plan(a, buckets)
         now_ms = int(now * 1000)
-        args = reserve_argv(request_id, amount_nano, now_ms, deadline_s, lease, rate)
+        args = reserve_argv(request_id, amount_nano, now_ms, deadline_s, lease, rate, plan.spend)
         window = now_ms // (RATE_WINDOW_S * 1000)
         counters = () if rate is None else tuple(rate_keys(self.keys, a.project, rate.limits, window))
         op_key = None if lease is None else self.keys.op(a.project, lease[0])

@@ -14,6 +14,7 @@ Scripts (``lua/``, their headers say what each reads):
 - ``release``: drop a hold, or part of one, without charging.
 - ``budget_status``: a budget's config, spend and live holds.
 - ``renew``: move the deadlines of the holds a process still has in flight (``renew.py``).
+- ``migrate``: move a session's aggregate of the earlier layout into its one hash (``migrate.py``).
 
 A write the pipe or redis-py may send twice (after a lost connection) changes nothing the
 second time: a request's own hold is replaced, a settle is remembered by its request id, and a
@@ -32,9 +33,10 @@ import redis.asyncio as aioredis
 from proxy.domain import RATE_WINDOW_S, Attribution, RateAsk, RateLimit, UsageEvent, attribution_fields
 from proxy.ledger.keys import Keys
 from proxy.ledger.pipe import RedisPipe, pack_strs
+from proxy.ledger.session_fields import spend_field
 
 __all__ = ["Scripts", "MAX_LUA_NANO", "lua_source", "hold_keys", "budget_keys", "budget_candidates",
-           "reserve_keys", "reserve_argv", "rate_keys", "settle_plan_layout", "settle_fixed",
+           "reserve_keys", "reserve_argv", "reserve_spend", "spend_fields", "usage_keys", "rate_keys", "settle_plan_layout", "settle_fixed",
            "settle_request", "settle_call", "release_argv", "status_argv", "renew_call", "flat", "framed",
            "Piece"]
 
@@ -52,10 +54,10 @@ def lua_source(name: str) -> str:
 
 
 class Scripts:
-    """The five scripts, registered with redis-py (which reloads a script the server forgot)
-    and, when there is a pipe, loaded on each of its connections."""
+    """The scripts, registered with redis-py (which reloads a script the server forgot)
+    and, when there is a pipe, the request path's loaded on each of its connections."""
 
-    __slots__ = ("reserve", "settle", "release", "status", "renew")
+    __slots__ = ("reserve", "settle", "release", "status", "renew", "migrate")
 
     def __init__(self, redis: aioredis.Redis, pipe: RedisPipe | None) -> None:
         self.reserve = redis.register_script(lua_source("reserve.lua"))
@@ -63,6 +65,7 @@ class Scripts:
         self.release = redis.register_script(lua_source("release.lua"))
         self.status = redis.register_script(lua_source("budget_status.lua"))
         self.renew = redis.register_script(lua_source("renew.lua"))
+        self.migrate = redis.register_script(lua_source("migrate_session.lua"))
         if pipe is not None:
             # A settle sent behind a reservation must not fail on NOSCRIPT and be retried after it.
             pipe.load_on_connect(self.reserve.script, self.settle.script, self.release.script, self.renew.script)
@@ -93,11 +96,26 @@ def hold_keys(k: Keys, a: Attribution) -> list[str]:
     return out
 
 
+def usage_keys(k: Keys, project: str, scope: str, local: str, buckets: Sequence[str]) -> list[str]:
+    """The hash that holds the usage of each of ``buckets`` of a scope: one per bucket, but a
+    session's one hash for all (``session_fields.py``)."""
+    if scope == "session":
+        return [k.session(project, local)] * len(buckets)
+    return [k.usage(project, scope, b, local) for b in buckets]
+
+
+def spend_fields(scope: str, buckets: Sequence[str]) -> tuple[str, ...]:
+    """The field of each bucket's hash (``usage_keys``) that holds a scope's cost."""
+    if scope == "session":
+        return tuple(spend_field(b) for b in buckets)
+    return ("cost",) * len(buckets)
+
+
 def budget_keys(k: Keys, project: str, scope: str, local: str, buckets: Sequence[str]) -> list[str]:
     """One budget's config, reservation zset, amount hash, then its usage hashes of ``buckets``
     (budget_status.lua's KEYS; 8 of reserve.lua's per candidate budget)."""
     return [k.budget(project, scope, local), k.reservations(project, scope, local),
-            k.reservation_amounts(project, scope, local), *(k.usage(project, scope, b, local) for b in buckets)]
+            k.reservation_amounts(project, scope, local), *usage_keys(k, project, scope, local, buckets)]
 
 
 def budget_candidates(a: Attribution) -> tuple[tuple[str, str], ...]:
@@ -123,22 +141,30 @@ def reserve_keys(k: Keys, project: str, candidates: Sequence[tuple[str, str]], b
 _NO_RATE = ("0", "0", "0", "0", "0", "0", "0")
 
 
+def reserve_spend(candidates: Sequence[tuple[str, str]], buckets: Sequence[str]) -> tuple[str, ...]:
+    """The tail of reserve.lua's ARGV: per candidate budget, the field of each of its usage
+    hashes that holds its spend (``spend_fields``)."""
+    return tuple(f for scope, _ in candidates for f in spend_fields(scope, buckets))
+
+
 def reserve_argv(request_id: str, amount: int, now_ms: int, deadline_s: float,
-                 lease: tuple[str, int, float, int, int, int] | None, rate: RateAsk | None = None) -> tuple[str, ...]:
+                 lease: tuple[str, int, float, int, int, int] | None, rate: RateAsk | None = None,
+                 spend: tuple[str, ...] = ()) -> tuple[str, ...]:
     """reserve.lua's ARGV. ``lease``: (id, amount, deadline in clock seconds, room it needs on
     every hard budget, requests it counts on the rate limits, requests of room it needs there);
-    ``rate``: the rate limits the request counts on (each request of a lease counts its tokens)."""
+    ``rate``: the rate limits the request counts on (each request of a lease counts its tokens);
+    ``spend``: ``reserve_spend`` of the candidate budgets."""
     head = (request_id, str(amount), str(now_ms), str(now_ms + max(1, int(deadline_s * 1000))),
             *(("", "0", "0", "0") if lease is None else
               (lease[0], str(lease[1]), str(int(lease[2] * 1000)), str(lease[3]))))
     if rate is None:
-        return head + _NO_RATE
+        return head + _NO_RATE + spend
     limits, tokens = rate.limits, rate.tokens
     window_end_ms = (now_ms // (RATE_WINDOW_S * 1000) + 1) * RATE_WINDOW_S * 1000
     leased, need = (0, 0) if lease is None else (lease[4], lease[5])
     return (*head, str(len(limits)), str(tokens),
             *(str(x or 0) for limit in limits for x in (limit.rpm, limit.tpm)),
-            str(window_end_ms), str(leased), str(leased * tokens), str(need), str(need * tokens))
+            str(window_end_ms), str(leased), str(leased * tokens), str(need), str(need * tokens), *spend)
 
 
 def rate_keys(k: Keys, project: str, limits: Sequence[RateLimit], window: int) -> list[str]:
@@ -149,16 +175,19 @@ def rate_keys(k: Keys, project: str, limits: Sequence[RateLimit], window: int) -
 
 # -- settle.lua -----------------------------------------------------------------------------
 
-def settle_plan_layout(k: Keys, a: Attribution, model: str, buckets: tuple[str, ...]
+def settle_plan_layout(k: Keys, a: Attribution, model: str, buckets: tuple[str, ...],
+                       kept: tuple[str, ...] = ("", "", "", "")
                        ) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]:
     """What a settle of ``a``'s request on ``model`` in the hour of ``buckets`` sends besides the
-    request's own values: its usage scopes (the model last), its KEYS, and its plan segment."""
+    request's own values: its usage scopes (the model last), its KEYS, and its plan segment.
+    ``kept``: the oldest bucket of the hour, day, week and month a session's hash keeps
+    (``session_fields.oldest_kept``)."""
     p = a.project
     holds = hold_keys(k, a)
     scopes = (*budget_candidates(a), ("model", model))
     keys = [k.events(p), *holds]
     for scope, scope_id in scopes:
-        keys += [k.usage(p, scope, bucket, scope_id) for bucket in buckets]
+        keys += usage_keys(k, p, scope, scope_id, buckets)
     if a.session is not None:
         keys += [k.top_sessions(p, bucket) for bucket in buckets]
         keys.append(k.top_pruned(p, buckets[0]))
@@ -166,7 +195,7 @@ def settle_plan_layout(k: Keys, a: Attribution, model: str, buckets: tuple[str, 
         keys += [k.budget(p, scope, scope_id), k.alerted(p, scope, scope_id)]
     segment = (str(len(holds) // 2), str(len(scopes)), "6" if a.session is not None else "0",
                model, a.agent, a.session or "", *(str(_LEVEL[scope]) for scope, _ in scopes), *buckets,
-               *attribution_fields(a))
+               *(kept if a.session is not None else ("", "", "", "")), *attribution_fields(a))
     return scopes, tuple(keys), (str(1 + len(segment)), *segment)
 
 
@@ -240,8 +269,9 @@ def release_argv(hold_id: str, part: int | None = None, op_ttl_s: int = 0,
     return out
 
 
-def status_argv(now_s: float) -> list[str]:
-    return [str(int(now_s * 1000))]
+def status_argv(now_s: float, spend: Sequence[str]) -> list[str]:
+    """budget_status.lua's ARGV: now, then the spend field of each usage hash (``spend_fields``)."""
+    return [str(int(now_s * 1000)), *spend]
 
 
 # -- renew.lua ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from proxy.ledger.leases import Leases
 from proxy.ledger.periods import PERIODS, bucket_ids, period_bounds
 from proxy.ledger.pipe import RedisPipe, pack_command, pack_strs
 from proxy.ledger.scripts import Scripts, flat, framed, rate_keys, settle_call, settle_plan_layout, settle_request
+from proxy.ledger.session_fields import oldest_kept
 
 __all__ = ["Ttls", "Settles", "SettlePlan", "SettleJob", "SETTLE_DELAY_S", "check_request_id",
            "check_attribution", "DAY_S"]
@@ -37,7 +38,7 @@ __all__ = ["Ttls", "Settles", "SettlePlan", "SettleJob", "SETTLE_DELAY_S", "chec
 HOUR_S = 3600
 DAY_S = 24 * HOUR_S
 MAX_REQUEST_ID_LENGTH = 256
-DEFAULT_SESSION_TTL_S = 10 * DAY_S
+DEFAULT_SESSION_TTL_S = 20 * DAY_S
 # How long a queued settle may wait on the pipe for others to join its batch (0: until the end
 # of the loop turn); reservations, reads and shutdown send it at once.
 SETTLE_DELAY_S = 0.0
@@ -67,7 +68,9 @@ class Ttls:
     (Each process renews a key's TTL on the first write of each hour, so "last write" is
     to within an hour.) A session's aggregates, and the rankings of sessions, live at most
     ``session`` seconds after their last write whatever their period: a session idle that
-    long leaves nothing behind."""
+    long leaves nothing behind. (A session's buckets share one hash, which lives ``session``
+    seconds after its last write and drops, when renewed, the buckets older than its period's
+    TTL: ``session_fields.py``.)"""
 
     hour: int | None = 48 * HOUR_S
     day: int | None = 400 * DAY_S
@@ -91,6 +94,10 @@ class Ttls:
                 raise ValueError(f"TTL for {period} must be a positive number of seconds or None, not {ttl!r}")
             out.append(str(ttl or 0))
         return out
+
+    def session_kept(self, ts: float) -> tuple[str, ...]:
+        """The oldest bucket of the hour, day, week and month a session's hash keeps at ``ts``."""
+        return oldest_kept(ts, (self.hour, self.day, self.week, self.month), self.session)
 
 
 @dataclass(slots=True, eq=False)
@@ -124,7 +131,7 @@ class Settles:
     """The settle queue of one ledger and its writes."""
 
     def __init__(self, redis: Any, scripts: Scripts, keys: Keys, pipe: RedisPipe | None, leases: Leases,
-                 fixed: tuple[str, ...], slot_s: int = SLOT_S) -> None:
+                 fixed: tuple[str, ...], slot_s: int = SLOT_S, ttls: Ttls = Ttls()) -> None:
         self.redis = redis
         self.scripts = scripts
         self.keys = keys
@@ -132,12 +139,15 @@ class Settles:
         self.leases = leases
         self.fixed = fixed                                          # settle.lua's ARGV[2..10]
         self.slot_s = slot_s                                        # event time per done-set
+        self.ttls = ttls
         self.plans: dict[tuple[Attribution, str, tuple[str, ...]], SettlePlan] = {}
         self.batcher: TurnBatcher[SettleJob, list[Any]] = TurnBatcher(
             self._write, delay_s=SETTLE_DELAY_S if pipe is not None else 0.0)
 
-    def plan(self, a: Attribution, model: str, buckets: tuple[str, ...]) -> SettlePlan:
-        scopes, keys, segment = settle_plan_layout(self.keys, a, model, buckets)
+    def plan(self, a: Attribution, model: str, buckets: tuple[str, ...], ts: float) -> SettlePlan:
+        # A plan lives for its hour: what a session keeps is worked out from the hour's start.
+        kept = self.ttls.session_kept(ts // HOUR_S * HOUR_S) if a.session is not None else ("", "", "", "")
+        scopes, keys, segment = settle_plan_layout(self.keys, a, model, buckets, kept)
         plan = SettlePlan(project=a.project, scopes=scopes, keys=keys, segment=segment, buckets=buckets,
                           packed_keys=pack_strs(keys), packed_segment=pack_strs(segment))
         if len(self.plans) >= _MAX_PLANS:
@@ -163,7 +173,7 @@ class Settles:
             check_attribution(a)
             if not isinstance(model, str) or not model or len(model) > MAX_MODEL_LENGTH:
                 raise ValueError(f"invalid model name {model!r}")
-            plan = self.plan(a, model, buckets)
+            plan = self.plan(a, model, buckets, event.ts)
         leases = self.leases
         drawn = leases.drawn.get(rid) if leases.requests else None
         # A plan lives for one hour bucket, so each key's TTL is renewed about once an hour

@@ -3,8 +3,9 @@
 For each project: the project, agent, key and model aggregates of every day, week, month and
 the total from ``usage_daily``; the hour aggregates (those still within their TTL) and every
 aggregate of the sessions still within theirs, with the rankings of sessions by cost, from
-``usage_events``. Each is set to exactly what PostgreSQL holds (``write_aggregates``), with
-what is left of its TTL; an aggregate that would already have expired is not written. Budget
+``usage_events``. Each is set to exactly what PostgreSQL holds (``write_aggregates``; a
+session's buckets become its one hash, replaced whole), with what is left of its TTL; an
+aggregate that would already have expired is not written. Budget
 spend is read from these aggregates, so budgets count again what was spent. Budget settings,
 farebox keys and holds are not part of the usage of record: they are not restored.
 

@@ -229,3 +229,18 @@ async def test_the_cli_sets_budgets_and_reads_usage_on_a_cluster(cluster, ledger
     assert exported.returncode == 0, exported.stderr
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
     assert sorted(r["request_id"] for r in rows) == sorted(f"{p}-{i}" for p in projects for i in range(2))
+
+
+async def test_sessions_of_the_earlier_layout_move_on_every_master(cluster, handle, ledger, prefix):
+    projects = [p for found in projects_by_master(cluster, 1, stem="mig").values() for p in found]
+    client = handle.client
+    for project in projects:
+        for bucket in ("d20261123", "total"):
+            await client.hset(ledger.keys.usage(project, "session", bucket, "run-1"),
+                              mapping={"requests": 2, "cost": 300, "m|gpt-4o|requests": 2, "m|gpt-4o|cost": 300})
+    assert await ledger.migrate() == 2 * len(projects) == 6
+    for project in projects:
+        raw = await client.hgetall(ledger.keys.session(project, "run-1"))
+        assert raw == {b"d20261123r": b"2", b"d20261123$": b"300", b"tr": b"2", b"t$": b"300",
+                       b"@gpt-4o": b"1", b"@": b"1"}
+        assert await client.exists(ledger.keys.usage(project, "session", "total", "run-1")) == 0

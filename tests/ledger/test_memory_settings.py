@@ -13,7 +13,7 @@ from proxy.settings import SettingsError, load_settings
 
 def test_defaults_match_the_ledgers():
     settings = load_settings(env={})
-    assert settings.ttl_session_s == DEFAULT_SESSION_TTL_S == Ttls().session == 10 * 86400
+    assert settings.ttl_session_s == DEFAULT_SESSION_TTL_S == Ttls().session == 20 * 86400
     assert settings.idempotency_window_s == DEFAULT_WINDOW_S == 900
     assert settings.session_ranking_size == DEFAULT_RANKING_SIZE == 100
     assert settings.stream_maxlen == DEFAULT_STREAM_MAXLEN == 50_000

@@ -31,7 +31,7 @@ async def test_a_session_idle_past_its_ttl_leaves_no_key_behind(redis_client, ke
     ledger = Ledger(redis_client, prefix=key_prefix, clock=FakeClock(T0), ttls=Ttls(session=1))
     k = Keys(key_prefix)
     await ledger.settle(event("r1", Attribution("acme", "planner", "idle-run", "k1"), ts=T0, cost_nano=50))
-    assert len(await keys_naming(redis_client, key_prefix, "idle-run")) == 5
+    assert await keys_naming(redis_client, key_prefix, "idle-run") == [k.session("acme", "idle-run")]
     for _ in range(100):  # Redis expires them one second after the session's last write
         if not await keys_naming(redis_client, key_prefix, "idle-run"):
             break
@@ -50,8 +50,7 @@ async def test_rankings_lose_sessions_whose_aggregates_expired(redis_client, key
     k = Keys(key_prefix)
     await ledger.settle(event("r1", Attribution("acme", "planner", "gone"), ts=T0, cost_nano=90))
     await ledger.settle(event("r2", Attribution("acme", "planner", "stays"), ts=T0, cost_nano=10))
-    for bucket in BUCKETS:  # as if the idle session's TTL had run out
-        await redis_client.delete(k.usage("acme", "session", bucket, "gone"))
+    await redis_client.delete(k.session("acme", "gone"))  # as if the idle session's TTL had run out
     clock.advance(3600)  # the next hour's first write prunes the rankings it touches
     await ledger.settle(event("r3", Attribution("acme", "planner", "stays"), ts=clock(), cost_nano=10))
     ranked = await rankings(redis_client, k)

@@ -16,6 +16,7 @@ from proxy.domain import Attribution, SettleOutcome, UsageEvent
 from proxy.ledger.ledger import Ledger, Ttls
 from tests.ledger.helpers import FakeClock, epoch, event
 from proxy.ledger.reports import read_usage
+from proxy.ledger.session_fields import decode
 
 T0 = epoch("2026-11-23T18:30:00")  # a Monday, ISO week 48
 BUCKETS = ("h2026112318", "d20261123", "w2026W48", "m202611", "total")
@@ -45,14 +46,41 @@ async def test_settle_adds_exact_amounts_to_every_scope_and_period(ledger: Ledge
                 "m|gpt-4o-mini|completion_tokens": 203, "m|gpt-4o-mini|cost": 1_123_456_790}
     by_agent = {"a|planner|requests": 2, "a|planner|prompt_tokens": 1007,
                 "a|planner|completion_tokens": 203, "a|planner|cost": 1_123_456_790}
+    session = await fields(redis_client, k.session("acme", "run-42"))
+    assert session["h2026112318$"] == session["t$"] == 1_123_456_790
+    assert session["d20261123r"] == session["w2026W48p"] - 1005 == 2
+    assert session["@gpt-4o-mini"] == session["@"] == 1
+    assert len(session) == 5 * 8 + 2  # one model: its breakdown is the totals
+    assert set(decode(session)) == set(BUCKETS)
     for bucket in BUCKETS:
         assert await fields(redis_client, k.usage("acme", "project", bucket, "acme")) == base | by_model | by_agent
         assert await fields(redis_client, k.usage("acme", "agent", bucket, "planner")) == base | by_model
-        assert await fields(redis_client, k.usage("acme", "session", bucket, "run-42")) == base | by_model
+        assert decode(session)[bucket] == base | by_model
         assert await fields(redis_client, k.usage("acme", "key", bucket, "k1234")) == base | by_model
         assert await fields(redis_client, k.usage("acme", "model", bucket, "gpt-4o-mini")) == base
         ranking = await redis_client.zrange(k.top_sessions("acme", bucket), 0, -1, withscores=True)
         assert ranking == [(b"run-42", 1_123_456_790.0)]
+
+
+async def test_a_session_of_several_models_keeps_each_models_share(ledger: Ledger, redis_client, key_prefix):
+    k = Keys(key_prefix)
+    ledger.queue_settle(event("r1", WHO, ts=T0, cost_nano=100, prompt=10, completion=1))
+    ledger.queue_settle(event("r2", WHO, ts=T0, cost_nano=20, prompt=2, completion=0, model="gpt-4o"))
+    await ledger.settled()
+    await ledger.settle(event("r3", WHO, ts=T0 + 3600, cost_nano=3, prompt=1, completion=1, model="gpt-4o"))
+    session = await fields(redis_client, k.session("acme", "run-42"))
+    assert session["@gpt-4o-mini"] == 1 and session["@gpt-4o"] == session["@"] == 2
+    assert session["h20261123182$"] == 20 and session["h20261123192$"] == 3 and session["t2$"] == 23
+    assert "h20261123181$" not in session  # the first model's share: the totals less the others'
+    decoded = decode(session)
+    assert decoded["total"] == {"requests": 3, "prompt_tokens": 13, "completion_tokens": 2, "cost": 123,
+                                "m|gpt-4o-mini|requests": 1, "m|gpt-4o-mini|prompt_tokens": 10,
+                                "m|gpt-4o-mini|completion_tokens": 1, "m|gpt-4o-mini|cost": 100,
+                                "m|gpt-4o|requests": 2, "m|gpt-4o|prompt_tokens": 3, "m|gpt-4o|completion_tokens": 1,
+                                "m|gpt-4o|cost": 23}
+    assert decoded["h2026112319"] == {"requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "cost": 3,
+                                      "m|gpt-4o|requests": 1, "m|gpt-4o|prompt_tokens": 1,
+                                      "m|gpt-4o|completion_tokens": 1, "m|gpt-4o|cost": 3}
 
 
 async def test_settle_appends_the_event_to_the_project_stream(ledger: Ledger, redis_client, key_prefix):
@@ -98,17 +126,17 @@ async def test_aggregates_expire_per_period_and_total_never(ledger: Ledger, redi
     await ledger.settle(event("r1", WHO, ts=T0))
     expected = {"h2026112318": 48 * 3600, "d20261123": 400 * 86400, "w2026W48": 400 * 86400,
                 "m202611": 5 * 365 * 86400}
-    session_ttl = 10 * 86400
+    session_ttl = 20 * 86400
     for bucket, ttl in expected.items():
         for scope, sid in (("project", "acme"), ("agent", "planner"), ("key", "k1234"), ("model", "gpt-4o-mini")):
             assert ttl - 5 <= await redis_client.ttl(k.usage("acme", scope, bucket, sid)) <= ttl
-        # a session's aggregates and the rankings: the shorter of the period's TTL and the session's
+        # the rankings: the shorter of the period's TTL and the session's
         shorter = min(ttl, session_ttl)
-        assert shorter - 5 <= await redis_client.ttl(k.usage("acme", "session", bucket, "run-42")) <= shorter
         assert shorter - 5 <= await redis_client.ttl(k.top_sessions("acme", bucket)) <= shorter
     for scope, sid in (("project", "acme"), ("agent", "planner"), ("key", "k1234"), ("model", "gpt-4o-mini")):
         assert await redis_client.ttl(k.usage("acme", scope, "total", sid)) == -1
-    assert session_ttl - 5 <= await redis_client.ttl(k.usage("acme", "session", "total", "run-42")) <= session_ttl
+    # a session's one hash: the session's TTL
+    assert session_ttl - 5 <= await redis_client.ttl(k.session("acme", "run-42")) <= session_ttl
     assert session_ttl - 5 <= await redis_client.ttl(k.top_sessions("acme", "total")) <= session_ttl
     assert 900 - 5 <= await redis_client.ttl(k.done("acme", slot(T0))) <= 900
 
@@ -121,7 +149,8 @@ async def test_configured_ttls_apply(redis_client, key_prefix):
     await ledger.settle(event("r1", WHO, ts=T0))
     for bucket, ttl in zip(BUCKETS, (100, 200, 300, 400, 500)):
         assert ttl - 5 <= await redis_client.ttl(k.usage("acme", "project", bucket, "acme")) <= ttl
-        assert min(ttl, 250) - 5 <= await redis_client.ttl(k.usage("acme", "session", bucket, "run-42")) <= min(ttl, 250)
+        assert min(ttl, 250) - 5 <= await redis_client.ttl(k.top_sessions("acme", bucket)) <= min(ttl, 250)
+    assert 245 <= await redis_client.ttl(k.session("acme", "run-42")) <= 250
     assert 55 <= await redis_client.ttl(k.done("acme", slot(T0))) <= 60
 
 

@@ -62,7 +62,7 @@ def test_flushall_then_restore_brings_back_reports_and_budget_spend(pg_url, own_
              session=f"run-{i % 3}")
     chat(stack.base_url, "beta", "default", "gpt-4o")
     # Earlier months and a key, straight into the ledger. (No session: a session's aggregates
-    # live 10 days after its last request, and these are written now, not at their time.)
+    # live ttl_session_s after its last request, and these are written now, not at their time.)
     for i in range(6):
         who = Attribution("acme", ("planner", "coder")[i % 2], None, "key1")
         stack.run(ledger.settle(event(f"old-{i}", who, ts=epoch(f"2026-{9 + i % 3:02d}-0{1 + i}T12:00:00"),

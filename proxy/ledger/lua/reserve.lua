@@ -6,7 +6,8 @@
 -- KEYS, 8 per candidate budget (absent budgets are skipped):
 --   +1 config hash (limit, period, mode)     +2 reservation zset (request id -> deadline ms)
 --   +3 amount hash (request id -> nano, "" -> running total)
---   +4..+8 the budget's usage hashes for the current hour, day, week, month, total buckets
+--   +4..+8 the budget's usage hashes for the current hour, day, week, month, total buckets (a
+--          session's: its one hash, 5 times)
 -- then C rate counters of the current minute (hash: r requests, t tokens), one per rate limit;
 -- then, when a lease is asked for, its operation key (the count is 8 per budget + C + 1): a lease
 -- grant may be sent twice (a lost connection) and must hold the lease once, so the reply is
@@ -20,6 +21,9 @@
 -- then: the minute's end, epoch ms (its counters expire a minute after it, as the
 --       requester's clock counts: PEXPIRE, so a skew between clocks does not matter); the requests and
 --       tokens a lease counts; the requests and tokens of room a lease needs on every limit
+-- then, per candidate budget (in KEYS order), the field of each of its 5 usage hashes that holds
+--       its spend: "cost", or in a session's hash the bucket's ("<bucket tag>$", session_fields.py);
+--       absent: "cost"
 -- First the rate limits: when one has no room for the request (one more request, its tokens),
 -- nothing changes and the reply's ok is -1. Then reclaims every hold whose deadline < now, then
 -- checks that each hard budget has limit - spent - held >= amount (a previous hold of this same
@@ -41,6 +45,7 @@ local rate_at = 11 + 2 * C
 local window_end = ARGV[rate_at]
 local lease_requests, lease_tokens = ARGV[rate_at + 1], ARGV[rate_at + 2]
 local need_requests, need_tokens = tonumber(ARGV[rate_at + 3]), tonumber(ARGV[rate_at + 4])
+local spend_at = rate_at + 5
 local period_index = {hour = 1, day = 2, week = 3, month = 4, total = 5}
 local reclaimed = 0
 local found = {}
@@ -92,7 +97,7 @@ for b = 0, B - 1 do
 
     local p = period_index[config[2]] or 5
     local limit = tonumber(config[1])
-    local spent = tonumber(redis.call('HGET', KEYS[base + 3 + p], 'cost') or '0')
+    local spent = tonumber(redis.call('HGET', KEYS[base + 3 + p], ARGV[spend_at + 5 * b + p - 1] or 'cost') or '0')
     local own = redis.call('HGET', amounts, rid)
     local held = tonumber(redis.call('HGET', amounts, '') or '0') - tonumber(own or '0')
     local hard = 0

@@ -21,7 +21,9 @@
 --   +4..+6 model as priced, agent id, session id (breakdown fields, session ranking)
 --   +7 .. +6+S          breakdown level of each scope: 2 = by model and agent, 1 = by model, 0 = none
 --   +7+S .. +11+S       bucket ids of the hour, day, week, month, total periods
---   +12+S .. +L-1       event fields and values of the attribution (between each event's head and tail)
+--   +12+S .. +15+S      with a session: the oldest bucket id its hash keeps of the hour, day, week,
+--                       month periods ("" = all), else "" each
+--   +16+S .. +L-1       event fields and values of the attribution (between each event's head and tail)
 -- then one segment per request:
 --   +0 L, the segment's length   +1 its plan (1-based)
 --   +2 hold id: the request id, or the id of the lease the request drew its reservation from
@@ -39,13 +41,22 @@
 --   the project's event stream,
 --   2*R: per budget that may hold the reservation: reservation zset, amount hash
 --   5*S: usage hashes, scope by scope, each in period order hour, day, week, month, total
---        (with a session, T = 6, the session's are the third scope's)
+--        (with a session, T = 6, the session's are the third scope's: its one hash, 5 times)
 --   T (0|6): sessions-by-cost zsets, in the same period order, then the project's prune claim
 --            of this hour (string; present = this hour's rankings were pruned)
 --   2*(S-1): per budget scope (every usage scope but the last, the model): budget config hash,
 --            alert claims hash ("<bucket>|<threshold>" -> 1)
 -- then, request by request, its done-set (a set of markers of the requests settled in its time
 -- slot; a marker's presence means "already settled") and its W rate counters.
+--
+-- A session's hash (session_fields.py) holds every period's bucket: field "<tag><code>" for a
+-- total, "<tag><model index><code>" for the breakdown by model, "@<model>" -> the model's index,
+-- "@" -> the number of indexed models. <tag> is the bucket id, "t" for the total; codes: r requests,
+-- p prompt_tokens, c completion_tokens, k cached_tokens, w cache_creation_tokens, x reasoning_tokens,
+-- $ cost, e estimated. The session's first model (index 1) has no breakdown fields: its share is
+-- the totals less the other models' (most sessions use one model). The hash lives the session
+-- TTL after its last write; when its TTL is renewed, the fields of buckets older than the oldest
+-- kept go.
 --
 -- Returns, per request in order: recorded 1|0, released nano, A, then six values per alert
 -- threshold it crossed (A of them): budget scope index (0-based), threshold as written in the
@@ -61,8 +72,22 @@ for p = 1, 5 do
   local ttl = tonumber(ttls[p])
   session_ttls[p] = (session_ttl > 0 and (ttl == 0 or ttl > session_ttl)) and ARGV[9] or ttls[p]
 end
+-- The session hash lives as long as its longest-lived period ('0': for good).
+local session_hash_ttl = '0'
+if session_ttl > 0 then
+  session_hash_ttl = ARGV[9]
+else
+  local longest = 0
+  for p = 1, 5 do
+    local ttl = tonumber(ttls[p])
+    if ttl == 0 then longest = nil; break end
+    if ttl > longest then longest = ttl end
+  end
+  if longest then session_hash_ttl = tostring(longest) end
+end
 local names = {'requests', 'prompt_tokens', 'completion_tokens', 'cached_tokens',
                'cache_creation_tokens', 'reasoning_tokens', 'cost', 'estimated'}
+local codes = {'r', 'p', 'c', 'k', 'w', 'x', '$', 'e'}
 local picked = {1, 2, 3, 7}  -- breakdown fields: requests, prompt_tokens, completion_tokens, cost
 local period_index = {hour = 1, day = 2, week = 3, month = 4, total = 5}
 
@@ -98,16 +123,39 @@ for i = 1, tonumber(ARGV[11]) do
   local R, S, T = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local levels, event = {}, {}
   for s = 0, S - 1 do levels[s + 1] = tonumber(ARGV[a + 7 + s]) end
-  for j = a + 12 + S, a + L - 1 do event[#event + 1] = ARGV[j] end
+  for j = a + 16 + S, a + L - 1 do event[#event + 1] = ARGV[j] end
   local usage = k + 1 + 2 * R
+  -- Where each scope's usage of each period goes: a key, and a field prefix ("" but for the
+  -- session, whose hash holds every bucket: the bucket's tag).
+  local prefixes, kept = {}, {}
+  for s = 0, S - 1 do
+    prefixes[s + 1] = {'', '', '', '', ''}
+  end
+  if T > 0 then
+    for p = 1, 5 do
+      local bucket = ARGV[a + 6 + S + p]
+      prefixes[3][p] = bucket == 'total' and 't' or bucket
+    end
+    for p = 1, 4 do
+      local oldest = ARGV[a + 11 + S + p]
+      if oldest ~= '' then kept[string.sub(oldest, 1, 1)] = oldest end
+    end
+  end
   plans[i] = {R = R, S = S, T = T, model = ARGV[a + 4], agent = ARGV[a + 5], session = ARGV[a + 6],
               levels = levels, buckets = a + 6 + S, event = event, stream = KEYS[k], holds = k + 1,
               usage = usage, ranking = usage + 5 * S, budgets = usage + 5 * S + T,
+              prefixes = prefixes, kept = kept,
               values = {0, 0, 0, 0, 0, 0, 0, 0}, renews = false, ranked = false}
   a, k = a + L, k + 1 + 2 * R + 5 * S + T + 2 * (S - 1)
 end
 
--- Cost this batch adds to a budget's usage key, kept for the keys alert checks read.
+-- The field of a total: its name, or in a session's hash its prefix and code.
+local function total_field(prefix, i)
+  if prefix == '' then return names[i] end
+  return prefix .. codes[i]
+end
+
+-- Cost this batch adds to a budget's usage (key and field), kept for the ones alert checks read.
 local key_cost = {}
 
 local stored_cost, configs = {}, {}
@@ -177,9 +225,10 @@ for n = 1, N do
         end
         if config[4] and config[4] ~= '' then
           local p = period_index[config[2]] or 5
-          local spent_key = KEYS[usage + 5 * b + p - 1]
+          local key, spent_field = KEYS[usage + 5 * b + p - 1], total_field(plan.prefixes[b + 1][p], 7)
+          local spent_key = key .. '\n' .. spent_field
           if stored_cost[spent_key] == nil then
-            stored_cost[spent_key] = tonumber(redis.call('HGET', spent_key, 'cost') or '0')
+            stored_cost[spent_key] = tonumber(redis.call('HGET', key, spent_field) or '0')
           end
           key_cost[spent_key] = (key_cost[spent_key] or 0) + cost
           local after = stored_cost[spent_key] + key_cost[spent_key]
@@ -236,6 +285,20 @@ for n = 1, N do
   a, k = a + L, k + 1 + W
 end
 
+-- A model's index in a session's hash (its fields "<tag><index><code>"), given one when it has none.
+local model_index = {}
+local function index_of(key, model)
+  local known = model_index[key .. '\n' .. model]
+  if known then return known end
+  local index = redis.call('HGET', key, '@' .. model)
+  if not index then
+    index = tostring(redis.call('HINCRBY', key, '@', 1))
+    redis.call('HSET', key, '@' .. model, index)
+  end
+  model_index[key .. '\n' .. model] = index
+  return index
+end
+
 -- The plans' sums, into the batch's sums per key and field.
 for _, plan in ipairs(plans) do
   local values = plan.values
@@ -246,14 +309,23 @@ for _, plan in ipairs(plans) do
   end
   for s = 0, plan.S - 1 do
     local level = plan.levels[s + 1]
-    local period_ttls = (plan.T > 0 and s == 2) and session_ttls or ttls
+    local session = plan.T > 0 and s == 2
+    -- (only for a plan that recorded something: its hash must not be created without a TTL)
+    local index = session and values[1] > 0 and index_of(KEYS[plan.usage + 5 * s], plan.model)
     for p = 1, 5 do
-      local key, ttl = KEYS[plan.usage + 5 * s + p - 1], period_ttls[p]
+      local key, prefix = KEYS[plan.usage + 5 * s + p - 1], plan.prefixes[s + 1][p]
+      local ttl = session and session_hash_ttl or ttls[p]
       if plan.renews then renew[key] = true end
       for i = 1, 8 do
-        if values[i] ~= 0 then add(key, ttl, names[i], values[i]) end
+        if values[i] ~= 0 then add(key, ttl, total_field(prefix, i), values[i]) end
       end
-      if level >= 1 then
+      if session then
+        if index and index ~= '1' then  -- the first model's breakdown: the totals less the others'
+          for _, i in ipairs(picked) do
+            if values[i] ~= 0 then add(key, ttl, prefix .. index .. codes[i], values[i]) end
+          end
+        end
+      elseif level >= 1 then
         for j, i in ipairs(picked) do
           if values[i] ~= 0 then add(key, ttl, by_model[j], values[i]) end
         end
@@ -278,31 +350,46 @@ for _, key in ipairs(order) do
   for n, field in ipairs(fields_of[key]) do
     local now = redis.call('HINCRBY', key, field, string.format('%.0f', values[field]))
     if n == 1 then created = now == values[field] end
-    if field == 'cost' then cost_now[key] = now end
+    if string.byte(field, -1) == 36 then cost_now[key .. '\n' .. field] = now end  -- 36: '$', a session's cost
   end
   if key_ttl[key] ~= '0' and (created or renew[key]) then redis.call('EXPIRE', key, key_ttl[key]) end
+end
+
+-- A session's hash keeps the buckets the separate aggregates of each period would still hold:
+-- when its TTL is renewed (about once an hour), the fields of older buckets go.
+for _, plan in ipairs(plans) do
+  if plan.T > 0 and plan.renews and next(plan.kept) then
+    local key, kept, old = KEYS[plan.usage + 10], plan.kept, {}
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      local oldest = kept[string.sub(field, 1, 1)]
+      if oldest and string.sub(field, 1, #oldest) < oldest then old[#old + 1] = field end
+    end
+    if #old > 0 then redis.call('HDEL', key, unpack(old)) end
+  end
 end
 
 -- Sessions ranked by cost, one zset per project and bucket: a session's score is its
 -- aggregate's cost (ZADD, not an increment), and only the rank_size costliest stay. A session
 -- that falls out and spends again comes back with its whole cost, so each zset holds exactly
 -- the costliest sessions of its bucket. Once per project and hour (its prune claim) a plan's
--- rankings also lose the sessions whose aggregate of that bucket expired. (Those aggregates'
--- names are built here from the plan's own session key: the same hash tag, so the same
--- Cluster slot as every declared key.)
+-- rankings also lose the sessions whose hash no longer holds that bucket (the session expired,
+-- or its hash dropped the bucket). (Those hashes' names are built here from the plan's own
+-- session key: the same hash tag, so the same Cluster slot as every declared key.)
 for _, plan in ipairs(plans) do
   if plan.ranked then
     local session = plan.session
     local prune = plan.renews and rank_size > 0
         and redis.call('SET', KEYS[plan.ranking + 5], '1', 'NX', 'EX', '7200') ~= false
+    local aggregate = KEYS[plan.usage + 10]
+    local base = string.sub(aggregate, 1, #aggregate - #session)
     for p = 1, 5 do
-      local key, aggregate = KEYS[plan.ranking + p - 1], KEYS[plan.usage + 10 + p - 1]
-      local cost = cost_now[aggregate] or tonumber(redis.call('HGET', aggregate, 'cost') or '0')
+      local key, prefix = KEYS[plan.ranking + p - 1], plan.prefixes[3][p]
+      local cost = cost_now[aggregate .. '\n' .. prefix .. '$'] or
+          tonumber(redis.call('HGET', aggregate, prefix .. '$') or '0')
       redis.call('ZADD', key, string.format('%.0f', cost), session)
       if prune then
-        local base = string.sub(aggregate, 1, #aggregate - #session)
         for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-          if redis.call('EXISTS', base .. member) == 0 then redis.call('ZREM', key, member) end
+          if redis.call('HEXISTS', base .. member, prefix .. 'r') == 0 then redis.call('ZREM', key, member) end
         end
       end
       if rank_size > 0 then
