@@ -142,7 +142,8 @@ def _own_cpu_s() -> float:
 
 async def _steady(redis_url: str, prefix: str, ledger: Ledger, pg_url: str, rate: int, seconds: float,
                   projects: int, batch: int, round_min_s: float) -> dict[str, Any]:
-    sink = Sink(ledger, pg_url, SinkOptions(batch=batch, stream_maxlen=1000, round_min_s=round_min_s))
+    sink = Sink(ledger, pg_url, SinkOptions(batch=batch, stream_maxlen=1000, round_min_s=round_min_s,
+                                            defer_busy_s=0))  # its capacity, whatever the load
     await sink.connect()
     cpu0 = (_own_cpu_s(), _postgres_cpu_s(), await _redis_cpu_s(ledger.redis))
     task = asyncio.ensure_future(sink.run_forever())

@@ -72,8 +72,10 @@ def make_stack(redis_url: str, key_prefix: str, tmp_path):
     threads = LoopThread()
 
     def make(upstream_options: dict | None = None, clock=None, **settings):
+        # (a sink never waits for a busy machine here: tests wait for its rows; tests/record/test_sink_busy.py
+        # covers the waiting)
         base = {"redis_url": redis_url, "redis_prefix": key_prefix, "data_dir": str(tmp_path / "data"),
-                "default_max_output_tokens": 4096}
+                "default_max_output_tokens": 4096, "sink_defer_busy_s": 0}
         return start_stack(threads, {**base, **settings}, upstream_options, clock=clock)
 
     try:

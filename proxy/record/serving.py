@@ -14,7 +14,8 @@ def postgres_url(settings: Settings) -> str | None:
 
 def sink_options(settings: Settings) -> SinkOptions:
     return SinkOptions(batch=settings.sink_batch, claim_idle_s=settings.sink_claim_idle_s,
-                       stream_maxlen=settings.stream_maxlen, stream_max_age_s=settings.stream_max_age_s)
+                       stream_maxlen=settings.stream_maxlen, stream_max_age_s=settings.stream_max_age_s,
+                       defer_busy_s=settings.sink_defer_busy_s)
 
 
 def append_maxlen(settings: Settings) -> int:

@@ -33,6 +33,7 @@ from proxy.errors import LedgerUnavailable
 from proxy.ledger.drain import Drain, StreamState
 from proxy.ledger.events import StreamEntry
 from proxy.ledger.ledger import Ledger
+from proxy.record.cpu import HostCpu
 from proxy.record.db import connect, describe_url, migrate
 from proxy.record.writer import Row, row_of, write_batch
 
@@ -44,6 +45,7 @@ _PROJECTS_EVERY_S = 2.0     # how often the list of projects is read again
 _TIDY_EVERY_S = 1.0         # how often streams are trimmed and the lag taken
 _RETRY_MIN_S, _RETRY_MAX_S = 0.2, 5.0
 _IDLE_MIN_S = 0.05          # the first wait after a look at the streams found nothing new
+BUSY_SHARE = 0.9            # the host is busy when others used this share of its CPU time since the last look
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class SinkOptions:
     idle_max_s: float = 0.5           # the longest wait between looks at streams that had nothing new
     round_min_s: float = 0.25         # a round that found less than a full batch waits this long from
                                       # its start before the next (bigger batches, less work per event)
+    defer_busy_s: float = 10.0        # while the host's CPUs are busy, wait as long as the oldest event
+                                      # PostgreSQL does not have is younger than this (0: never wait)
     claim_idle_s: float = 30.0        # entries pending this long on another consumer are taken over
     stream_maxlen: int = 50_000       # entries kept per stream once acknowledged (0: all)
     stream_max_age_s: int = 0         # acknowledged entries older than this go (0: kept by length only)
@@ -87,6 +91,7 @@ class Sink:
     metrics: SinkMetrics = field(default_factory=SinkMetrics)
     clock: Callable[[], float] = time.time
     consumer: str | None = None
+    cpu: Any = None                   # HostCpu (or a stand-in with busy_share()); made when None
 
     def __post_init__(self) -> None:
         self.drain = Drain(self.ledger, self.consumer)
@@ -101,6 +106,9 @@ class Sink:
         self._projects_at = 0.0
         self._tidy_at = 0.0
         self._claim_at = 0.0
+        self.deferred = 0                           # rounds it waited for a busy host
+        if self.cpu is None:
+            self.cpu = HostCpu()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -110,6 +118,9 @@ class Sink:
         while True:
             try:
                 started = time.monotonic()
+                if await self.defers():
+                    await asyncio.sleep(self.options.round_min_s)
+                    continue
                 handled = await self.step()
                 delay = _RETRY_MIN_S
                 if handled:
@@ -125,6 +136,26 @@ class Sink:
                 self._failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(_RETRY_MAX_S, delay * 2)
+
+    async def defers(self) -> bool:
+        """Whether this round waits for a busy host: the requests served on the same cores come
+        first, as long as the oldest event PostgreSQL does not have is younger than
+        ``defer_busy_s`` (the lag, taken again about once a second meanwhile). Then the sink
+        drains whatever the host's load, so the record is never further behind than that (and
+        the events wait in Redis, where nothing is lost)."""
+        limit = self.options.defer_busy_s
+        if limit <= 0:
+            return False
+        busy = self.cpu.busy_share()
+        if busy is None or busy < BUSY_SHARE:
+            return False
+        await self.connect()
+        if self.clock() - self._tidy_at >= _TIDY_EVERY_S:
+            await self.tidy()
+        if self.lag.at is None or self.lag.seconds >= limit:
+            return False
+        self.deferred += 1
+        return True
 
     async def step(self) -> int:
         """One round: take a batch, write it, acknowledge it; tidy when due. Returns the entries
@@ -224,6 +255,7 @@ class Sink:
     async def tidy(self, projects: list[str] | None = None) -> list[StreamState]:
         """Trim the streams by the acknowledged position and take the lag."""
         projects = await self._known_projects() if projects is None else projects
+        await self.drain.join(projects)  # a stream the group does not know yet is all lag
         now = self.clock()
         self._tidy_at = now
         age = self.options.stream_max_age_s

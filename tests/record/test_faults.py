@@ -31,6 +31,7 @@ from tests.record.pgserver import OwnPostgres, bin_dir, create_database
 
 def _start_sink(redis_url: str, prefix: str, pg_url: str, log) -> subprocess.Popen:
     env = {**clean_env(), "REDIS_URL": redis_url, "FAREBOX_REDIS_PREFIX": prefix, "FAREBOX_POSTGRES_URL": pg_url,
+           "FAREBOX_SINK_DEFER_BUSY_S": "0",
            "FAREBOX_SINK_BATCH": "100", "FAREBOX_SINK_CLAIM_IDLE_S": "1"}
     return subprocess.Popen([sys.executable, "-m", "proxy", "sink"], env=env, stdout=log, stderr=log)
 

@@ -77,7 +77,7 @@ def test_with_sink_process_false_the_sink_runs_on_the_serving_loop(pg_url, make_
 def _serve(upstream_url: str, redis_url: str, prefix: str, pg_url: str, data_dir: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**clean_env(), "REDIS_URL": redis_url, "FAREBOX_REDIS_PREFIX": prefix, "FAREBOX_DATA_DIR": data_dir,
-           "FAREBOX_POSTGRES_URL": pg_url}
+           "FAREBOX_POSTGRES_URL": pg_url, "FAREBOX_SINK_DEFER_BUSY_S": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--port", str(port), "--upstream",
                              f"{upstream_url}/v1", "--log-level", "warning"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
