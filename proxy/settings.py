@@ -124,7 +124,7 @@ class Settings(BaseModel):
     sink_process: bool = True                     # ... as a child process (false: on its event loop)
     sink_nice: int = Field(10, ge=0, le=19)       # the child's CPU priority: this much nicer than serve's
     # While the host's CPUs are busy, a sink waits as long as its oldest event not yet stored is younger (0: never).
-    sink_defer_busy_s: float = Field(10.0, ge=0, le=3600)
+    sink_defer_busy_s: float = Field(30.0, ge=0, le=3600)
     sink_batch: int = Field(1000, ge=1, le=100_000)     # events read per stream and call
     sink_claim_idle_s: float = Field(30.0, gt=0)  # events left pending this long by a sink are taken over
     # While the sink is on, the length a stream may reach before its oldest events go even if

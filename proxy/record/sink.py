@@ -45,7 +45,7 @@ _PROJECTS_EVERY_S = 2.0     # how often the list of projects is read again
 _TIDY_EVERY_S = 1.0         # how often streams are trimmed and the lag taken
 _RETRY_MIN_S, _RETRY_MAX_S = 0.2, 5.0
 _IDLE_MIN_S = 0.05          # the first wait after a look at the streams found nothing new
-BUSY_SHARE = 0.9            # the host is busy when others used this share of its CPU time since the last look
+BUSY_SHARE = 0.75           # the host is busy when others used this share of its CPU time since the last look
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class SinkOptions:
     idle_max_s: float = 0.5           # the longest wait between looks at streams that had nothing new
     round_min_s: float = 0.25         # a round that found less than a full batch waits this long from
                                       # its start before the next (bigger batches, less work per event)
-    defer_busy_s: float = 10.0        # while the host's CPUs are busy, wait as long as the oldest event
+    defer_busy_s: float = 30.0        # while the host's CPUs are busy, wait as long as the oldest event
                                       # PostgreSQL does not have is younger than this (0: never wait)
     claim_idle_s: float = 30.0        # entries pending this long on another consumer are taken over
     stream_maxlen: int = 50_000       # entries kept per stream once acknowledged (0: all)
