@@ -26,7 +26,7 @@ from proxy.http.appkeys import ADMIN_ACCESS, EDGE, REQUEST_ID, RESOURCES, SERVIC
 from proxy.http.edge import Edge
 from proxy.errors import (FareboxError, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized,
                           VersionNotSupported)
-from proxy.ledger.ledger import Ledger, Ttls
+from proxy.ledger.ledger import LAYOUT_MOVING, Ledger, Ttls
 from proxy.ledger.spool import Spool
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.control.retention import trim_forever
@@ -246,6 +246,9 @@ async def readyz(request: web.Request) -> web.Response:
         await fb.ledger.ping()
     except FareboxError as exc:
         return web.json_response({"status": "unavailable", "redis": fb.redis_description, "error": exc.message}, status=503)
+    if not fb.ledger.layout_ready:
+        return web.json_response({"status": "unavailable", "redis": fb.redis_description, "error": LAYOUT_MOVING},
+                                 status=503)
     body = {"status": "ready", "redis": fb.redis_description}
     sink = request.app.get(SINK)
     if sink is not None:
@@ -344,6 +347,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         else:
             log.warning("started, but not ready: redis %s does not answer (%s); /readyz answers 503 until it does; "
                         "%s", redis.description, problem, _without_redis(settings.fail_mode, spool.path))
+            ledger.layout_ready = False  # no budget read until what an earlier version left is moved
             migrating = asyncio.get_running_loop().create_task(_migrate(ledger, warned=True))  # once it answers
         if await spool.pending():
             services.start_replay()

@@ -26,6 +26,7 @@ from proxy.domain import (DEFAULT_THRESHOLDS, Attribution, BudgetState, RateAsk,
                           UsageEvent)
 from proxy.ledger.apikeys import KeyStore
 from proxy.ledger.budgets import Budgets
+from proxy.errors import LedgerUnavailable
 from proxy.ledger.errors import redis_errors
 from proxy.ledger.holds import HoldStore
 from proxy.ledger.idempotency import DEFAULT_WINDOW_S, slot_length
@@ -42,6 +43,8 @@ __all__ = ["Ledger", "Ttls", "DEFAULT_HOLD_TTL_S"]
 
 DEFAULT_STREAM_MAXLEN = 50_000      # approximate; 0 keeps every event (about 15 MB a project, docs/scaling.md)
 DEFAULT_RANKING_SIZE = 100          # sessions kept per ranking (a report lists at most 100)
+LAYOUT_MOVING = ("Redis holds keys of an earlier farebox not yet moved to this version's layout; "
+                 "they are moved as soon as Redis answers")
 
 
 class Ledger:
@@ -88,6 +91,10 @@ class Ledger:
         self._holds = HoldStore(redis, keys)
         # The request path's step, bound here: no call of the facade's own per request.
         self.queue_settle = self._settles.queue
+        # False while what an earlier key layout left may still be in Redis (a start that found
+        # Redis away moves it once Redis answers): budgets would read too little, so reserve
+        # and hold answer as if Redis were away until ``migrate`` has run.
+        self.layout_ready = True
 
     # -- the request path -------------------------------------------------------------------
 
@@ -113,6 +120,8 @@ class Ledger:
             raise ValueError(f"amount_nano must be an int between 0 and {MAX_LUA_NANO}, not {amount_nano!r}")
         if not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive, not {deadline_s!r}")
+        if not self.layout_ready:
+            raise LedgerUnavailable(LAYOUT_MOVING)
         if not self._leases.requests:
             outcome, _, _ = await self._reserver.in_redis(request_id, a, amount_nano, deadline_s, None, rate)
             return outcome
@@ -131,6 +140,8 @@ class Ledger:
             raise ValueError(f"amount_nano must be an int between 0 and {MAX_LUA_NANO}, not {amount_nano!r}")
         if not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive, not {deadline_s!r}")
+        if not self.layout_ready:
+            raise LedgerUnavailable(LAYOUT_MOVING)
         outcome, _, _ = await self._reserver.in_redis(hold_id, attribution, amount_nano, deadline_s, None, rate,
                                                       renewed=False)
         return outcome
@@ -197,7 +208,9 @@ class Ledger:
     async def migrate(self) -> int:
         """Rewrite what an earlier key layout left in Redis, once (``migrate.py``); run before
         serving. Returns the hashes moved (0 once done)."""
-        return await migrate_sessions(self.redis, self.keys, self.scripts.migrate)
+        moved = await migrate_sessions(self.redis, self.keys, self.scripts.migrate)
+        self.layout_ready = True
+        return moved
 
     async def ping(self) -> bool:
         """True when Redis answers; ``LedgerUnavailable`` when it does not."""
