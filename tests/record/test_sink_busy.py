@@ -62,20 +62,28 @@ async def test_a_busy_host_makes_the_sink_wait_until_its_oldest_event_is_too_old
     assert await asyncio.to_thread(count_rows, pg_url) == 5
 
 
+async def _rows_reach(pg_url: str, n: int, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (got := await asyncio.to_thread(count_rows, pg_url)) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return got
+
+
+async def _stop(task: asyncio.Future, sink: Sink) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await sink.close()
+
+
 async def test_a_sink_told_never_to_wait_drains_a_busy_host(ledger, pg_url):
     await _recorded(ledger, 4, time.time())
     sink = Sink(ledger, pg_url, SinkOptions(defer_busy_s=0), cpu=Cpu(1.0))
     task = asyncio.ensure_future(sink.run_forever())
     try:
-        for _ in range(200):
-            if await asyncio.to_thread(count_rows, pg_url) == 4:
-                break
-            await asyncio.sleep(0.05)
+        assert await _rows_reach(pg_url, 4) == 4
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await sink.close()
-    assert await asyncio.to_thread(count_rows, pg_url) == 4 and sink.deferred == 0
+        await _stop(task, sink)
+    assert sink.deferred == 0
 
 
 async def test_the_running_sink_waits_then_drains_once_the_lag_reaches_the_bound(ledger, pg_url):
@@ -88,15 +96,9 @@ async def test_the_running_sink_waits_then_drains_once_the_lag_reaches_the_bound
         await asyncio.sleep(1.0)
         assert await asyncio.to_thread(count_rows, pg_url) == 0 and sink.deferred > 0
         clock.advance(11)  # (the lag runs from the stream entries' ids: Redis's clock, a little after start)
-        for _ in range(200):
-            if await asyncio.to_thread(count_rows, pg_url) == 6:
-                break
-            await asyncio.sleep(0.05)
+        assert await _rows_reach(pg_url, 6) == 6
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await sink.close()
-    assert await asyncio.to_thread(count_rows, pg_url) == 6
+        await _stop(task, sink)
 
 
 def _stat(path, user: int, system: int, idle: int, iowait: int = 0) -> None:
