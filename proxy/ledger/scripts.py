@@ -143,8 +143,12 @@ _NO_RATE = ("0", "0", "0", "0", "0", "0", "0")
 
 def reserve_spend(candidates: Sequence[tuple[str, str]], buckets: Sequence[str]) -> tuple[str, ...]:
     """The tail of reserve.lua's ARGV: per candidate budget, the field of each of its usage
-    hashes that holds its spend (``spend_fields``)."""
-    return tuple(f for scope, _ in candidates for f in spend_fields(scope, buckets))
+    hashes that holds its spend (``spend_fields``), up to the last that is not ``cost`` (the
+    script's default): nothing at all for a request without a session."""
+    fields = [f for scope, _ in candidates for f in spend_fields(scope, buckets)]
+    while fields and fields[-1] == "cost":
+        fields.pop()
+    return tuple(fields)
 
 
 def reserve_argv(request_id: str, amount: int, now_ms: int, deadline_s: float,
